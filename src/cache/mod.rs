@@ -1,0 +1,599 @@
+//! The middle of the data flow: an immutable snapshot (`ArcSwap`) that readers load once per
+//! request without locking, and the one writer that replaces it. Misses and refreshes go
+//! through single-flight "flights" so N concurrent requests for an item cost one upstream call.
+//! Also here: TTL, refresh-ahead with jitter, stale-if-error, and eviction of the least
+//! recently read entries.
+
+pub mod entry;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use hashbrown::HashMap;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+pub use entry::{Entry, EntryStats};
+
+use crate::config::{Config, FileConfig, ParameterTarget, SecretVersion};
+use crate::metrics::{CacheResult, Metrics, Trigger};
+use crate::source::{Fetch, FetchError, Fetched, Key, KeyRef, PARAMETERS_BATCH, SECRETS_BATCH, SelectorKind, Source};
+
+/// Wall-clock milliseconds. Lambda freezes the process between invokes, so TTLs are judged by
+/// the wall clock, never by timers or the monotonic clock. Injected so tests control time.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> u64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// The cache-wide rules, from `Config`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub enabled: bool,
+    pub capacity: usize,
+    pub ttl: [Duration; 2],
+    /// Longest a reader waits for an upstream answer.
+    pub timeout: [Duration; 2],
+    pub max_stale: Duration,
+    pub refresh_ahead: f64,
+}
+
+impl Policy {
+    pub fn from_config(c: &Config) -> Policy {
+        Policy {
+            enabled: c.cache_enabled,
+            capacity: c.cache_size,
+            ttl: [c.secrets.ttl, c.ssm.ttl],
+            timeout: [c.secrets.timeout, c.ssm.timeout],
+            max_stale: c.max_stale,
+            refresh_ahead: c.refresh_ahead,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ItemPolicy {
+    ttl: Duration,
+    pinned: bool,
+}
+
+/// What readers see: every key (including aliases) → its entry.
+#[derive(Default)]
+pub struct Snapshot {
+    map: HashMap<Key, Arc<Entry>>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl Snapshot {
+    fn new(map: HashMap<Key, Arc<Entry>>) -> Snapshot {
+        let (mut entries, mut bytes) = (0, 0);
+        for e in unique(&map) {
+            entries += 1;
+            bytes += e.body.len();
+        }
+        Snapshot { map, entries, bytes }
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Each entry once, whatever number of aliases it has.
+fn unique(map: &HashMap<Key, Arc<Entry>>) -> impl Iterator<Item = &Arc<Entry>> {
+    map.iter().filter(|(k, e)| *k == e.primary()).map(|(_, e)| e)
+}
+
+type FlightResult = Result<Arc<Entry>, FetchError>;
+type Flight = watch::Receiver<Option<FlightResult>>;
+
+/// A value handed to a reader, and how it was obtained.
+pub struct Served {
+    pub entry: Arc<Entry>,
+    pub result: CacheResult,
+}
+
+pub struct Cache {
+    snapshot: ArcSwap<Snapshot>,
+    /// Serialises writers; readers never take it.
+    writer: Mutex<()>,
+    flights: Mutex<HashMap<Key, Flight>>,
+    fetch: Arc<dyn Fetch>,
+    policy: Policy,
+    items: HashMap<Key, ItemPolicy>,
+    paths: Vec<(String, bool, ItemPolicy)>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    jitter: RandomState,
+    /// Every background fetch, so the lifecycle can finish or cancel them before a freeze.
+    tasks: TaskTracker,
+}
+
+/// What prefetch achieved; failures of `required` items fail init in extension mode.
+#[derive(Debug, Default)]
+pub struct PrefetchReport {
+    pub loaded: usize,
+    pub failed: Vec<(String, FetchError, bool)>,
+}
+
+impl PrefetchReport {
+    pub fn required_failures(&self) -> impl Iterator<Item = &(String, FetchError, bool)> {
+        self.failed.iter().filter(|(_, _, required)| *required)
+    }
+}
+
+impl Cache {
+    pub fn new(fetch: Arc<dyn Fetch>, policy: Policy, file: &FileConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Arc<Cache> {
+        let mut items = HashMap::new();
+        let mut paths = Vec::new();
+        for s in &file.secrets {
+            let ttl = s.ttl.unwrap_or(policy.ttl[Source::SecretsManager.index()]);
+            items.insert(secret_key(&s.id, &s.version), ItemPolicy { ttl, pinned: true });
+        }
+        for p in &file.parameters {
+            let ttl = p.ttl.unwrap_or(policy.ttl[Source::Ssm.index()]);
+            match &p.target {
+                ParameterTarget::Name(n) => {
+                    items.insert(Key::parameter(n, p.with_decryption), ItemPolicy { ttl, pinned: true });
+                }
+                ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, ItemPolicy { ttl, pinned: true })),
+            }
+        }
+        Arc::new(Cache {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            writer: Mutex::new(()),
+            flights: Mutex::new(HashMap::new()),
+            fetch,
+            policy,
+            items,
+            paths,
+            metrics,
+            clock,
+            jitter: RandomState::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// The current snapshot, for gauges and `/status`.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Serves `key`: from the snapshot when fresh, else through one shared upstream call.
+    pub async fn get(self: &Arc<Self>, key: KeyRef<'_>, refresh_now: bool) -> Result<Served, FetchError> {
+        let now = self.clock.now_ms();
+        let cached = if self.policy.enabled {
+            self.snapshot.load().map.get(&key).cloned()
+        } else {
+            None
+        };
+        if let Some(entry) = &cached
+            && !refresh_now
+        {
+            if entry.is_fresh(now) {
+                entry.stats.hits.fetch_add(1, Relaxed);
+                entry.stats.touch(now);
+                return Ok(Served {
+                    entry: entry.clone(),
+                    result: CacheResult::Hit,
+                });
+            }
+            // Upstream failed a moment ago: do not make every reader wait on it again.
+            if entry.stats.retry_after_ms.load(Relaxed) > now && self.servable_stale(entry, now) {
+                entry.stats.touch(now);
+                return Ok(Served {
+                    entry: entry.clone(),
+                    result: CacheResult::Stale,
+                });
+            }
+        }
+
+        let trigger = if refresh_now { Trigger::RefreshNow } else { Trigger::Expired };
+        let budget = self.policy.timeout[key.source.index()];
+        let flight = self.start(vec![key.to_owned()], trigger).pop().expect("one key in, one flight out");
+        let result = match tokio::time::timeout(budget, wait(flight)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
+        };
+        match result {
+            Ok(entry) => {
+                entry.stats.misses.fetch_add(1, Relaxed);
+                entry.stats.touch(self.clock.now_ms());
+                let result = if refresh_now { CacheResult::Refresh } else { CacheResult::Miss };
+                Ok(Served { entry, result })
+            }
+            Err(e) if !refresh_now && e.is_transient() => match cached {
+                Some(old) if self.servable_stale(&old, self.clock.now_ms()) => Ok(Served {
+                    entry: old,
+                    result: CacheResult::Stale,
+                }),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn servable_stale(&self, entry: &Entry, now: u64) -> bool {
+        now < entry.expires_at_ms().saturating_add(self.policy.max_stale.as_millis() as u64)
+    }
+
+    /// Joins or starts one flight per key; new ones are fetched together in one task (a batch
+    /// call when there are several). Returns a flight per key, in order.
+    fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger) -> Vec<Flight> {
+        let mut flights = Vec::with_capacity(keys.len());
+        let mut new = Vec::new();
+        {
+            let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
+            for key in keys {
+                if let Some(f) = in_flight.get(&key) {
+                    flights.push(f.clone());
+                } else {
+                    let (tx, rx) = watch::channel(None);
+                    in_flight.insert(key.clone(), rx.clone());
+                    flights.push(rx);
+                    new.push((key, tx));
+                }
+            }
+        }
+        if !new.is_empty() {
+            let this = self.clone();
+            self.tasks.spawn(async move { this.run(new, trigger).await });
+        }
+        flights
+    }
+
+    async fn run(self: Arc<Self>, flights: Vec<(Key, watch::Sender<Option<FlightResult>>)>, trigger: Trigger) {
+        let keys: Vec<Key> = flights.iter().map(|(k, _)| k.clone()).collect();
+        let results = if let [one] = keys.as_slice() {
+            vec![self.fetch.fetch(one).await]
+        } else {
+            self.fetch.fetch_batch(&keys).await
+        };
+        let now = self.clock.now_ms();
+        for ((key, tx), result) in flights.into_iter().zip(results) {
+            self.metrics.refresh(key.source, trigger, result.is_ok());
+            let result = match result {
+                Ok(fetched) => Ok(self.install(&key, fetched, now)),
+                Err(e) => {
+                    self.note_failure(&key, &e, now);
+                    if trigger != Trigger::Expired && trigger != Trigger::RefreshNow {
+                        tracing::warn!(key = %key, trigger = trigger.as_str(), error = e.code(), "background fetch failed");
+                    }
+                    Err(e)
+                }
+            };
+            // Installed first, then the flight removed: a reader arriving in between finds
+            // either the flight or the new entry, never neither.
+            self.flights.lock().expect("flight table lock holds no invariants").remove(&key);
+            let _ = tx.send(Some(result));
+        }
+    }
+
+    fn item_policy(&self, key: &Key, fetched: &Fetched) -> ItemPolicy {
+        if let Some(p) = self.items.get(key) {
+            return *p;
+        }
+        let aliases = [fetched.name.as_deref(), fetched.arn.as_deref()];
+        if let Some(p) = aliases.into_iter().flatten().find_map(|id| self.items.get(&key.with_id(id))) {
+            return *p;
+        }
+        if key.source == Source::Ssm
+            && let Some((_, _, p)) = self
+                .paths
+                .iter()
+                .find(|(path, decrypt, _)| *decrypt == key.decrypt && key.id.starts_with(path.as_str()))
+        {
+            return *p;
+        }
+        ItemPolicy {
+            ttl: self.policy.ttl[key.source.index()],
+            pinned: false,
+        }
+    }
+
+    /// Jitter in [-10 %, +10 %], fixed per key and random per process, so environments started
+    /// together do not refresh in lock-step.
+    fn jitter(&self, key: &Key) -> f64 {
+        (self.jitter.hash_one(key) % 2001) as f64 / 10_000.0 - 0.1
+    }
+
+    /// Replaces the snapshot with one that holds `fetched` under `key`, its name and its ARN.
+    fn install(&self, key: &Key, fetched: Fetched, now: u64) -> Arc<Entry> {
+        let item = self.item_policy(key, &fetched);
+        let ttl_ms = item.ttl.as_millis() as u64;
+        let mut keys = vec![key.clone()];
+        for alias in [fetched.name.as_deref(), fetched.arn.as_deref()].into_iter().flatten() {
+            let k = key.with_id(alias);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        let ahead_ms = (ttl_ms as f64 * self.policy.refresh_ahead * (1.0 + self.jitter(key))) as u64;
+        let _writer = self.writer.lock().expect("writer lock holds no invariants");
+        let snap = self.snapshot.load_full();
+        let stats = keys
+            .iter()
+            .find_map(|k| snap.map.get(k))
+            .map(|e| e.stats.clone())
+            .unwrap_or_default();
+        stats.record_success();
+        stats.last_read_ms.store(now, Relaxed);
+        let entry = Arc::new(Entry {
+            keys,
+            body: fetched.body,
+            name: fetched.name,
+            arn: fetched.arn,
+            version: fetched.version,
+            fetched_at_ms: now,
+            ttl_ms,
+            ahead_at_ms: now + ahead_ms,
+            pinned: item.pinned,
+            stats,
+        });
+        if !self.policy.enabled || ttl_ms == 0 {
+            return entry;
+        }
+        let mut map = snap.map.clone();
+        for k in &entry.keys {
+            if let Some(old) = map.get(k).cloned() {
+                for old_key in &old.keys {
+                    if map.get(old_key).is_some_and(|e| Arc::ptr_eq(e, &old)) {
+                        map.remove(old_key);
+                    }
+                }
+            }
+        }
+        for k in &entry.keys {
+            map.insert(k.clone(), entry.clone());
+        }
+        self.evict(&mut map);
+        self.snapshot.store(Arc::new(Snapshot::new(map)));
+        entry
+    }
+
+    /// Drops the least recently read unpinned entries until the map fits the capacity.
+    fn evict(&self, map: &mut HashMap<Key, Arc<Entry>>) {
+        let mut count = unique(map).count();
+        while count > self.policy.capacity {
+            let Some(victim) = unique(map)
+                .filter(|e| !e.pinned)
+                .min_by_key(|e| e.stats.last_read_ms.load(Relaxed))
+                .cloned()
+            else {
+                return; // everything left is pinned by the config file
+            };
+            for k in &victim.keys {
+                if map.get(k).is_some_and(|e| Arc::ptr_eq(e, &victim)) {
+                    map.remove(k);
+                }
+            }
+            self.metrics.eviction();
+            count -= 1;
+        }
+    }
+
+    fn note_failure(&self, key: &Key, err: &FetchError, now: u64) {
+        if let Some(entry) = self.snapshot.load().map.get(key) {
+            entry.stats.record_failure(err.code(), err.is_transient(), now);
+        }
+    }
+
+    /// Starts a background refresh of every entry past its refresh-ahead point, using the
+    /// batch APIs. Returns how many items were due. The fetches run on `tasks()`.
+    pub fn refresh_ahead(self: &Arc<Self>) -> usize {
+        if !self.policy.enabled {
+            return 0;
+        }
+        let now = self.clock.now_ms();
+        let due: Vec<Key> = unique(&self.snapshot.load().map)
+            .filter(|e| e.ttl_ms > 0 && now >= e.ahead_at_ms && now >= e.stats.retry_after_ms.load(Relaxed))
+            .map(|e| e.primary().clone())
+            .collect();
+        let n = due.len();
+        for group in batches(due) {
+            self.start(group, Trigger::Ahead);
+        }
+        n
+    }
+
+    /// Registers a flight for every configured item at once, so requests that arrive while
+    /// prefetch runs join it; then fetches them with the batch APIs in parallel.
+    pub fn prefetch(self: &Arc<Self>, file: &FileConfig) -> impl Future<Output = PrefetchReport> + Send + 'static {
+        let mut keys: Vec<(Key, bool)> = Vec::new();
+        let mut paths = Vec::new();
+        if self.policy.enabled {
+            keys.extend(file.secrets.iter().map(|s| (secret_key(&s.id, &s.version), s.required)));
+            for p in &file.parameters {
+                match &p.target {
+                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption), p.required)),
+                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.required)),
+                }
+            }
+        }
+        let required: HashMap<Key, bool> = keys.iter().cloned().collect();
+        let mut waits = Vec::new();
+        for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
+            let flights = self.start(group.clone(), Trigger::Prefetch);
+            waits.extend(group.into_iter().zip(flights));
+        }
+        let this = self.clone();
+        async move {
+            let path_fetches = paths.into_iter().map(|(path, decrypt, required)| {
+                let this = this.clone();
+                this.tasks.clone().spawn(async move {
+                    let result = this.fetch.fetch_path(&path, decrypt).await;
+                    let now = this.clock.now_ms();
+                    let result = result.map(|items| {
+                        for item in items {
+                            if let Some(name) = item.name.clone() {
+                                this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
+                                this.install(&Key::parameter(&name, decrypt), item, now);
+                            }
+                        }
+                    });
+                    (path, result, required)
+                })
+            });
+            let path_fetches: Vec<_> = path_fetches.collect();
+            let mut report = PrefetchReport::default();
+            for (key, flight) in waits {
+                match wait(flight).await {
+                    Ok(_) => report.loaded += 1,
+                    Err(e) => report
+                        .failed
+                        .push((key.to_string(), e, required.get(&key).copied().unwrap_or(false))),
+                }
+            }
+            for handle in path_fetches {
+                match handle.await {
+                    Ok((_, Ok(()), _)) => report.loaded += 1,
+                    Ok((path, Err(e), required)) => report.failed.push((format!("{path} (path)"), e, required)),
+                    Err(join) => report
+                        .failed
+                        .push(("path prefetch".into(), FetchError::Other(join.to_string()), false)),
+                }
+            }
+            report
+        }
+    }
+
+    /// Everything `/status` shows. Never a value.
+    pub fn status(&self) -> CacheStatus {
+        let now = self.clock.now_ms();
+        let snap = self.snapshot.load_full();
+        let mut items: Vec<EntryStatus> = unique(&snap.map)
+            .map(|e| {
+                let last_error = e.stats.last_error();
+                let state = match (&last_error, e.is_fresh(now)) {
+                    (Some(_), _) => "failing",
+                    (None, true) => "fresh",
+                    (None, false) => "stale",
+                };
+                let k = e.primary();
+                EntryStatus {
+                    id: k.id.to_string(),
+                    source: k.source.as_str(),
+                    selector: match k.kind {
+                        SelectorKind::Default => None,
+                        _ => Some(k.selector.to_string()),
+                    },
+                    with_decryption: k.decrypt,
+                    name: e.name.clone(),
+                    arn: e.arn.clone(),
+                    version_id: e.version.clone(),
+                    age_seconds: e.age_secs(now),
+                    ttl_seconds: e.ttl_ms / 1000,
+                    state,
+                    last_error,
+                    hits: e.stats.hits.load(Relaxed),
+                    misses: e.stats.misses.load(Relaxed),
+                    pinned: e.pinned,
+                    bytes: e.body.len(),
+                }
+            })
+            .collect();
+        items.sort_by(|a, b| (a.source, &a.id).cmp(&(b.source, &b.id)));
+        CacheStatus {
+            enabled: self.policy.enabled,
+            capacity: self.policy.capacity,
+            entries: snap.entries,
+            bytes: snap.bytes,
+            items,
+        }
+    }
+}
+
+async fn wait(mut flight: Flight) -> FlightResult {
+    match flight.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().expect("waited for Some"),
+        Err(_) => Err(FetchError::Other("the fetch was abandoned".into())),
+    }
+}
+
+fn secret_key(id: &str, version: &SecretVersion) -> Key {
+    match version {
+        SecretVersion::Current => Key::secret(id, SelectorKind::Default, ""),
+        SecretVersion::Stage(s) => Key::secret(id, SelectorKind::VersionStage, s),
+        SecretVersion::Id(v) => Key::secret(id, SelectorKind::VersionId, v),
+    }
+}
+
+/// Groups keys into batch-API calls: current secrets by 20, parameters by 10 per decryption
+/// flag; secrets pinned to a version or stage are fetched one by one (the batch API returns
+/// AWSCURRENT only).
+fn batches(keys: Vec<Key>) -> Vec<Vec<Key>> {
+    let mut out = Vec::new();
+    let (mut secrets, mut plain, mut decrypted) = (Vec::new(), Vec::new(), Vec::new());
+    for k in keys {
+        match (k.source, k.kind, k.decrypt) {
+            (Source::SecretsManager, SelectorKind::Default, _) => secrets.push(k),
+            (Source::SecretsManager, _, _) => out.push(vec![k]),
+            (Source::Ssm, _, false) => plain.push(k),
+            (Source::Ssm, _, true) => decrypted.push(k),
+        }
+    }
+    out.extend(secrets.chunks(SECRETS_BATCH).map(<[Key]>::to_vec));
+    out.extend(plain.chunks(PARAMETERS_BATCH).map(<[Key]>::to_vec));
+    out.extend(decrypted.chunks(PARAMETERS_BATCH).map(<[Key]>::to_vec));
+    out
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheStatus {
+    pub enabled: bool,
+    pub capacity: usize,
+    pub entries: usize,
+    pub bytes: usize,
+    pub items: Vec<EntryStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntryStatus {
+    pub id: String,
+    pub source: &'static str,
+    pub selector: Option<String>,
+    pub with_decryption: bool,
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    pub version_id: Option<String>,
+    pub age_seconds: u64,
+    pub ttl_seconds: u64,
+    pub state: &'static str,
+    pub last_error: Option<String>,
+    pub hits: u64,
+    pub misses: u64,
+    pub pinned: bool,
+    pub bytes: usize,
+}
+
+#[cfg(test)]
+mod tests;

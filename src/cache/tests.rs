@@ -1,0 +1,412 @@
+//! Cache behaviour against a scripted upstream and a hand-moved clock.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{FileConfig, ParameterItem, SecretItem};
+use crate::source::BoxFuture;
+
+#[derive(Default)]
+struct TestClock(AtomicU64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(SeqCst)
+    }
+}
+
+impl TestClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(d.as_millis() as u64, SeqCst);
+    }
+}
+
+/// An upstream whose answers the test sets, counting every call.
+#[derive(Default)]
+struct FakeFetch {
+    values: Mutex<HashMap<String, Result<String, FetchError>>>,
+    calls: AtomicUsize,
+    batches: Mutex<Vec<usize>>,
+    delay_ms: AtomicU64,
+}
+
+impl FakeFetch {
+    fn set(&self, name: &str, value: Result<&str, FetchError>) {
+        self.values.lock().unwrap().insert(name.to_string(), value.map(str::to_string));
+    }
+
+    fn answer(&self, id: &str) -> Result<Fetched, FetchError> {
+        let name = id.strip_prefix("arn:").unwrap_or(id);
+        match self.values.lock().unwrap().get(name) {
+            Some(Ok(v)) => Ok(Fetched {
+                body: Bytes::from(v.clone()),
+                name: Some(name.to_string()),
+                arn: Some(format!("arn:{name}")),
+                version: Some("v".into()),
+            }),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(FetchError::item("ResourceNotFoundException", "not found")),
+        }
+    }
+
+    async fn pause(&self) {
+        let ms = self.delay_ms.load(SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+}
+
+impl Fetch for FakeFetch {
+    fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, SeqCst);
+            self.pause().await;
+            self.answer(&key.id)
+        })
+    }
+
+    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, SeqCst);
+            self.batches.lock().unwrap().push(keys.len());
+            self.pause().await;
+            keys.iter().map(|k| self.answer(&k.id)).collect()
+        })
+    }
+
+    fn fetch_path<'a>(&'a self, path: &'a str, _decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, SeqCst);
+            let names: Vec<String> = self
+                .values
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|k| k.starts_with(path))
+                .cloned()
+                .collect();
+            Ok(names.iter().filter_map(|n| self.answer(n).ok()).collect())
+        })
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        enabled: true,
+        capacity: 100,
+        ttl: [Duration::from_secs(300); 2],
+        timeout: [Duration::from_secs(3); 2],
+        max_stale: Duration::from_secs(900),
+        refresh_ahead: 0.8,
+    }
+}
+
+fn setup(policy: Policy, file: &FileConfig) -> (Arc<Cache>, Arc<FakeFetch>, Arc<TestClock>, Arc<Metrics>) {
+    let fetch = Arc::new(FakeFetch::default());
+    let clock = Arc::new(TestClock(AtomicU64::new(1_700_000_000_000)));
+    let metrics = Arc::new(Metrics::new());
+    let cache = Cache::new(fetch.clone(), policy, file, metrics.clone(), clock.clone());
+    (cache, fetch, clock, metrics)
+}
+
+fn key(id: &str) -> KeyRef<'_> {
+    KeyRef::secret(id, SelectorKind::Default, "")
+}
+
+fn body(s: &Served) -> &str {
+    std::str::from_utf8(&s.entry.body).unwrap()
+}
+
+fn transient() -> FetchError {
+    FetchError::Service {
+        status: 503,
+        code: "ServiceUnavailable".into(),
+        message: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_miss_then_hits_from_the_snapshot() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    let first = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((first.result, body(&first)), (CacheResult::Miss, "one"));
+    for _ in 0..5 {
+        assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Hit);
+    }
+    assert_eq!(fetch.calls.load(SeqCst), 1);
+    let status = cache.status();
+    assert_eq!((status.items[0].hits, status.items[0].misses), (5, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_share_one_call() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    fetch.delay_ms.store(50, SeqCst);
+    let reads: Vec<_> = (0..32)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(key("a"), false).await.map(|s| s.result) })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.unwrap().unwrap(), CacheResult::Miss);
+    }
+    assert_eq!(fetch.calls.load(SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_not_found_share_one_call_and_are_not_cached() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.delay_ms.store(50, SeqCst);
+    let reads: Vec<_> = (0..8)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(key("missing"), false).await.err().map(|e| e.code().to_string()) })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.unwrap().as_deref(), Some("ResourceNotFoundException"));
+    }
+    assert_eq!(fetch.calls.load(SeqCst), 1);
+    assert!(cache.get(key("missing"), false).await.is_err());
+    assert_eq!(fetch.calls.load(SeqCst), 2, "errors are not cached");
+}
+
+#[tokio::test]
+async fn expiry_fetches_the_new_value() {
+    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    fetch.set("a", Ok("two"));
+    clock.advance(Duration::from_secs(299));
+    assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "one");
+    clock.advance(Duration::from_secs(2));
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Miss, "two"));
+}
+
+#[tokio::test]
+async fn transient_failure_serves_stale_until_max_stale() {
+    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    fetch.set("a", Err(transient()));
+    clock.advance(Duration::from_secs(301));
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Stale, "one"));
+    assert_eq!(fetch.calls.load(SeqCst), 2);
+    // Inside the back-off window the stale value is served without asking upstream again.
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!(s.result, CacheResult::Stale);
+    assert_eq!(fetch.calls.load(SeqCst), 2);
+    assert_eq!(cache.status().items[0].state, "failing");
+    assert_eq!(cache.status().items[0].last_error.as_deref(), Some("ServiceUnavailable"));
+    // Past expiry + max stale: the error is returned.
+    clock.advance(Duration::from_secs(900));
+    let e = cache.get(key("a"), false).await.err().unwrap();
+    assert_eq!(e.code(), "ServiceUnavailable");
+    // Recovery clears the failure state.
+    fetch.set("a", Ok("two"));
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Miss, "two"));
+    assert_eq!(cache.status().items[0].state, "fresh");
+}
+
+#[tokio::test]
+async fn permanent_failure_is_returned_not_hidden() {
+    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    fetch.set("a", Err(FetchError::item("AccessDeniedException", "no")));
+    clock.advance(Duration::from_secs(301));
+    assert_eq!(cache.get(key("a"), false).await.err().unwrap().code(), "AccessDeniedException");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_upstream_costs_a_reader_at_most_the_budget() {
+    let mut p = policy();
+    p.timeout = [Duration::from_millis(200); 2];
+    let (cache, fetch, clock, _) = setup(p, &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    fetch.delay_ms.store(60_000, SeqCst);
+    clock.advance(Duration::from_secs(301));
+    let started = tokio::time::Instant::now();
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!(s.result, CacheResult::Stale);
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+    let e = cache.get(key("b"), false).await.err().unwrap();
+    assert_eq!((e.code(), e.http_status()), ("TimeoutError", 504));
+}
+
+#[tokio::test]
+async fn refresh_now_bypasses_and_keeps_the_old_entry_on_failure() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    fetch.set("a", Ok("two"));
+    let s = cache.get(key("a"), true).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Refresh, "two"));
+    fetch.set("a", Err(transient()));
+    assert!(cache.get(key("a"), true).await.is_err(), "refreshNow returns the error");
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Hit, "two"));
+}
+
+#[tokio::test]
+async fn name_and_arn_reach_the_same_entry() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    assert_eq!(cache.get(key("arn:a"), false).await.unwrap().result, CacheResult::Hit);
+    assert_eq!(fetch.calls.load(SeqCst), 1);
+    assert_eq!(cache.status().entries, 1);
+}
+
+#[tokio::test]
+async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
+    let mut p = policy();
+    p.capacity = 2;
+    let file = FileConfig {
+        secrets: vec![SecretItem {
+            id: "pinned".into(),
+            version: SecretVersion::Current,
+            ttl: None,
+            required: false,
+        }],
+        ..Default::default()
+    };
+    let (cache, fetch, clock, metrics) = setup(p, &file);
+    for n in ["pinned", "a", "b", "c"] {
+        fetch.set(n, Ok(n));
+    }
+    cache.prefetch(&file).await;
+    clock.advance(Duration::from_secs(2));
+    cache.get(key("a"), false).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+    cache.get(key("b"), false).await.unwrap(); // evicts a: pinned stays
+    let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["b", "pinned"]);
+    clock.advance(Duration::from_secs(2));
+    cache.get(key("c"), false).await.unwrap();
+    let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["c", "pinned"]);
+    assert_eq!(metrics.snapshot().evictions, 2);
+}
+
+#[tokio::test]
+async fn ttl_zero_and_disabled_cache_pass_through() {
+    let mut p = policy();
+    p.ttl = [Duration::ZERO; 2];
+    let (cache, fetch, _, _) = setup(p, &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    for _ in 0..3 {
+        assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
+    }
+    assert_eq!(fetch.calls.load(SeqCst), 3);
+    assert_eq!(cache.status().entries, 0);
+
+    let mut p = policy();
+    p.enabled = false;
+    let (cache, fetch, _, _) = setup(p, &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    cache.get(key("a"), false).await.unwrap();
+    assert_eq!(fetch.calls.load(SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefetch_batches_and_early_readers_join_it() {
+    let secrets: Vec<SecretItem> = (0..25)
+        .map(|i| SecretItem {
+            id: format!("s{i}"),
+            version: SecretVersion::Current,
+            ttl: None,
+            required: i == 0,
+        })
+        .collect();
+    let parameters = vec![ParameterItem {
+        target: ParameterTarget::Path("/app/".into()),
+        with_decryption: true,
+        ttl: Some(Duration::from_secs(60)),
+        required: false,
+    }];
+    let file = FileConfig {
+        secrets,
+        parameters,
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(policy(), &file);
+    for i in 0..25 {
+        fetch.set(&format!("s{i}"), Ok("v"));
+    }
+    fetch.set("/app/x", Ok("p"));
+    fetch.delay_ms.store(100, SeqCst);
+    let prefetch = cache.prefetch(&file);
+    // A read issued before prefetch completes joins its flight: a miss, but no extra call.
+    let early = cache.get(key("s7"), false).await.unwrap();
+    assert_eq!(early.result, CacheResult::Miss);
+    let report = prefetch.await;
+    assert_eq!((report.loaded, report.failed.len()), (26, 0));
+    assert_eq!(*fetch.batches.lock().unwrap(), vec![20, 5]);
+    assert_eq!(fetch.calls.load(SeqCst), 3, "two batches and one path");
+    assert_eq!(cache.get(key("s24"), false).await.unwrap().result, CacheResult::Hit);
+    let p = cache.get(KeyRef::parameter("/app/x", true), false).await.unwrap();
+    assert_eq!(p.result, CacheResult::Hit);
+    assert_eq!(p.entry.ttl_ms, 60_000);
+    assert!(p.entry.pinned);
+}
+
+#[tokio::test]
+async fn prefetch_reports_required_failures() {
+    let file = FileConfig {
+        secrets: vec![SecretItem {
+            id: "gone".into(),
+            version: SecretVersion::Current,
+            ttl: None,
+            required: true,
+        }],
+        ..Default::default()
+    };
+    let (cache, _, _, _) = setup(policy(), &file);
+    let report = cache.prefetch(&file).await;
+    let failures: Vec<_> = report.required_failures().collect();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].1.code(), "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn refresh_ahead_refreshes_due_entries_in_batches() {
+    let (cache, fetch, clock, metrics) = setup(policy(), &FileConfig::default());
+    for n in ["a", "b", "c"] {
+        fetch.set(n, Ok("one"));
+        cache.get(key(n), false).await.unwrap();
+    }
+    assert_eq!(cache.refresh_ahead(), 0, "nothing is due yet");
+    fetch.set("a", Ok("two"));
+    clock.advance(Duration::from_secs(270)); // 90 % of the TTL: past 80 % ± 10 %
+    assert_eq!(cache.refresh_ahead(), 3);
+    cache.tasks().close();
+    cache.tasks().wait().await;
+    assert_eq!(*fetch.batches.lock().unwrap(), vec![3]);
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Hit, "two"));
+    assert_eq!(s.entry.age_secs(clock.now_ms()), 0);
+    assert!(metrics.snapshot().refreshes.iter().any(|r| r.trigger == "ahead" && r.ok == 3));
+}
+
+#[test]
+fn batches_follow_api_limits() {
+    let mut keys: Vec<Key> = (0..23).map(|i| Key::secret(&format!("s{i}"), SelectorKind::Default, "")).collect();
+    keys.push(Key::secret("pinned", SelectorKind::VersionStage, "AWSPREVIOUS"));
+    keys.extend((0..12).map(|i| Key::parameter(&format!("/p{i}"), i % 2 == 0)));
+    let sizes: Vec<usize> = batches(keys).iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1, 20, 3, 6, 6]);
+}

@@ -1,0 +1,212 @@
+//! Data out: the loopback HTTP server the function calls (SPEC §2). A request is routed by a
+//! pure function (`route`), checked (forwarding, token), served from the cache, and every error
+//! is rendered by `ApiError`. The server owns no state beyond handles passed in.
+
+pub mod error;
+pub mod route;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+use route::Endpoint;
+
+use crate::cache::Cache;
+use crate::config::Token;
+use crate::metrics::{CacheResult, Metrics};
+
+pub const TOKEN_HEADER: &str = "x-aws-parameters-secrets-token";
+/// Request line plus headers; hyper answers 431 above it. Bodies are never read.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+/// A client that opens a connection and sends nothing is dropped after this.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish when the server stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("accepting connections failed: {0}")]
+    Accept(#[source] std::io::Error),
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Server {
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+    token: Token,
+    connections: Arc<Semaphore>,
+}
+
+impl Server {
+    pub fn new(cache: Arc<Cache>, metrics: Arc<Metrics>, token: Token, max_connections: usize) -> Arc<Server> {
+        Arc::new(Server {
+            cache,
+            metrics,
+            token,
+            connections: Arc::new(Semaphore::new(max_connections)),
+        })
+    }
+
+    /// Accepts until `cancel`, then lets open connections finish (bounded).
+    pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) -> Result<(), HttpError> {
+        let connections = TaskTracker::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                () = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    Err(e) if is_transient_accept_error(&e) => {
+                        tracing::warn!(error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(HttpError::Accept(e)),
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let permit = self.connections.clone().try_acquire_owned().ok();
+            let this = self.clone();
+            let cancel = cancel.clone();
+            connections.spawn(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .max_headers(MAX_HEADERS);
+                let over_limit = permit.is_none();
+                if over_limit {
+                    builder.keep_alive(false);
+                }
+                let service = service_fn(move |req| {
+                    let this = this.clone();
+                    async move {
+                        if over_limit {
+                            return Ok::<_, Infallible>(ApiError::TooManyConnections.into_response());
+                        }
+                        Ok(this.handle(req).await)
+                    }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+        connections.close();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
+        Ok(())
+    }
+
+    /// One request, start to finish. Always answers; never panics on input.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+        match self.dispatch(&req).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn dispatch<B>(&self, req: &Request<B>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let uri = req.uri();
+        let endpoint = route::endpoint(uri.path()).ok_or_else(|| ApiError::NotFound(uri.path().chars().take(128).collect()))?;
+        if req.method() != Method::GET {
+            return Err(ApiError::MethodNotAllowed(req.method().as_str().chars().take(16).collect()));
+        }
+        if endpoint == Endpoint::Ping {
+            return Ok(text(StatusCode::OK, "healthy"));
+        }
+        self.authorise(req.headers())?;
+        let read = match endpoint {
+            Endpoint::Ping => unreachable!("answered above"),
+            Endpoint::Status => return Ok(self.status()),
+            Endpoint::Secret => route::secret(uri.query())?,
+            Endpoint::Parameter => route::parameter(uri.query())?,
+            Endpoint::SecretPath(id) => route::secret_path(id, uri.query())?,
+        };
+        let started = Instant::now();
+        let key = read.key();
+        match self.cache.get(key, read.refresh_now).await {
+            Ok(served) => {
+                let age = served.entry.age_secs(self.cache.now_ms());
+                self.metrics.request(key.source, served.result, started.elapsed());
+                let mut response = Response::new(Full::new(served.entry.body.clone()));
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(header::AGE, HeaderValue::from(age));
+                headers.insert("x-cache", HeaderValue::from_static(served.result.as_str()));
+                Ok(response)
+            }
+            Err(e) => {
+                self.metrics.request(key.source, CacheResult::Error, started.elapsed());
+                Err(ApiError::Upstream(e))
+            }
+        }
+    }
+
+    /// X-Forwarded-For means a proxy relayed the request: refuse (SSRF). Then the token,
+    /// compared in constant time.
+    fn authorise(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if headers.contains_key("x-forwarded-for") {
+            return Err(ApiError::Forwarded);
+        }
+        let expected = self.token.value.as_bytes();
+        let mut presented = headers.get_all(TOKEN_HEADER).iter();
+        match (presented.next(), presented.next()) {
+            (Some(v), None) if bool::from(v.as_bytes().ct_eq(expected)) => Ok(()),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+
+    fn status(&self) -> Response<Full<Bytes>> {
+        #[derive(serde::Serialize)]
+        struct Status {
+            cache: crate::cache::CacheStatus,
+            metrics: crate::metrics::MetricsSnapshot,
+        }
+        let body = serde_json::to_vec_pretty(&Status {
+            cache: self.cache.status(),
+            metrics: self.metrics.snapshot(),
+        })
+        .expect("status serialises");
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn is_transient_accept_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
+        || e.raw_os_error().is_some_and(|c| c == 24 || c == 23)
+}

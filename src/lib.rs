@@ -1,0 +1,14 @@
+//! lambda-secrets-cache: an AWS Lambda extension that keeps Secrets Manager secrets and
+//! Parameter Store parameters in memory and serves them over loopback HTTP.
+//!
+//! Data flows one way: `config` → `source` (AWS SDK) → `cache` (arc-swap snapshot) → `http`,
+//! with `metrics` recorded along the way and `app` wiring the parts together.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod source;

@@ -1,0 +1,112 @@
+//! Entry point: parse arguments, build the `Config`, hand over to `app`.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use lambda_secrets_cache::app;
+use lambda_secrets_cache::config::{Config, Env, LogLevel, ProcessEnv, read_file_from_disk};
+
+const USAGE: &str = "usage: lambda-secrets-cache [serve | check [--config PATH] | --version | --help]
+
+  (no command)  extension mode when AWS_LAMBDA_RUNTIME_API is set, else standalone
+  serve         standalone: the same HTTP API, refresh and export on timers
+  check         validate environment and config file, print the resolved settings
+  --version     print the version";
+
+enum Command {
+    Run,
+    Serve,
+    Check(Option<PathBuf>),
+    Version,
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    match args {
+        [] => Ok(Command::Run),
+        [cmd] if cmd == "serve" => Ok(Command::Serve),
+        [cmd] if cmd == "check" => Ok(Command::Check(None)),
+        [cmd, flag, path] if cmd == "check" && flag == "--config" => Ok(Command::Check(Some(PathBuf::from(path)))),
+        [flag] if flag == "--version" || flag == "-V" => Ok(Command::Version),
+        [flag] if flag == "--help" || flag == "-h" => Ok(Command::Help),
+        other => Err(format!("unrecognised arguments: {}", other.join(" "))),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout();
+    match command {
+        Command::Version => {
+            let _ = writeln!(out, "lambda-secrets-cache {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Help => {
+            let _ = writeln!(out, "{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Check(path) => match Config::load_with_path(&ProcessEnv, &read_file_from_disk, path) {
+            Ok(config) => {
+                let _ = write!(out, "configuration is valid\n{}", config.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve => run(false),
+        Command::Run => run(ProcessEnv.get("AWS_LAMBDA_RUNTIME_API").is_some()),
+    }
+}
+
+fn run(extension: bool) -> ExitCode {
+    let config = Config::load(&ProcessEnv, &read_file_from_disk);
+    let level = config.as_ref().map_or(LogLevel::Info, |c| c.log_level);
+    init_logging(level, extension || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
+    match serve(config, extension) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, extension: bool) -> anyhow::Result<()> {
+    let config = config?;
+    if extension {
+        anyhow::bail!("extension mode is not available yet; run `lambda-secrets-cache serve`");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(app::serve(config))?;
+    Ok(())
+}
+
+/// Logs go to stderr (stdout stays for command output); JSON inside Lambda, text elsewhere.
+fn init_logging(level: LogLevel, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::new(format!("lambda_secrets_cache={},warn", level.as_filter()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}

@@ -1,0 +1,406 @@
+//! Data in: Secrets Manager and Parameter Store through the AWS SDK. Each answer is rendered
+//! once into the response body the function will receive (see `render`), and every failure is
+//! classified (see `error`). The cache talks to this layer only through the `Fetch` trait.
+
+pub mod error;
+pub mod key;
+pub mod render;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use zeroize::Zeroize;
+
+pub use error::FetchError;
+pub use key::{Key, KeyRef, SelectorKind, Source};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// One item as fetched: its rendered body and the ids it can also be found by.
+#[derive(Clone)]
+pub struct Fetched {
+    pub body: Bytes,
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    /// Secrets Manager `VersionId`, or Parameter Store `Version`.
+    pub version: Option<String>,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body holds the value: never print it.
+        f.debug_struct("Fetched")
+            .field("name", &self.name)
+            .field("arn", &self.arn)
+            .field("version", &self.version)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The upstream as the cache sees it. Object-safe so tests can count and fail calls.
+pub trait Fetch: Send + Sync + 'static {
+    /// One item (GetSecretValue / GetParameter).
+    fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>>;
+
+    /// Many items of one source with the batch APIs; one result per key, in order.
+    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>>;
+
+    /// Every parameter under `path`, recursively (GetParametersByPath).
+    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
+}
+
+/// Largest batches the APIs accept.
+pub const SECRETS_BATCH: usize = 20;
+pub const PARAMETERS_BATCH: usize = 10;
+
+/// The real AWS services.
+pub struct Upstream {
+    secrets: aws_sdk_secretsmanager::Client,
+    ssm: aws_sdk_ssm::Client,
+    /// `PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`: concurrent calls per service.
+    limits: [Semaphore; 2],
+    budgets: [Duration; 2],
+    metrics: Arc<Metrics>,
+}
+
+impl Upstream {
+    /// Builds SDK clients from the standard AWS environment (region, credentials, and
+    /// `AWS_ENDPOINT_URL` for local stand-ins), with our time budgets.
+    pub async fn from_env(config: &Config, metrics: Arc<Metrics>) -> Upstream {
+        use aws_smithy_http_client::tls;
+        // Idle connections go stale across a Lambda freeze; keep them briefly and let the
+        // SDK's retry handle the reset that can still happen after a thaw.
+        let http = aws_smithy_http_client::Builder::new()
+            .pool_idle_timeout(Duration::from_secs(15))
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
+        let timeouts = |budget: Duration| {
+            TimeoutConfig::builder()
+                .operation_timeout(budget)
+                .connect_timeout(budget.min(Duration::from_secs(2)))
+                .build()
+        };
+        let secrets = aws_sdk_secretsmanager::config::Builder::from(&shared)
+            .timeout_config(timeouts(config.secrets.timeout))
+            .build();
+        let ssm = aws_sdk_ssm::config::Builder::from(&shared)
+            .timeout_config(timeouts(config.ssm.timeout))
+            .build();
+        let permits = config.max_upstream_connections.get();
+        Upstream {
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            limits: [Semaphore::new(permits), Semaphore::new(permits)],
+            budgets: [config.secrets.timeout, config.ssm.timeout],
+            metrics,
+        }
+    }
+
+    /// Runs one SDK call under the service's concurrency limit, timed and classified.
+    async fn call<T, E, F>(&self, source: Source, method: &'static str, call: F) -> Result<T, FetchError>
+    where
+        F: Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let _permit = self.limits[source.index()].acquire().await.expect("semaphore is never closed");
+        let started = Instant::now();
+        let budget = self.budgets[source.index()];
+        let result = match tokio::time::timeout(budget, call).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(FetchError::from_sdk(e, budget.as_millis() as u64)),
+            Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
+        };
+        self.metrics.upstream_call(source, method, result.is_ok(), started.elapsed());
+        if let Err(e) = &result {
+            tracing::debug!(source = source.as_str(), method, error = %e.code(), "upstream call failed");
+        }
+        result
+    }
+
+    async fn get_secret(&self, key: &Key) -> Result<Fetched, FetchError> {
+        let mut req = self.secrets.get_secret_value().secret_id(&*key.id);
+        match key.kind {
+            SelectorKind::VersionId => req = req.version_id(&*key.selector),
+            SelectorKind::VersionStage => req = req.version_stage(&*key.selector),
+            _ => {}
+        }
+        let out = self.call(Source::SecretsManager, "GetSecretValue", req.send()).await?;
+        let aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput {
+            arn,
+            name,
+            version_id,
+            secret_binary,
+            secret_string,
+            version_stages,
+            created_date,
+            ..
+        } = out;
+        Ok(secret_fetched(
+            arn,
+            name,
+            version_id,
+            secret_string,
+            secret_binary,
+            version_stages,
+            created_date,
+        ))
+    }
+
+    async fn batch_secrets(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
+        let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
+        let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
+        let mut next_token = None;
+        loop {
+            let req = self
+                .secrets
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(ids.clone()))
+                .set_next_token(next_token.take());
+            let out = match self.call(Source::SecretsManager, "BatchGetSecretValue", req.send()).await {
+                Ok(out) => out,
+                // No permission for the batch API, or an old endpoint: fall back to one call each.
+                Err(e) if !e.is_transient() => break,
+                Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for v in out.secret_values.unwrap_or_default() {
+                let Some(i) = keys.iter().position(|k| secret_matches(&k.id, v.name.as_deref(), v.arn.as_deref())) else {
+                    continue;
+                };
+                let aws_sdk_secretsmanager::types::SecretValueEntry {
+                    arn,
+                    name,
+                    version_id,
+                    secret_binary,
+                    secret_string,
+                    version_stages,
+                    created_date,
+                    ..
+                } = v;
+                results[i] = Some(Ok(secret_fetched(
+                    arn,
+                    name,
+                    version_id,
+                    secret_string,
+                    secret_binary,
+                    version_stages,
+                    created_date,
+                )));
+            }
+            for e in out.errors.unwrap_or_default() {
+                if let Some(i) = keys.iter().position(|k| Some(&*k.id) == e.secret_id()) {
+                    results[i] = Some(Err(FetchError::item(
+                        e.error_code().unwrap_or("UnknownError"),
+                        e.message().unwrap_or(""),
+                    )));
+                }
+            }
+            next_token = out.next_token;
+            if next_token.is_none() {
+                break;
+            }
+        }
+        self.fill_missing(keys, results).await
+    }
+
+    async fn get_parameter(&self, key: &Key) -> Result<Fetched, FetchError> {
+        let req = self.ssm.get_parameter().name(key.ssm_name()).with_decryption(key.decrypt);
+        let out = self.call(Source::Ssm, "GetParameter", req.send()).await?;
+        out.parameter
+            .map(parameter_fetched)
+            .ok_or_else(|| FetchError::Other("GetParameter answered without a parameter".into()))
+    }
+
+    async fn batch_parameters(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
+        let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
+        // GetParameters takes one withDecryption flag: one call per flag.
+        for decrypt in [false, true] {
+            let group: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].decrypt == decrypt).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = group.iter().map(|&i| keys[i].ssm_name()).collect();
+            let req = self.ssm.get_parameters().set_names(Some(names.clone())).with_decryption(decrypt);
+            let out = match self.call(Source::Ssm, "GetParameters", req.send()).await {
+                Ok(out) => out,
+                Err(e) if !e.is_transient() => continue,
+                Err(e) => {
+                    for &i in &group {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
+            for p in out.parameters.unwrap_or_default() {
+                let full = format!("{}{}", p.name().unwrap_or(""), p.selector().unwrap_or(""));
+                let arn = p.arn().map(|a| format!("{a}{}", p.selector().unwrap_or("")));
+                if let Some(&i) = group
+                    .iter()
+                    .zip(&names)
+                    .find(|(_, n)| **n == full || Some(n.as_str()) == arn.as_deref())
+                    .map(|(i, _)| i)
+                {
+                    results[i] = Some(Ok(parameter_fetched(p)));
+                }
+            }
+            for invalid in out.invalid_parameters.unwrap_or_default() {
+                if let Some(&i) = group.iter().zip(&names).find(|(_, n)| **n == invalid).map(|(i, _)| i) {
+                    results[i] = Some(Err(FetchError::item(
+                        "ParameterNotFound",
+                        &format!("parameter {invalid} not found"),
+                    )));
+                }
+            }
+        }
+        self.fill_missing(keys, results).await
+    }
+
+    /// Items a batch answer did not account for are fetched one by one.
+    async fn fill_missing(&self, keys: &[Key], results: Vec<Option<Result<Fetched, FetchError>>>) -> Vec<Result<Fetched, FetchError>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, result) in keys.iter().zip(results) {
+            out.push(match result {
+                Some(r) => r,
+                None => self.fetch_one(key).await,
+            });
+        }
+        out
+    }
+
+    async fn fetch_one(&self, key: &Key) -> Result<Fetched, FetchError> {
+        match key.source {
+            Source::SecretsManager => self.get_secret(key).await,
+            Source::Ssm => self.get_parameter(key).await,
+        }
+    }
+
+    async fn parameters_by_path(&self, path: &str, decrypt: bool) -> Result<Vec<Fetched>, FetchError> {
+        let mut out = Vec::new();
+        let mut next_token = None;
+        loop {
+            let req = self
+                .ssm
+                .get_parameters_by_path()
+                .path(path)
+                .recursive(true)
+                .with_decryption(decrypt)
+                .set_next_token(next_token.take());
+            let page = self.call(Source::Ssm, "GetParametersByPath", req.send()).await?;
+            out.extend(page.parameters.unwrap_or_default().into_iter().map(parameter_fetched));
+            next_token = page.next_token;
+            if next_token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl Fetch for Upstream {
+    fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        Box::pin(self.fetch_one(key))
+    }
+
+    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>> {
+        Box::pin(async move {
+            match keys {
+                [] => Vec::new(),
+                [one] => vec![self.fetch_one(one).await],
+                [first, ..] => match first.source {
+                    Source::SecretsManager => self.batch_secrets(keys).await,
+                    Source::Ssm => self.batch_parameters(keys).await,
+                },
+            }
+        })
+    }
+
+    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        Box::pin(self.parameters_by_path(path, decrypt))
+    }
+}
+
+/// A batch result belongs to a requested id if the id is its name, its ARN, or a partial ARN
+/// (the ARN without the six random characters Secrets Manager appends).
+fn secret_matches(id: &str, name: Option<&str>, arn: Option<&str>) -> bool {
+    Some(id) == name
+        || Some(id) == arn
+        || arn.is_some_and(|a| a.strip_prefix(id).is_some_and(|rest| rest.len() == 7 && rest.starts_with('-')))
+}
+
+/// Renders a secret and wipes the SDK's copies of the value.
+fn secret_fetched(
+    arn: Option<String>,
+    name: Option<String>,
+    version_id: Option<String>,
+    mut secret_string: Option<String>,
+    secret_binary: Option<aws_smithy_types::Blob>,
+    version_stages: Option<Vec<String>>,
+    created_date: Option<aws_smithy_types::DateTime>,
+) -> Fetched {
+    let mut binary = secret_binary.map(aws_smithy_types::Blob::into_inner);
+    let stages = version_stages.unwrap_or_default();
+    let body = render::secret(&render::SecretParts {
+        arn: arn.as_deref(),
+        name: name.as_deref(),
+        version_id: version_id.as_deref(),
+        secret_string: secret_string.as_deref(),
+        secret_binary: binary.as_deref(),
+        version_stages: &stages,
+        created_date: created_date.as_ref(),
+    });
+    secret_string.zeroize();
+    binary.zeroize();
+    Fetched {
+        body,
+        name,
+        arn,
+        version: version_id,
+    }
+}
+
+fn parameter_fetched(mut p: aws_sdk_ssm::types::Parameter) -> Fetched {
+    let body = render::parameter(&p);
+    p.value.zeroize();
+    Fetched {
+        body,
+        name: p.name,
+        arn: p.arn,
+        version: Some(p.version.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_results_match_names_arns_and_partial_arns() {
+        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+        assert!(secret_matches("prod/db", Some("prod/db"), Some(arn)));
+        assert!(secret_matches(arn, Some("prod/db"), Some(arn)));
+        assert!(secret_matches(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db",
+            Some("prod/db"),
+            Some(arn)
+        ));
+        assert!(!secret_matches("prod", Some("prod/db"), Some(arn)));
+        assert!(!secret_matches(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod",
+            Some("prod/db"),
+            Some(arn)
+        ));
+    }
+}
