@@ -1,0 +1,36 @@
+# lambda-secrets-cache — the two commands are `make demo` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+VENV := .venv
+STAMP := $(VENV)/.installed
+CARGO ?= cargo
+
+.PHONY: demo test venv build release lint clean
+
+$(STAMP): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release --workspace
+
+## The extension against moto, with a scripted series of reads and a summary.
+demo: $(STAMP) release
+	./target/release/lsc-dev demo --extension ./target/release/lambda-secrets-cache
+
+## Every test: unit, integration (against moto), devtools.
+test: $(STAMP)
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,157 @@
+//! Runs the lambda-secrets-cache binary as a child process with a controlled environment,
+//! captures every log line it writes, and finds the address it listens on.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub struct Extension {
+    pub addr: SocketAddr,
+    pub token: String,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// Settings every run gets: fake credentials, a region, our endpoint, port 0, no IMDS.
+pub fn base_env(aws_endpoint: &str, token: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", aws_endpoint),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_TOKEN", token),
+        ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "0"),
+        ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "debug"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Finds `addr=IP:PORT` (text logs) or `"addr":"IP:PORT"` (JSON logs) in a `listening` line.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = line.split("addr=").nth(1).or_else(|| line.split("\"addr\":\"").nth(1))?;
+    rest.split(|c: char| c.is_whitespace() || c == '"').next()?.parse().ok()
+}
+
+impl Extension {
+    /// Starts `bin args…` with exactly `env` (plus PATH) and waits until it listens.
+    pub async fn start(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Extension> {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let token = env
+            .iter()
+            .find(|(k, _)| k == "AWS_TOKEN")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = logs.lock().unwrap().iter().find_map(|l| listening_addr(l));
+            if let Some(addr) = found {
+                return Ok(Extension { addr, token, child, logs });
+            }
+            if let Some(status) = child.try_wait()? {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                bail!(
+                    "extension exited with {status} before listening:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("extension did not listen within 30 s:\n{}", logs.lock().unwrap().join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line written so far, stdout and stderr.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// GET with the right token.
+    pub async fn get(&self, path: &str) -> anyhow::Result<crate::client::Response> {
+        crate::client::get(self.addr, path, &[("X-Aws-Parameters-Secrets-Token", &self.token)]).await
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 5 s).
+    pub async fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Ok(self.child.wait()?);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Extension {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release or debug build of the extension next to this workspace's target directory.
+pub fn binary(profile: &str) -> PathBuf {
+    crate::workspace_root().join("target").join(profile).join("lambda-secrets-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_address_in_text_and_json_logs() {
+        let text = "2026-11-21T10:00:00.000Z  INFO listening addr=127.0.0.1:41234 mode=\"standalone\"";
+        assert_eq!(listening_addr(text), Some("127.0.0.1:41234".parse().unwrap()));
+        let json = r#"{"timestamp":"x","level":"INFO","message":"listening","addr":"127.0.0.1:2773"}"#;
+        assert_eq!(listening_addr(json), Some("127.0.0.1:2773".parse().unwrap()));
+        assert_eq!(listening_addr("nothing here"), None);
+    }
+}

@@ -1,0 +1,199 @@
+//! A loopback proxy to put between the extension and moto: it counts every AWS call by
+//! operation and can inject faults (an error status, a delay, a dropped connection), so tests
+//! can prove how many upstream calls were made and what readers get when AWS misbehaves.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::client;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// Answer with this status and AWS error code instead of forwarding.
+    Status { status: u16, code: String },
+    /// Wait this long, then forward.
+    Delay(Duration),
+    /// Drop the connection without answering.
+    Reset,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Operation name (`GetSecretValue`); `None` matches every call.
+    pub op: Option<String>,
+    pub kind: FaultKind,
+    /// How many calls it applies to; `None` = until cleared.
+    pub remaining: Option<usize>,
+}
+
+impl Fault {
+    pub fn always(kind: FaultKind) -> Fault {
+        Fault {
+            op: None,
+            kind,
+            remaining: None,
+        }
+    }
+
+    pub fn status(status: u16, code: &str) -> Fault {
+        Fault::always(FaultKind::Status { status, code: code.into() })
+    }
+
+    pub fn on(mut self, op: &str) -> Fault {
+        self.op = Some(op.into());
+        self
+    }
+
+    pub fn times(mut self, n: usize) -> Fault {
+        self.remaining = Some(n);
+        self
+    }
+}
+
+#[derive(Default)]
+struct State {
+    counts: Mutex<HashMap<String, usize>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts on 127.0.0.1:0 in the current tokio runtime, forwarding to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State::default());
+        let s = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(s.clone(), upstream, req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(FaultProxy { addr, state, task })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Calls of one operation (`GetSecretValue`, `BatchGetSecretValue`, `GetParameter`, …).
+    pub fn calls(&self, op: &str) -> usize {
+        self.state.counts.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.state.counts.lock().unwrap().values().sum()
+    }
+
+    pub fn counts(&self) -> HashMap<String, usize> {
+        self.state.counts.lock().unwrap().clone()
+    }
+
+    pub fn reset_counts(&self) {
+        self.state.counts.lock().unwrap().clear();
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.state.faults.lock().unwrap().push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.faults.lock().unwrap().clear();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let op = target.rsplit('.').next().unwrap_or("").to_string();
+    *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
+
+    let fault = {
+        let mut faults = state.faults.lock().unwrap();
+        let hit = faults
+            .iter_mut()
+            .position(|f| f.op.as_deref().is_none_or(|o| o == op) && f.remaining != Some(0));
+        hit.map(|i| {
+            if let Some(n) = faults[i].remaining.as_mut() {
+                *n -= 1;
+            }
+            faults[i].kind.clone()
+        })
+    };
+    match fault {
+        Some(FaultKind::Status { status, code }) => {
+            let body = serde_json::json!({"__type": code, "message": "injected by the test proxy"}).to_string();
+            let mut response = http::Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            response
+                .headers_mut()
+                .insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+            response.headers_mut().insert(
+                "x-amzn-errortype",
+                http::HeaderValue::from_str(&code).unwrap_or(http::HeaderValue::from_static("Unknown")),
+            );
+            return Ok(response);
+        }
+        Some(FaultKind::Reset) => return Err(Dropped),
+        Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != "host" && *k != "content-length")
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    match client::request(upstream, parts.method.as_str(), path, &header_refs, body.to_vec()).await {
+        Ok(up) => {
+            let mut response = http::Response::new(Full::new(up.body));
+            *response.status_mut() = http::StatusCode::from_u16(up.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            for (k, v) in &up.headers {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    response.headers_mut().append(k, v.clone());
+                }
+            }
+            Ok(response)
+        }
+        Err(_) => Err(Dropped),
+    }
+}
