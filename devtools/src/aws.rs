@@ -25,6 +25,15 @@ impl AwsJson {
 
     /// Calls `service` (`secretsmanager` or `ssm`) operation `op` with a JSON body.
     pub async fn call(&self, service: &str, op: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, value) = self.call_status(service, op, body).await?;
+        if status != 200 {
+            bail!("{service}.{op} failed with {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    /// As `call`, returning the status and body whatever the status.
+    pub async fn call_status(&self, service: &str, op: &str, body: Value) -> anyhow::Result<(u16, Value)> {
         let target = match service {
             "secretsmanager" => format!("secretsmanager.{op}"),
             "ssm" => format!("AmazonSSM.{op}"),
@@ -41,14 +50,7 @@ impl AwsJson {
         ];
         let response = client::request(self.addr, "POST", "/", &headers, body.to_string().into_bytes()).await?;
         let value: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-        if response.status != 200 {
-            bail!(
-                "{service}.{op} failed with {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            );
-        }
-        Ok(value)
+        Ok((response.status, value))
     }
 
     pub async fn create_secret(&self, name: &str, value: &str) -> anyhow::Result<Value> {

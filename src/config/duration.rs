@@ -53,6 +53,7 @@ pub fn display(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => "0s".into(),
+        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
         s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
         s if s.is_multiple_of(60) => format!("{}m", s / 60),
         s => format!("{s}s"),
@@ -84,7 +85,7 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["0s", "30s", "5m", "2h", "1500ms"] {
+        for text in ["0s", "30s", "5m", "2h", "1d", "1500ms"] {
             assert_eq!(display(parse(text).unwrap()), text);
         }
     }

@@ -95,11 +95,19 @@ impl Upstream {
                 .connect_timeout(budget.min(Duration::from_secs(2)))
                 .build()
         };
+        // Three attempts with short back-offs: the whole call must fit a budget of ~3 s, and a
+        // refused connection should surface as such, not as a time-out after long sleeps.
+        let retries = aws_smithy_types::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(Duration::from_millis(50))
+            .with_max_backoff(Duration::from_millis(500));
         let secrets = aws_sdk_secretsmanager::config::Builder::from(&shared)
             .timeout_config(timeouts(config.secrets.timeout))
+            .retry_config(retries.clone())
             .build();
         let ssm = aws_sdk_ssm::config::Builder::from(&shared)
             .timeout_config(timeouts(config.ssm.timeout))
+            .retry_config(retries)
             .build();
         let permits = config.max_upstream_connections.get();
         Upstream {
@@ -220,9 +228,14 @@ impl Upstream {
     async fn get_parameter(&self, key: &Key) -> Result<Fetched, FetchError> {
         let req = self.ssm.get_parameter().name(key.ssm_name()).with_decryption(key.decrypt);
         let out = self.call(Source::Ssm, "GetParameter", req.send()).await?;
-        out.parameter
-            .map(parameter_fetched)
-            .ok_or_else(|| FetchError::Other("GetParameter answered without a parameter".into()))
+        let mut p = out
+            .parameter
+            .ok_or_else(|| FetchError::Other("GetParameter answered without a parameter".into()))?;
+        // AWS echoes the selector (`:3`, `:label`); some stand-ins (moto) do not. Keep the shape.
+        if p.selector.as_deref().is_none_or(str::is_empty) && matches!(key.kind, SelectorKind::Version | SelectorKind::Label) {
+            p.selector = Some(format!(":{}", key.selector));
+        }
+        Ok(parameter_fetched(p))
     }
 
     async fn batch_parameters(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {

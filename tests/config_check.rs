@@ -1,0 +1,98 @@
+//! `lambda-secrets-cache check`: every problem at once, with file positions; exit 0/1.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let dir = std::env::temp_dir().join(unique("check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", file.to_str().unwrap()])
+        .env_clear()
+        .env("AWS_TOKEN", "t")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace(file.to_str().unwrap(), "config.yaml");
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn a_valid_file_prints_the_resolved_settings() {
+    let (code, out) = check(
+        "ttl: 10m\nsecrets:\n  - id: prod/db\n    required: true\nparameters:\n  - path: /prod/app/\n",
+        &[("SSM_PARAMETER_STORE_TTL", "60")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration is valid"));
+    assert!(out.contains("secrets manager:        ttl 10m"), "{out}");
+    assert!(out.contains("parameter store:        ttl 1m"), "{out}");
+    assert!(out.contains("secret    prod/db required"), "{out}");
+    assert!(out.contains("path      /prod/app/ (recursive)"), "{out}");
+    assert!(out.contains("token from:             AWS_TOKEN"));
+}
+
+#[test]
+fn unknown_key() {
+    let (code, out) = check("secrets:\n  - id: a\n    stage: AWSPREVIOUS\n", &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("config.yaml:3:5: unknown key `stage` in a secrets entry"), "{out}");
+}
+
+#[test]
+fn wrong_type() {
+    let (code, out) = check("parameters:\n  - name: /a\n    withDecryption: \"yes\"\n", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("config.yaml:3:21: `withDecryption` must be true or false, got the string \"yes\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let (code, out) = check("ttl: 5 minutes\n", &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("config.yaml:1:6: `ttl`: invalid duration \"5 minutes\""), "{out}");
+}
+
+#[test]
+fn bad_yaml() {
+    let (code, out) = check("secrets:\n  - id: \"unterminated\n", &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("config.yaml:") && out.contains("invalid YAML"), "{out}");
+}
+
+#[test]
+fn all_problems_at_once_including_the_environment() {
+    let yaml = "tll: 5m\nsecrets:\n  - versionStage: AWSPREVIOUS\n  - id: b\n    ttl: 2d\nparameters:\n  - name: /x\n    path: /y/\n";
+    let (code, out) = check(
+        yaml,
+        &[("SECRETS_MANAGER_TTL", "soon"), ("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "99999")],
+    );
+    assert_eq!(code, 1);
+    for needle in [
+        "invalid configuration (6 problems)",
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT: 99999 is out of range",
+        "SECRETS_MANAGER_TTL: \"soon\" is not a whole number",
+        "config.yaml:1:1: unknown key `tll`",
+        "config.yaml:3:5: secrets entry has no `id`",
+        "config.yaml:5:10: `ttl`: 2d is above the maximum of 1d",
+        "config.yaml:8:11: give `name` or `path`, not both",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn version_prints() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("lambda-secrets-cache "));
+}
