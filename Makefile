@@ -26,7 +26,8 @@ demo: $(STAMP) release
 ## Every test: unit, integration (against moto), devtools.
 test: $(STAMP)
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 
 lint:
 	$(CARGO) fmt --all -- --check

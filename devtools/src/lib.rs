@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod client;
+pub mod demo;
 pub mod extension;
 pub mod moto;
 pub mod proxy;
