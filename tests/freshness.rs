@@ -59,14 +59,7 @@ async fn a_503_after_expiry_serves_the_old_value_marked_stale() {
     let again = h.ext.get(&secret_path(&name)).await.unwrap();
     assert_eq!(again.header("x-cache"), Some("stale"));
     assert_eq!(h.proxy.calls("GetSecretValue"), calls);
-    let status = h.ext.get("/status").await.unwrap().json();
-    let item = status["cache"]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == name.as_str())
-        .unwrap()
-        .clone();
+    let item = status_item(&h.ext.get("/status").await.unwrap().json(), &name);
     assert_eq!(
         (item["state"].as_str(), item["last_error"].as_str()),
         (Some("failing"), Some("ServiceUnavailable"))

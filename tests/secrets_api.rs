@@ -188,13 +188,7 @@ async fn status_reports_entries_without_values() {
     assert_eq!(r.status, 200);
     assert!(!r.text().contains("status-secret-value-91"));
     let v = r.json();
-    let item = v["cache"]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == name.as_str())
-        .unwrap()
-        .clone();
+    let item = status_item(&v, &name);
     assert_eq!(
         (item["hits"].as_u64(), item["misses"].as_u64(), item["state"].as_str()),
         (Some(1), Some(1), Some("fresh"))

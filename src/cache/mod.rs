@@ -108,6 +108,15 @@ type Flight = watch::Receiver<Option<FlightResult>>;
 pub struct Served {
     pub entry: Arc<Entry>,
     pub result: CacheResult,
+    /// Whole seconds since the value was fetched (the `Age` header).
+    pub age_secs: u64,
+}
+
+impl Served {
+    fn new(entry: Arc<Entry>, result: CacheResult, now_ms: u64) -> Served {
+        let age_secs = entry.age_secs(now_ms);
+        Served { entry, result, age_secs }
+    }
 }
 
 pub struct Cache {
@@ -202,18 +211,12 @@ impl Cache {
             if entry.is_fresh(now) {
                 entry.stats.hits.fetch_add(1, Relaxed);
                 entry.stats.touch(now);
-                return Ok(Served {
-                    entry: entry.clone(),
-                    result: CacheResult::Hit,
-                });
+                return Ok(Served::new(entry.clone(), CacheResult::Hit, now));
             }
             // Upstream failed a moment ago: do not make every reader wait on it again.
             if entry.stats.retry_after_ms.load(Relaxed) > now && self.servable_stale(entry, now) {
                 entry.stats.touch(now);
-                return Ok(Served {
-                    entry: entry.clone(),
-                    result: CacheResult::Stale,
-                });
+                return Ok(Served::new(entry.clone(), CacheResult::Stale, now));
             }
         }
 
@@ -226,18 +229,19 @@ impl Cache {
         };
         match result {
             Ok(entry) => {
+                let now = self.clock.now_ms();
                 entry.stats.misses.fetch_add(1, Relaxed);
-                entry.stats.touch(self.clock.now_ms());
+                entry.stats.touch(now);
                 let result = if refresh_now { CacheResult::Refresh } else { CacheResult::Miss };
-                Ok(Served { entry, result })
+                Ok(Served::new(entry, result, now))
             }
-            Err(e) if !refresh_now && e.is_transient() => match cached {
-                Some(old) if self.servable_stale(&old, self.clock.now_ms()) => Ok(Served {
-                    entry: old,
-                    result: CacheResult::Stale,
-                }),
-                _ => Err(e),
-            },
+            Err(e) if !refresh_now && e.is_transient() => {
+                let now = self.clock.now_ms();
+                match cached {
+                    Some(old) if self.servable_stale(&old, now) => Ok(Served::new(old, CacheResult::Stale, now)),
+                    _ => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }

@@ -147,12 +147,11 @@ impl Server {
         let key = read.key();
         match self.cache.get(key, read.refresh_now).await {
             Ok(served) => {
-                let age = served.entry.age_secs(self.cache.now_ms());
                 self.metrics.request(key.source, served.result, started.elapsed());
                 let mut response = Response::new(Full::new(served.entry.body.clone()));
                 let headers = response.headers_mut();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                headers.insert(header::AGE, HeaderValue::from(age));
+                headers.insert(header::AGE, HeaderValue::from(served.age_secs));
                 headers.insert("x-cache", HeaderValue::from_static(served.result.as_str()));
                 Ok(response)
             }

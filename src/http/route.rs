@@ -58,31 +58,36 @@ const PARAMETER_PARAMS: &[&str] = &["name", "version", "label", "withDecryption"
 
 /// Query pairs, decoded, each key at most once and all from `allowed`.
 struct Query<'a> {
-    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    allowed: &'static [&'static str],
+    /// One slot per allowed key: no allocation per request.
+    values: [Option<Cow<'a, str>>; MAX_PARAMS],
 }
 
+/// The most keys any route allows.
+const MAX_PARAMS: usize = 5;
+
 impl<'a> Query<'a> {
-    fn parse(query: Option<&'a str>, allowed: &[&str]) -> Result<Query<'a>, ApiError> {
-        let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+    fn parse(query: Option<&'a str>, allowed: &'static [&'static str]) -> Result<Query<'a>, ApiError> {
+        debug_assert!(allowed.len() <= MAX_PARAMS);
+        let mut values: [Option<Cow<'a, str>>; MAX_PARAMS] = Default::default();
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            if !allowed.contains(&k.as_ref()) {
+            let Some(slot) = allowed.iter().position(|a| *a == k) else {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter {:?} (allowed: {})",
                     truncate(&k),
                     allowed.join(", ")
                 )));
-            }
-            if pairs.iter().any(|(seen, _)| *seen == k) {
+            };
+            if values[slot].replace(v).is_some() {
                 return Err(ApiError::BadRequest(format!("query parameter {k} given more than once")));
             }
-            pairs.push((k, v));
         }
-        Ok(Query { pairs })
+        Ok(Query { allowed, values })
     }
 
     fn take(&mut self, key: &str) -> Option<Cow<'a, str>> {
-        let i = self.pairs.iter().position(|(k, _)| k == key)?;
-        Some(self.pairs.swap_remove(i).1)
+        let slot = self.allowed.iter().position(|a| *a == key)?;
+        self.values[slot].take()
     }
 
     fn flag(&mut self, key: &str) -> Result<bool, ApiError> {

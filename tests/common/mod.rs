@@ -62,3 +62,13 @@ pub fn secret_path(id: &str) -> String {
 pub fn parameter_path(name: &str, extra: &str) -> String {
     format!("/systemsmanager/parameters/get?name={}{extra}", encode(name))
 }
+
+/// The `/status` entry for `id`.
+pub fn status_item(status: &serde_json::Value, id: &str) -> serde_json::Value {
+    let items = status["cache"]["items"].as_array().expect("status lists items");
+    items
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in /status: {status}"))
+        .clone()
+}
