@@ -101,7 +101,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
         Some(ended) = tasks.join_next() => match ended {
             Ok((name, Ok(()))) => Err(AppError::TaskEnded(name)),
             Ok((_, Err(e))) => Err(e),
-            Err(join) => panic!("task panicked: {join}"),
+            Err(_) => Err(AppError::TaskEnded("a task (it panicked)")),
         },
     };
     cancel.cancel();
