@@ -10,5 +10,6 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod source;
