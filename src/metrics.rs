@@ -84,6 +84,8 @@ impl Metrics {
         self.request_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
     }
 
+    /// One AWS API call. `method` and `elapsed` are recorded by the OTLP exporter
+    /// (`secrets_cache.fetch.duration`, telemetry issue); `/status` keeps only the counts.
     pub fn upstream_call(&self, source: Source, _method: &'static str, ok: bool, _elapsed: Duration) {
         self.upstream_calls[source.index()][usize::from(!ok)].fetch_add(1, Relaxed);
     }

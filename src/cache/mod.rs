@@ -86,14 +86,6 @@ impl Snapshot {
         }
         Snapshot { map, entries, bytes }
     }
-
-    pub fn entries(&self) -> usize {
-        self.entries
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
 }
 
 /// Each entry once, whatever number of aliases it has.
@@ -180,21 +172,8 @@ impl Cache {
         })
     }
 
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
-    }
-
-    /// The current snapshot, for gauges and `/status`.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
     }
 
     /// Serves `key`: from the snapshot when fresh, else through one shared upstream call.

@@ -37,12 +37,6 @@ impl Env for ProcessEnv {
     }
 }
 
-impl Env for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).cloned()
-    }
-}
-
 impl Env for HashMap<&str, &str> {
     fn get(&self, name: &str) -> Option<String> {
         HashMap::get(self, name).map(|v| v.to_string())
