@@ -10,11 +10,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
 use crate::cache::{Cache, Policy, PrefetchReport, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, InitType};
 use crate::http::{HttpError, Server};
+use crate::lifecycle::client::{TELEMETRY_SCHEMA, TELEMETRY_SCHEMA_LMI};
+use crate::lifecycle::{ExtensionsApi, Lifecycle, LifecycleError, State, Subscription};
 use crate::metrics::Metrics;
 use crate::source::Upstream;
+use crate::telemetry::{self, Progress, TelemetryListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -26,6 +32,10 @@ pub enum AppError {
     TaskEnded(&'static str),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("init failed ({error_type}): {message}")]
+    InitFailed { error_type: &'static str, message: String },
 }
 
 /// The parts every mode shares: a bound listener and the cache behind it.
@@ -40,7 +50,7 @@ pub struct Parts {
 impl Parts {
     /// Binds the function-facing socket first (so it exists before anything else happens),
     /// then builds the AWS clients and the cache. Nothing is fetched yet.
-    pub async fn build(config: &Config) -> Result<Parts, AppError> {
+    pub async fn build(config: &Config, lifecycle: Option<Arc<State>>) -> Result<Parts, AppError> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
         let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AppError::Bind { addr, source })?;
@@ -58,6 +68,7 @@ impl Parts {
             metrics.clone(),
             config.token.clone(),
             config.max_inbound_connections.get(),
+            lifecycle,
         );
         Ok(Parts {
             listener,
@@ -78,10 +89,10 @@ pub fn log_prefetch(report: &PrefetchReport) {
 
 /// Standalone mode: the same server, with refresh-ahead on a timer and prefetch at start.
 pub async fn serve(config: Config) -> Result<(), AppError> {
-    let parts = Parts::build(&config).await?;
+    let parts = Parts::build(&config, None).await?;
     tracing::info!(addr = %parts.addr, mode = "standalone", "listening");
     let cancel = CancellationToken::new();
-    let mut tasks: JoinSet<(&'static str, Result<(), AppError>)> = JoinSet::new();
+    let mut tasks: Tasks = JoinSet::new();
 
     let server = parts.server.clone();
     let listener = parts.listener;
@@ -98,11 +109,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     let outcome = tokio::select! {
         signal = shutdown_signal() => signal.map(|name| tracing::info!(signal = name, "shutting down")),
-        Some(ended) = tasks.join_next() => match ended {
-            Ok((name, Ok(()))) => Err(AppError::TaskEnded(name)),
-            Ok((_, Err(e))) => Err(e),
-            Err(_) => Err(AppError::TaskEnded("a task (it panicked)")),
-        },
+        Some(ended) = tasks.join_next() => Err(task_outcome(ended)),
     };
     cancel.cancel();
     parts.cache.tasks().close();
@@ -112,6 +119,196 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     })
     .await;
     outcome
+}
+
+type Tasks = JoinSet<(&'static str, Result<(), AppError>)>;
+
+/// Extension mode, in the order of SPEC §5: config, bind the HTTP server and the telemetry
+/// listener, register, subscribe, prefetch, then the `/event/next` loop until SHUTDOWN.
+/// `name` is the executable's file name (the platform matches it against `/opt/extensions`).
+pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, name: &str) -> Result<(), AppError> {
+    let api = ExtensionsApi::new(runtime_api);
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return Err(init_failure(&api, name, None, "Extension.ConfigInvalid", e.to_string()).await),
+    };
+    let managed = config.init_type == InitType::ManagedInstances;
+    let state = Arc::new(State::new(config.init_type));
+    let parts = match Parts::build(&config, Some(state.clone())).await {
+        Ok(p) => p,
+        Err(e) => return Err(init_failure(&api, name, None, "Extension.BindFailed", e.to_string()).await),
+    };
+    tracing::info!(addr = %parts.addr, mode = "extension", init_type = config.init_type.as_str(), "listening");
+    // Managed instances run invocations concurrently and cannot register INVOKE; per-invoke
+    // telemetry does not apply there.
+    let listener = if managed {
+        None
+    } else {
+        match TelemetryListener::bind(&config.sandbox_host).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(host = %config.sandbox_host, error = %e, "cannot bind the telemetry listener; running without telemetry");
+                None
+            }
+        }
+    };
+
+    let events: &[&str] = if managed { &["SHUTDOWN"] } else { &["INVOKE", "SHUTDOWN"] };
+    let registration = api.register(name, events).await?;
+    tracing::info!(
+        function = registration.function_name.as_deref().unwrap_or("?"),
+        version = registration.function_version.as_deref().unwrap_or("?"),
+        "registered"
+    );
+    let id = registration.id.clone();
+
+    let cancel = CancellationToken::new();
+    let mut tasks: Tasks = JoinSet::new();
+    let server = parts.server.clone();
+    let http_listener = parts.listener;
+    let c = cancel.clone();
+    tasks.spawn(async move { ("http server", server.run(http_listener, c).await.map_err(AppError::from)) });
+
+    let (progress_tx, progress) = watch::channel(Progress::default());
+    if let Some(listener) = listener {
+        let uri = listener.uri.clone();
+        let (queue_tx, queue_rx) = mpsc::channel::<Bytes>(telemetry::listener::QUEUE);
+        let dropped = Arc::new(telemetry::listener::Dropped::default());
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let result = listener.run(queue_tx, dropped, c).await;
+            (
+                "telemetry listener",
+                result.map_err(|e| AppError::TaskEnded(leak_reason("telemetry listener", e))),
+            )
+        });
+        tasks.spawn(async move {
+            telemetry::consume(queue_rx, progress_tx).await;
+            ("telemetry consumer", Ok(()))
+        });
+        let schema = if managed { TELEMETRY_SCHEMA_LMI } else { TELEMETRY_SCHEMA };
+        let outcome = api.subscribe(&id, schema, &uri).await;
+        match &outcome {
+            Subscription::Subscribed => {
+                tracing::info!(destination = %uri, "subscribed to the Telemetry API");
+                state.set_telemetry(format!("subscribed ({uri})"));
+            }
+            Subscription::NotSupported(body) => {
+                tracing::warn!(answer = %body.chars().take(200).collect::<String>(), "Telemetry API not supported here (202); running without telemetry");
+                state.set_telemetry("not supported (202)");
+            }
+            Subscription::Failed(why) => {
+                tracing::warn!(error = %why, "Telemetry API subscription failed; running without telemetry");
+                state.set_telemetry("subscription failed");
+            }
+        }
+    }
+
+    if config.init_type == InitType::SnapStart {
+        tracing::info!("SnapStart: prefetch deferred until the first event after restore");
+        state.defer_prefetch(config.file.clone());
+    } else {
+        let report = parts.cache.prefetch(&config.file).await;
+        log_prefetch(&report);
+        let required: Vec<String> = report
+            .required_failures()
+            .map(|(item, e, _)| format!("{item}: {}", e.code()))
+            .collect();
+        if !required.is_empty() {
+            cancel.cancel();
+            let message = format!("required entries could not be fetched: {}", required.join(", "));
+            return Err(init_failure(&api, name, Some(&id), "Extension.PrefetchFailed", message).await);
+        }
+    }
+    if managed {
+        let cache = parts.cache.clone();
+        let c = cancel.clone();
+        let interval = config.refresh_interval;
+        tasks.spawn(async move { ("refresh timer", refresh_timer(cache, interval, c).await) });
+    }
+
+    let lifecycle = Lifecycle::new(api.clone(), id.clone(), parts.cache.clone(), state, progress, &config);
+    let outcome = tokio::select! {
+        ended = lifecycle.run() => match ended {
+            Ok(shutdown) => {
+                tracing::info!(reason = ?shutdown.reason, "shutdown");
+                Ok(crate::lifecycle::instant_of(shutdown.deadline_ms))
+            }
+            Err(e) => Err(AppError::from(e)),
+        },
+        signal = shutdown_signal() => signal.map(|name| {
+            tracing::info!(signal = name, "shutting down");
+            tokio::time::Instant::now() + Duration::from_millis(1500)
+        }),
+        Some(ended) = tasks.join_next() => Err(task_outcome(ended)),
+    };
+    match outcome {
+        Ok(deadline) => {
+            finish(&parts.cache, &cancel, &mut tasks, deadline).await;
+            Ok(())
+        }
+        Err(e) => {
+            // After init, a failure of ours is reported with exit/error before exiting; when
+            // the Extensions API itself failed (403/500 on next) the platform wants us gone now.
+            if !matches!(e, AppError::Lifecycle(_)) {
+                let _ = api.exit_error(&id, "Extension.Failed", &e.to_string()).await;
+            }
+            finish(
+                &parts.cache,
+                &cancel,
+                &mut tasks,
+                tokio::time::Instant::now() + Duration::from_millis(500),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// SHUTDOWN: stop accepting, let background fetches end, drop every value, all before
+/// `deadline` (less a margin for process exit).
+async fn finish(cache: &Arc<Cache>, cancel: &CancellationToken, tasks: &mut Tasks, deadline: tokio::time::Instant) {
+    let stop_by = deadline.checked_sub(Duration::from_millis(200)).unwrap_or(deadline);
+    cancel.cancel();
+    let remaining = stop_by.saturating_duration_since(tokio::time::Instant::now());
+    let _ = tokio::time::timeout(remaining / 2, async { while tasks.join_next().await.is_some() {} }).await;
+    cache
+        .settle(stop_by.saturating_duration_since(tokio::time::Instant::now()) / 2)
+        .await;
+    cache.clear();
+}
+
+/// Init failed: make sure we are registered (an init error needs an identifier), tell the
+/// platform why, and hand back the error for the exit status.
+async fn init_failure(api: &ExtensionsApi, name: &str, id: Option<&str>, error_type: &'static str, message: String) -> AppError {
+    tracing::error!(error_type, "{message}");
+    let id = match id {
+        Some(id) => id.to_string(),
+        None => match api.register(name, &["INVOKE", "SHUTDOWN"]).await {
+            Ok(r) => r.id,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register to report the init error");
+                return AppError::InitFailed { error_type, message };
+            }
+        },
+    };
+    if let Err(e) = api.init_error(&id, error_type, &message).await {
+        tracing::error!(error = %e, "cannot report the init error");
+    }
+    AppError::InitFailed { error_type, message }
+}
+
+fn task_outcome(ended: Result<(&'static str, Result<(), AppError>), tokio::task::JoinError>) -> AppError {
+    match ended {
+        Ok((name, Ok(()))) => AppError::TaskEnded(name),
+        Ok((_, Err(e))) => e,
+        Err(_) => AppError::TaskEnded("a task (it panicked)"),
+    }
+}
+
+fn leak_reason(task: &'static str, e: std::io::Error) -> &'static str {
+    tracing::error!(task, error = %e, "task failed");
+    task
 }
 
 /// Refresh-ahead on a timer; in extension mode INVOKE events drive it instead.

@@ -2,7 +2,9 @@
 //! Parameter Store parameters in memory and serves them over loopback HTTP.
 //!
 //! Data flows one way: `config` → `source` (AWS SDK) → `cache` (arc-swap snapshot) → `http`,
-//! with `metrics` recorded along the way and `app` wiring the parts together.
+//! with `metrics` recorded along the way and `app` wiring the parts together. In extension mode
+//! `lifecycle` drives it from Extensions API events, and `telemetry` receives the platform's
+//! Telemetry API deliveries.
 
 #![forbid(unsafe_code)]
 
@@ -13,3 +15,4 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod source;
+pub mod telemetry;

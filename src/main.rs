@@ -66,16 +66,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve => run(false),
-        Command::Run => run(ProcessEnv.get("AWS_LAMBDA_RUNTIME_API").is_some()),
+        Command::Serve => run(None),
+        Command::Run => run(ProcessEnv.get("AWS_LAMBDA_RUNTIME_API")),
     }
 }
 
-fn run(extension: bool) -> ExitCode {
+/// Standalone (`runtime_api` is `None`) or extension mode.
+fn run(runtime_api: Option<String>) -> ExitCode {
     let config = Config::load(&ProcessEnv, &read_file_from_disk);
     let level = config.as_ref().map_or(LogLevel::Info, |c| c.log_level);
-    init_logging(level, extension || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
-    match serve(config, extension) {
+    init_logging(level, runtime_api.is_some() || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
+    match serve(config, runtime_api) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -84,17 +85,26 @@ fn run(extension: bool) -> ExitCode {
     }
 }
 
-fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, extension: bool) -> anyhow::Result<()> {
-    let config = config?;
-    if extension {
-        anyhow::bail!("extension mode is not available yet; run `lambda-secrets-cache serve`");
-    }
+fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, runtime_api: Option<String>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(app::serve(config))?;
+    match runtime_api {
+        // Config errors are reported to the platform (init/error) in extension mode.
+        Some(api) => runtime.block_on(app::extension(config, &api, &extension_name()))?,
+        None => runtime.block_on(app::serve(config?))?,
+    }
     Ok(())
+}
+
+/// The platform knows an external extension by its file name in /opt/extensions.
+fn extension_name() -> String {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "lambda-secrets-cache".into())
 }
 
 /// Logs go to stderr (stdout stays for command output); JSON inside Lambda, text elsewhere.

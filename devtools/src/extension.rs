@@ -46,6 +46,13 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
 impl Extension {
     /// Starts `bin args…` with exactly `env` (plus PATH) and waits until it listens.
     pub async fn start(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Extension> {
+        let mut ext = Extension::spawn(bin, args, env)?;
+        ext.wait_listening().await?;
+        Ok(ext)
+    }
+
+    /// Starts the process without waiting for anything (`addr` is unset until `wait_listening`).
+    pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Extension> {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_clear()
@@ -74,26 +81,64 @@ impl Extension {
                 }
             });
         }
-        let token = env
+        let token = ["AWS_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SESSION_TOKEN"]
             .iter()
-            .find(|(k, _)| k == "AWS_TOKEN")
+            .find_map(|name| env.iter().find(|(k, _)| k == name))
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
+        Ok(Extension {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            token,
+            child,
+            logs,
+        })
+    }
+
+    /// Waits for the `listening` log line and records the address.
+    pub async fn wait_listening(&mut self) -> anyhow::Result<SocketAddr> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let found = logs.lock().unwrap().iter().find_map(|l| listening_addr(l));
+            let found = self.logs.lock().unwrap().iter().find_map(|l| listening_addr(l));
             if let Some(addr) = found {
-                return Ok(Extension { addr, token, child, logs });
+                self.addr = addr;
+                return Ok(addr);
             }
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                bail!(
-                    "extension exited with {status} before listening:\n{}",
-                    logs.lock().unwrap().join("\n")
-                );
+                bail!("extension exited with {status} before listening:\n{}", self.logs().join("\n"));
             }
             if Instant::now() > deadline {
-                bail!("extension did not listen within 30 s:\n{}", logs.lock().unwrap().join("\n"));
+                bail!("extension did not listen within 30 s:\n{}", self.logs().join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The exit status once the process ends, or `None` if it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Let the log readers drain the pipes.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.logs.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Ok(line.clone());
+            }
+            if Instant::now() >= deadline {
+                bail!("no log line with {needle:?} within {timeout:?}:\n{}", self.logs().join("\n"));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

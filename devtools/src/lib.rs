@@ -8,6 +8,7 @@ pub mod client;
 pub mod demo;
 pub mod extension;
 pub mod moto;
+pub mod platform;
 pub mod proxy;
 
 /// The workspace root (where `.venv/` lives).

@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use entry::{Entry, EntryStats};
@@ -125,6 +126,8 @@ pub struct Cache {
     jitter: RandomState,
     /// Every background fetch, so the lifecycle can finish or cancel them before a freeze.
     tasks: TaskTracker,
+    /// Cancels the fetches running now (`settle`); replaced after each use.
+    cancel: Mutex<CancellationToken>,
 }
 
 /// What prefetch achieved; failures of `required` items fail init in extension mode.
@@ -169,6 +172,7 @@ impl Cache {
             clock,
             jitter: RandomState::new(),
             tasks: TaskTracker::new(),
+            cancel: Mutex::new(CancellationToken::new()),
         })
     }
 
@@ -256,10 +260,25 @@ impl Cache {
 
     async fn run(self: Arc<Self>, flights: Vec<(Key, watch::Sender<Option<FlightResult>>)>, trigger: Trigger) {
         let keys: Vec<Key> = flights.iter().map(|(k, _)| k.clone()).collect();
-        let results = if let [one] = keys.as_slice() {
-            vec![self.fetch.fetch(one).await]
-        } else {
-            self.fetch.fetch_batch(&keys).await
+        let cancel = self.cancel_token();
+        let fetch = async {
+            if let [one] = keys.as_slice() {
+                vec![self.fetch.fetch(one).await]
+            } else {
+                self.fetch.fetch_batch(&keys).await
+            }
+        };
+        let results = tokio::select! {
+            results = fetch => results,
+            () = cancel.cancelled() => {
+                // Not an upstream failure: no back-off, no metric; waiters may serve stale.
+                let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
+                for (key, tx) in flights {
+                    in_flight.remove(&key);
+                    let _ = tx.send(Some(Err(cancelled())));
+                }
+                return;
+            }
         };
         let now = self.clock.now_ms();
         for ((key, tx), result) in flights.into_iter().zip(results) {
@@ -433,7 +452,11 @@ impl Cache {
             let path_fetches = paths.into_iter().map(|(path, decrypt, required)| {
                 let this = this.clone();
                 this.tasks.clone().spawn(async move {
-                    let result = this.fetch.fetch_path(&path, decrypt).await;
+                    let cancel = this.cancel_token();
+                    let result = tokio::select! {
+                        r = this.fetch.fetch_path(&path, decrypt) => r,
+                        () = cancel.cancelled() => Err(cancelled()),
+                    };
                     let now = this.clock.now_ms();
                     let result = result.map(|items| {
                         for item in items {
@@ -467,6 +490,32 @@ impl Cache {
             }
             report
         }
+    }
+
+    fn cancel_token(&self) -> CancellationToken {
+        self.cancel.lock().expect("cancel lock holds no invariants").clone()
+    }
+
+    /// Lets background fetches finish within `within`, then cancels the rest, so nothing is
+    /// mid-flight when the environment freezes. Returns how many were cancelled.
+    pub async fn settle(&self, within: Duration) -> usize {
+        self.tasks.close();
+        let mut cancelled = 0;
+        if tokio::time::timeout(within, self.tasks.wait()).await.is_err() {
+            cancelled = self.tasks.len();
+            let token = std::mem::take(&mut *self.cancel.lock().expect("cancel lock holds no invariants"));
+            token.cancel();
+            // Cancelled fetches end at their next poll; a new one started meanwhile is not waited for.
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.tasks.wait()).await;
+        }
+        self.tasks.reopen();
+        cancelled
+    }
+
+    /// Drops every cached value (their buffers are zeroised when the last reader lets go).
+    pub fn clear(&self) {
+        let _writer = self.writer.lock().expect("writer lock holds no invariants");
+        self.snapshot.store(Arc::new(Snapshot::default()));
     }
 
     /// Everything `/status` shows. Never a value.
@@ -513,6 +562,10 @@ impl Cache {
             items,
         }
     }
+}
+
+fn cancelled() -> FetchError {
+    FetchError::Network("cancelled before the environment froze".into())
 }
 
 async fn wait(mut flight: Flight) -> FlightResult {

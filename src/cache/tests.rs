@@ -410,3 +410,45 @@ fn batches_follow_api_limits() {
     let sizes: Vec<usize> = batches(keys).iter().map(Vec::len).collect();
     assert_eq!(sizes, [1, 20, 3, 6, 6]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
+    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+
+    // Past the refresh-ahead point; a refresh that takes 50 ms finishes within the bound.
+    clock.advance(Duration::from_secs(260));
+    fetch.set("a", Ok("two"));
+    fetch.delay_ms.store(50, SeqCst);
+    assert_eq!(cache.refresh_ahead(), 1);
+    assert_eq!(cache.settle(Duration::from_secs(1)).await, 0);
+    assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "two");
+
+    // One that would take 10 s is cancelled at the bound: the old value stays, no back-off.
+    clock.advance(Duration::from_secs(260));
+    fetch.set("a", Ok("three"));
+    fetch.delay_ms.store(10_000, SeqCst);
+    assert_eq!(cache.refresh_ahead(), 1);
+    assert_eq!(cache.settle(Duration::from_millis(200)).await, 1);
+    assert!(cache.tasks().is_empty(), "nothing left in flight");
+    let entry = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((entry.result, body(&entry)), (CacheResult::Hit, "two"));
+    assert!(cache.status().items[0].last_error.is_none(), "a cancel is not an upstream failure");
+
+    // The cache still works afterwards: the next refresh is not born cancelled.
+    fetch.delay_ms.store(0, SeqCst);
+    assert_eq!(cache.refresh_ahead(), 1);
+    assert_eq!(cache.settle(Duration::from_secs(1)).await, 0);
+    assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "three");
+}
+
+#[tokio::test]
+async fn clear_drops_every_value() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    cache.clear();
+    assert!(cache.status().items.is_empty());
+    assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
+}

@@ -110,6 +110,35 @@ pub struct Config {
     pub file: FileConfig,
     /// Whether the file existed (for `check` output).
     pub file_loaded: bool,
+    /// Extension mode: how the platform started this environment.
+    pub init_type: InitType,
+    /// Extension mode: the host the Telemetry API listener binds and subscribes with.
+    pub sandbox_host: String,
+    /// Extension mode: how long `/next` is held for `platform.runtimeDone` while the Telemetry
+    /// API has delivered nothing (no subscription, a local emulator).
+    pub runtime_done_wait: Duration,
+}
+
+/// `AWS_LAMBDA_INITIALIZATION_TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitType {
+    OnDemand,
+    ProvisionedConcurrency,
+    /// No secret may be fetched before the snapshot; prefetch runs on restore.
+    SnapStart,
+    /// Concurrent invocations, no freeze: INVOKE cannot be registered, refresh runs on a timer.
+    ManagedInstances,
+}
+
+impl InitType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitType::OnDemand => "on-demand",
+            InitType::ProvisionedConcurrency => "provisioned-concurrency",
+            InitType::SnapStart => "snap-start",
+            InitType::ManagedInstances => "lambda-managed-instances",
+        }
+    }
 }
 
 /// Where a problem was found.
@@ -300,7 +329,25 @@ impl Config {
             c.bad("SECRETS_CACHE_REFRESH_INTERVAL", "must be at least 100ms".into());
         }
 
-        let token = TOKEN_VARIABLES.iter().find_map(|name| {
+        let init_type = match c.var("AWS_LAMBDA_INITIALIZATION_TYPE").as_deref() {
+            Some("snap-start") => InitType::SnapStart,
+            Some("provisioned-concurrency") => InitType::ProvisionedConcurrency,
+            Some("lambda-managed-instances") => InitType::ManagedInstances,
+            // Unknown future values: behave as the common case rather than refuse to start.
+            _ => InitType::OnDemand,
+        };
+        let sandbox_host = c.var("SECRETS_CACHE_SANDBOX_HOST").unwrap_or_else(|| "sandbox.localdomain".into());
+        let runtime_done_wait = c
+            .duration("SECRETS_CACHE_RUNTIME_DONE_WAIT", Duration::from_secs(10))
+            .unwrap_or(Duration::from_millis(100));
+
+        // With SnapStart the function's credentials come from the container endpoint, and
+        // AWS_SESSION_TOKEN is not the token to trust.
+        let mut token_order = TOKEN_VARIABLES;
+        if init_type == InitType::SnapStart {
+            token_order = ["AWS_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SESSION_TOKEN"];
+        }
+        let token = token_order.iter().find_map(|name| {
             c.var(name).map(|v| Token {
                 value: Zeroizing::new(v),
                 source: name,
@@ -379,6 +426,9 @@ impl Config {
             config_path,
             file,
             file_loaded,
+            init_type,
+            sandbox_host,
+            runtime_done_wait,
         })
     }
 
@@ -416,6 +466,13 @@ impl Config {
         let _ = writeln!(out, "inbound connections:    {}", self.max_inbound_connections);
         let _ = writeln!(out, "log level:              {}", self.log_level.as_filter());
         let _ = writeln!(out, "token from:             {}", self.token.source);
+        let _ = writeln!(out, "initialization type:    {}", self.init_type.as_str());
+        let _ = writeln!(
+            out,
+            "telemetry listener:     {} (runtimeDone wait without telemetry {})",
+            self.sandbox_host,
+            d(self.runtime_done_wait)
+        );
         let state = if self.file_loaded {
             "loaded"
         } else {
@@ -490,6 +547,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.token.source, "AWS_TOKEN");
         assert_eq!(c.token.value.as_str(), "t");
+        let c = load(&[
+            ("AWS_SESSION_TOKEN", "s"),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "c"),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.token.source, "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "SnapStart trusts the container token"
+        );
+        assert_eq!(c.init_type, InitType::SnapStart);
         let c = load(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", "c")]).unwrap();
         assert_eq!(c.token.source, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
     }

@@ -48,15 +48,24 @@ pub struct Server {
     metrics: Arc<Metrics>,
     token: Token,
     connections: Arc<Semaphore>,
+    /// Extension mode only: invocation and telemetry state for `/status`.
+    lifecycle: Option<Arc<crate::lifecycle::State>>,
 }
 
 impl Server {
-    pub fn new(cache: Arc<Cache>, metrics: Arc<Metrics>, token: Token, max_connections: usize) -> Arc<Server> {
+    pub fn new(
+        cache: Arc<Cache>,
+        metrics: Arc<Metrics>,
+        token: Token,
+        max_connections: usize,
+        lifecycle: Option<Arc<crate::lifecycle::State>>,
+    ) -> Arc<Server> {
         Arc::new(Server {
             cache,
             metrics,
             token,
             connections: Arc::new(Semaphore::new(max_connections)),
+            lifecycle,
         })
     }
 
@@ -143,6 +152,9 @@ impl Server {
             Endpoint::Parameter => route::parameter(uri.query())?,
             Endpoint::SecretPath(id) => route::secret_path(id, uri.query())?,
         };
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.restored(&self.cache);
+        }
         let started = Instant::now();
         let key = read.key();
         match self.cache.get(key, read.refresh_now).await {
@@ -179,10 +191,13 @@ impl Server {
     fn status(&self) -> Response<Full<Bytes>> {
         #[derive(serde::Serialize)]
         struct Status {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            lifecycle: Option<crate::lifecycle::StateSnapshot>,
             cache: crate::cache::CacheStatus,
             metrics: crate::metrics::MetricsSnapshot,
         }
         let body = serde_json::to_vec_pretty(&Status {
+            lifecycle: self.lifecycle.as_ref().map(|l| l.snapshot()),
             cache: self.cache.status(),
             metrics: self.metrics.snapshot(),
         })

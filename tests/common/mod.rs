@@ -72,3 +72,132 @@ pub fn status_item(status: &serde_json::Value, id: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{id} not in /status: {status}"))
         .clone()
 }
+
+/// moto + proxy + fake Lambda platform + the extension in extension mode, and a scripted
+/// runtime whose handler reads the paths listed in each payload from the extension.
+pub struct Lambda {
+    pub aws: AwsJson,
+    pub proxy: FaultProxy,
+    pub platform: lsc_devtools::platform::FakeLambda,
+    pub ext: Extension,
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+impl Drop for Lambda {
+    fn drop(&mut self) {
+        if let Some(path) = &self.config_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The environment the extension gets under the fake platform.
+pub fn lambda_env(proxy: &FaultProxy, platform: &lsc_devtools::platform::FakeLambda, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let o = platform.options();
+    let mut env = base_env(&proxy.endpoint(), TOKEN);
+    for (k, v) in [
+        ("AWS_LAMBDA_RUNTIME_API", platform.runtime_api()),
+        ("AWS_LAMBDA_FUNCTION_NAME", o.function_name.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", o.function_version.clone()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", o.memory_mb.to_string()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", o.init_type.as_str().to_string()),
+        ("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1".to_string()),
+        // Generous on a loaded CI machine; the no-telemetry tests set their own.
+        ("SECRETS_CACHE_RUNTIME_DONE_WAIT", "2s".to_string()),
+    ] {
+        env.push((k.to_string(), v));
+    }
+    // An empty value removes the variable.
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    env
+}
+
+/// Writes `yaml` to a fresh temporary file.
+pub fn config_file(yaml: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("lsc-config")));
+    std::fs::write(&path, yaml).expect("temp dir is writable");
+    path
+}
+
+/// Starts everything without waiting for the extension to listen (it may fail init).
+pub async fn spawn_lambda(options: lsc_devtools::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
+    let moto = Moto::shared();
+    let proxy = FaultProxy::start(moto.addr).await.expect("proxy starts");
+    let platform = lsc_devtools::platform::FakeLambda::start(options).await.expect("platform starts");
+    let config = yaml.map(config_file);
+    let mut env = lambda_env(&proxy, &platform, extra);
+    if let Some(path) = &config {
+        env.push(("SECRETS_CACHE_CONFIG".into(), path.display().to_string()));
+    }
+    let ext = Extension::spawn(BIN.as_ref(), &[], &env).expect("extension starts");
+    Lambda {
+        aws: AwsJson::new(moto.addr),
+        proxy,
+        platform,
+        ext,
+        config_file: config,
+    }
+}
+
+/// As `spawn_lambda`, then waits until it listens and attaches the reading runtime.
+pub async fn start_lambda(options: lsc_devtools::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
+    let mut lambda = spawn_lambda(options, yaml, extra).await;
+    lambda.ext.wait_listening().await.expect("extension listens");
+    lambda.attach_reader(None);
+    lambda
+}
+
+/// What the reading function returns per path: status and `X-Cache`.
+pub type Reads = Vec<(u16, String)>;
+
+impl Lambda {
+    /// A runtime whose handler GETs every path in the payload (a JSON array) from the
+    /// extension; `init_paths` are read during function init.
+    pub fn attach_reader(&self, init_paths: Option<Vec<String>>) -> tokio::sync::oneshot::Receiver<Reads> {
+        use lsc_devtools::platform::runtime;
+        let addr = self.ext.addr;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let init: Option<runtime::BoxFuture<()>> = init_paths.map(|paths| {
+            Box::pin(async move {
+                let _ = tx.send(read_all(addr, &paths).await);
+            }) as runtime::BoxFuture<()>
+        });
+        let handler = runtime::handler(move |inv: runtime::Invocation| async move {
+            let paths: Vec<String> = serde_json::from_str(&inv.payload).map_err(|e| e.to_string())?;
+            let reads = read_all(addr, &paths).await;
+            Ok(serde_json::to_string(&reads).expect("reads serialise"))
+        });
+        runtime::spawn(&self.platform, init, handler);
+        rx
+    }
+
+    /// Runs one invocation that reads `paths`; returns the outcome and what each read got.
+    pub async fn invoke(&self, paths: &[String]) -> (lsc_devtools::platform::InvokeOutcome, Reads) {
+        let outcome = self
+            .platform
+            .invoke(&serde_json::to_string(paths).unwrap())
+            .await
+            .expect("invoke runs");
+        let reads = match &outcome.response {
+            Ok(body) => serde_json::from_str(body).expect("the reader answers JSON"),
+            Err(e) => panic!("invocation failed: {e}\n{}", self.ext.logs().join("\n")),
+        };
+        (outcome, reads)
+    }
+}
+
+pub async fn read_all(addr: std::net::SocketAddr, paths: &[String]) -> Reads {
+    let mut out = Vec::new();
+    for p in paths {
+        match lsc_devtools::client::get(addr, p, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await {
+            Ok(r) => out.push((r.status, r.header("x-cache").unwrap_or("-").to_string())),
+            Err(e) => out.push((0, e.to_string())),
+        }
+    }
+    out
+}

@@ -1,0 +1,134 @@
+//! The Telemetry API destination: one long-lived listener on `SECRETS_CACHE_SANDBOX_HOST`
+//! and an ephemeral port. It answers 200 as soon as a delivery's body is read and queues the
+//! body for parsing; when the queue is full the delivery is dropped and counted (the platform
+//! would otherwise retry and fall further behind).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The platform sends at most `2 × maxBytes` (256 KiB subscribed) plus metadata.
+const MAX_DELIVERY: usize = 4 << 20;
+/// Deliveries waiting to be parsed; each is at most one buffering window.
+pub const QUEUE: usize = 256;
+
+pub struct TelemetryListener {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+    /// The destination URI to subscribe with: the configured host name, the bound port.
+    pub uri: String,
+}
+
+#[derive(Default)]
+pub struct Dropped {
+    pub full: AtomicU64,
+    pub too_large: AtomicU64,
+}
+
+impl TelemetryListener {
+    /// Binds `host` (a name such as `sandbox.localdomain`, or an address) on an ephemeral port.
+    pub async fn bind(host: &str) -> std::io::Result<TelemetryListener> {
+        let listener = TcpListener::bind((host, 0)).await?;
+        let addr = listener.local_addr()?;
+        let host_part = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let uri = format!("http://{host_part}:{}/", addr.port());
+        Ok(TelemetryListener { listener, addr, uri })
+    }
+
+    pub async fn run(self, queue: mpsc::Sender<Bytes>, dropped: Arc<Dropped>, cancel: CancellationToken) -> std::io::Result<()> {
+        let connections = TaskTracker::new();
+        loop {
+            let stream = tokio::select! {
+                () = cancel.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "telemetry accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let queue = queue.clone();
+            let dropped = dropped.clone();
+            connections.spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let queue = queue.clone();
+                    let dropped = dropped.clone();
+                    async move {
+                        let status = match Limited::new(req.into_body(), MAX_DELIVERY).collect().await {
+                            Ok(body) => {
+                                if queue.try_send(body.to_bytes()).is_err() {
+                                    dropped.full.fetch_add(1, Relaxed);
+                                }
+                                StatusCode::OK
+                            }
+                            Err(_) => {
+                                dropped.too_large.fetch_add(1, Relaxed);
+                                StatusCode::PAYLOAD_TOO_LARGE
+                            }
+                        };
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = status;
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+                // A broken delivery connection is the platform's to retry; nothing to do here.
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+        connections.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(addr: SocketAddr, body: &'static [u8]) -> u16 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("/").body(Full::new(Bytes::from_static(body))).unwrap();
+        sender.send_request(req).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn answers_200_queues_bodies_and_counts_what_does_not_fit() {
+        let listener = TelemetryListener::bind("127.0.0.1").await.unwrap();
+        assert_eq!(listener.uri, format!("http://127.0.0.1:{}/", listener.addr.port()));
+        let addr = listener.addr;
+        let (tx, mut rx) = mpsc::channel(1);
+        let dropped = Arc::new(Dropped::default());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(listener.run(tx, dropped.clone(), cancel.clone()));
+
+        assert_eq!(post(addr, b"[1]").await, 200);
+        assert_eq!(post(addr, b"[2]").await, 200, "a full queue still answers 200");
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"[1]"));
+        assert_eq!(dropped.full.load(Relaxed), 1);
+
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
