@@ -1,9 +1,10 @@
-//! `make demo`: moto with a few secrets and parameters, the extension in front of it (through
-//! the counting proxy), a scripted series of reads in phases, and a summary of cache health.
+//! `make demo`: moto with a few secrets and parameters, the fake Lambda platform, the extension
+//! in extension mode (through the counting proxy) with a config file, a scripted function run
+//! for a few dozen invocations in phases, and a summary of cache health.
 //! Prints ids and numbers only, never a value.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -12,6 +13,7 @@ use crate::aws::AwsJson;
 use crate::client;
 use crate::extension::{Extension, base_env};
 use crate::moto::Moto;
+use crate::platform::{FakeLambda, Options, runtime};
 use crate::proxy::{Fault, FaultProxy};
 
 const TOKEN: &str = "demo-token";
@@ -96,11 +98,70 @@ fn parameter(name: &str, decrypt: bool) -> String {
     )
 }
 
+/// Runs the function's reads of one invocation, recording each into `into`.
+async fn read_all(addr: std::net::SocketAddr, paths: Vec<String>, into: Arc<Mutex<Reads>>) -> Result<String, String> {
+    let mut local = Reads::new();
+    let reads = paths.iter().map(|p| {
+        let p = p.clone();
+        async move {
+            let mut r = Reads::new();
+            read(addr, &p, &mut r).await.map(|()| r)
+        }
+    });
+    // Concurrent within the invocation, as a function with several threads or tasks would.
+    for r in futures_join_all(reads).await {
+        local.merge(r.map_err(|e| e.to_string())?);
+    }
+    into.lock().unwrap_or_else(|p| p.into_inner()).merge(local);
+    Ok("{\"ok\":true}".into())
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> f64 {
+    v.sort_unstable();
+    v.get(((v.len().max(1) - 1) as f64 * p).round() as usize).map_or(0.0, |d| ms(*d))
+}
+
+/// Runs `n` invocations, each reading `paths`; returns (hold after the response per invoke).
+async fn invocations(platform: &FakeLambda, n: usize, paths: &[String]) -> anyhow::Result<Vec<Duration>> {
+    let payload = serde_json::to_string(paths)?;
+    let mut overheads = Vec::new();
+    for _ in 0..n {
+        let outcome = platform.invoke(&payload).await?;
+        if let Err(e) = &outcome.response {
+            bail!("invocation failed: {e}");
+        }
+        overheads.push(outcome.extensions_overhead);
+    }
+    Ok(overheads)
+}
+
+fn take(reads: &Arc<Mutex<Reads>>) -> Reads {
+    std::mem::replace(&mut *reads.lock().unwrap_or_else(|p| p.into_inner()), Reads::new())
+}
+
 pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
     if !extension_bin.exists() {
         bail!("{} not found: build it with `cargo build --release`", extension_bin.display());
     }
-    println!("== lambda-secrets-cache demo (standalone mode against moto) ==");
+    println!("== lambda-secrets-cache demo: extension mode under the fake Lambda platform, against moto ==");
     let moto = Moto::start().context("starting moto")?;
     let proxy = FaultProxy::start(moto.addr).await?;
     let aws = AwsJson::new(moto.addr);
@@ -116,16 +177,21 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         aws.create_secret(name, &format!("{{\"password\":\"demo-{i}-not-a-real-secret\"}}"))
             .await?;
     }
-    aws.create_binary_secret("prod/tls/key", "AAECAwQFBgcICQ==").await?;
     aws.put_parameter("/prod/app/flags", "feature-x=on", "String").await?;
     aws.put_parameter("/prod/app/endpoint", "https://example.invalid", "String").await?;
     aws.put_parameter("/prod/app/db-password", "demo-param-secret", "SecureString")
         .await?;
     println!(
-        "moto on {} with 6 secrets and 3 parameters; counting proxy on {}",
+        "moto on {} with 5 secrets and 3 parameters; counting proxy on {}",
         moto.addr, proxy.addr
     );
 
+    let platform = FakeLambda::start(Options {
+        function_name: "demo-orders".into(),
+        timeout: Duration::from_secs(3),
+        ..Options::default()
+    })
+    .await?;
     let dir = std::env::temp_dir().join(format!("lsc-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("config.yaml");
@@ -137,123 +203,105 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
     env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
     env.extend(
         [
+            ("AWS_LAMBDA_RUNTIME_API", platform.runtime_api().as_str()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "demo-orders"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
+            ("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1"),
             ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "info"),
             ("SECRETS_CACHE_CONFIG", config.to_str().context("temp path is UTF-8")?),
             ("SECRETS_MANAGER_TTL", "3"),
-            ("SECRETS_CACHE_REFRESH_INTERVAL", "500ms"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let started = Instant::now();
-    let ext = Extension::start(extension_bin, &["serve"], &env).await?;
-    println!(
-        "extension listening on {} after {:.1} ms (config: 3 secrets + 1 path prefetched)",
-        ext.addr,
-        started.elapsed().as_secs_f64() * 1000.0
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ext.logs().iter().any(|l| l.contains("prefetch finished")) {
-        if Instant::now() > deadline {
-            bail!("prefetch did not finish: {:#?}", ext.logs());
+    let spawned = platform.elapsed();
+    let mut ext = Extension::spawn(extension_bin, &[], &env)?;
+    let addr = ext.wait_listening().await?;
+    let reads = Arc::new(Mutex::new(Reads::new()));
+    let into = reads.clone();
+    let handler = runtime::handler(move |inv: runtime::Invocation| {
+        let into = into.clone();
+        async move {
+            let paths: Vec<String> = serde_json::from_str(&inv.payload).map_err(|e| e.to_string())?;
+            read_all(addr, paths, into).await
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    });
+    runtime::spawn(&platform, None, handler);
+    let init = platform.wait_init(Duration::from_secs(20)).await?;
+    if !init.errors.is_empty() {
+        bail!("init failed: {:?}\n{}", init.errors, ext.logs().join("\n"));
     }
+    std::fs::remove_dir_all(&dir)?;
+    let registered = platform.requests_to("/2020-01-01/extension/register")[0].at;
+    let first_next = platform.next_calls()[0];
     println!(
-        "prefetch done after {:.1} ms with {:?}",
-        started.elapsed().as_secs_f64() * 1000.0,
+        "\ninit: exec -> register {:.1} ms; register -> first /next (prefetch of 3 secrets + 1 path) {:.1} ms; init {:.1} ms; upstream {:?}",
+        ms(registered.saturating_sub(spawned)),
+        ms(first_next.saturating_sub(registered)),
+        ms(init.duration),
         proxy.counts()
     );
-    std::fs::remove_dir_all(&dir)?;
+    platform.freeze_between_invokes(vec![ext.pid()]);
+    println!("(the extension is SIGSTOPped between invocations, as Lambda freezes it)");
 
-    let mut all = Reads::new();
-    let addr = ext.addr;
-
-    // Phase 1: every item once. Prefetched ones are hits from the first read.
-    let mut phase = Reads::new();
-    for s in secrets.iter().chain(&["prod/tls/key"]) {
-        read(addr, &secret(s), &mut phase).await?;
-    }
-    for p in ["/prod/app/flags", "/prod/app/endpoint", "/prod/app/db-password"] {
-        read(addr, &parameter(p, true), &mut phase).await?;
-    }
-    println!("\n1. first read of each of 9 items:       {}", phase.line());
-    all.merge(phase);
-
-    // Phase 2: steady state, 8 concurrent callers.
-    let paths: Arc<Vec<String>> = Arc::new(
-        secrets
-            .iter()
-            .map(|s| secret(s))
-            .chain(["/prod/app/flags"].map(|p| parameter(p, true)))
-            .collect(),
-    );
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let paths = paths.clone();
-            tokio::spawn(async move {
-                let mut r = Reads::new();
-                for i in 0..250 {
-                    read(addr, &paths[(w + i) % paths.len()], &mut r).await?;
-                }
-                anyhow::Ok(r)
-            })
-        })
+    let hot: Vec<String> = secrets[..3]
+        .iter()
+        .map(|s| secret(s))
+        .chain(["/prod/app/flags", "/prod/app/db-password"].map(|p| parameter(p, true)))
         .collect();
-    let mut phase = Reads::new();
-    for w in workers {
-        phase.merge(w.await??);
-    }
-    println!("2. steady state, 8 callers:             {}", phase.line());
+    let mut all = Reads::new();
+
+    // 1. Steady traffic: every invocation reads 5 configured items.
+    let overheads = invocations(&platform, 30, &hot).await?;
+    let phase = take(&reads);
+    println!("\n1. 30 invocations x 5 reads:              {}", phase.line());
+    println!(
+        "   /next held after the response: p50 {:.1} ms, p99 {:.1} ms (waiting for platform.runtimeDone, 25 ms buffering)",
+        percentile(overheads.clone(), 0.5),
+        percentile(overheads, 0.99)
+    );
     all.merge(phase);
 
-    // Phase 3: 32 concurrent first reads of one new secret.
+    // 2. A new secret read by 32 concurrent tasks in one invocation.
     aws.create_secret("prod/new/secret", "{\"k\":\"demo-new\"}").await?;
     let before = proxy.calls("GetSecretValue");
-    let burst: Vec<_> = (0..32)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut r = Reads::new();
-                read(addr, &secret("prod/new/secret"), &mut r).await?;
-                anyhow::Ok(r)
-            })
-        })
-        .collect();
-    let mut phase = Reads::new();
-    for b in burst {
-        phase.merge(b.await??);
-    }
+    invocations(&platform, 1, &vec![secret("prod/new/secret"); 32]).await?;
+    let phase = take(&reads);
     println!(
-        "3. 32 concurrent misses of a new secret: {} -> {} upstream call(s)",
+        "2. 32 concurrent misses of a new secret:  {} -> {} upstream call(s)",
         phase.line(),
         proxy.calls("GetSecretValue") - before
     );
     all.merge(phase);
 
-    // Phase 4: refresh-ahead keeps entries warm past their 3 s TTL.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let mut phase = Reads::new();
-    for s in &secrets[..3] {
-        read(addr, &secret(s), &mut phase).await?;
-    }
+    // 3. Idle (frozen) past the refresh-ahead point; INVOKE refreshes, the next one hits.
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    let before = proxy.total_calls();
+    invocations(&platform, 1, &[]).await?;
+    let refreshed = proxy.total_calls() - before;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    invocations(&platform, 1, &hot[..3]).await?;
+    let phase = take(&reads);
     println!(
-        "4. reads 3.5 s later (TTL 3 s):          {} (refreshed ahead in the background)",
+        "3. frozen 2.7 s, one invoke, frozen 0.9 s: {} ({refreshed} refresh call(s) made during the idle invoke; TTL 3 s)",
         phase.line()
     );
     all.merge(phase);
 
-    // Phase 5: Secrets Manager answers 503; expired entries are served stale.
+    // 4. Secrets Manager answers 503 while entries expire: served stale, bounded.
     proxy.inject(Fault::status(503, "ServiceUnavailable"));
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    let mut phase = Reads::new();
-    for s in &secrets {
-        read(addr, &secret(s), &mut phase).await?;
-    }
-    println!("5. Secrets Manager returning 503:       {}", phase.line());
+    invocations(&platform, 5, &hot[..3]).await?;
+    let phase = take(&reads);
+    println!("4. Secrets Manager returning 503:         {}", phase.line());
     all.merge(phase);
     proxy.clear_faults();
 
+    platform.thaw();
     let status = ext.get("/status").await?.json();
     let m = &status["metrics"];
+    let l = &status["lifecycle"];
     println!("\n== summary ==");
     println!("reads:            {}", all.line());
     println!(
@@ -261,6 +309,14 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         m["hit_ratio"].as_f64().unwrap_or(0.0) * 100.0
     );
     println!("server time/read: {} µs mean", m["mean_request_micros"]);
+    println!(
+        "lifecycle:        {} invocations; /next released by runtimeDone {}, no telemetry {}, deadline {}; telemetry {}",
+        l["invocations"],
+        l["next_released_by"]["runtime_done"],
+        l["next_released_by"]["no_telemetry"],
+        l["next_released_by"]["deadline"],
+        l["telemetry"].as_str().unwrap_or("?")
+    );
     let mut counts: Vec<(String, usize)> = proxy.counts().into_iter().collect();
     counts.sort();
     println!("upstream calls:   {} total {:?}", proxy.total_calls(), counts);
@@ -281,7 +337,20 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
             item["last_error"].as_str().map(|e| format!(" last error {e}")).unwrap_or_default()
         );
     }
-    let status = ext.stop().await?;
-    println!("\nextension stopped on SIGTERM: {status}");
+    let deadline = platform.shutdown("spindown", Duration::from_millis(2000)).await;
+    let shutdown_at = Instant::now();
+    match ext.wait_exit(deadline.saturating_duration_since(Instant::now())).await? {
+        Some(status) => println!(
+            "\nSHUTDOWN (deadline 2000 ms): exited with {status} after {:.1} ms",
+            ms(shutdown_at.elapsed())
+        ),
+        None => bail!("the extension was still running at the SHUTDOWN deadline"),
+    }
+    let deliveries = platform.deliveries();
+    println!(
+        "telemetry:        {} deliveries to the extension, {} answered 200",
+        deliveries.len(),
+        deliveries.iter().filter(|d| d.status == Some(200)).count()
+    );
     Ok(())
 }
