@@ -167,12 +167,7 @@ impl Lambda {
                 let _ = tx.send(read_all(addr, &paths).await);
             }) as runtime::BoxFuture<()>
         });
-        let handler = runtime::handler(move |inv: runtime::Invocation| async move {
-            let paths: Vec<String> = serde_json::from_str(&inv.payload).map_err(|e| e.to_string())?;
-            let reads = read_all(addr, &paths).await;
-            Ok(serde_json::to_string(&reads).expect("reads serialise"))
-        });
-        runtime::spawn(&self.platform, init, handler);
+        runtime::spawn(&self.platform, init, reader(addr));
         rx
     }
 
@@ -189,6 +184,16 @@ impl Lambda {
         };
         (outcome, reads)
     }
+}
+
+/// The function's handler: GET every path in the payload (a JSON array) from the extension at
+/// `addr` and answer with what each read got.
+pub fn reader(addr: std::net::SocketAddr) -> lsc_devtools::platform::runtime::Handler {
+    lsc_devtools::platform::runtime::handler(move |inv: lsc_devtools::platform::runtime::Invocation| async move {
+        let paths: Vec<String> = serde_json::from_str(&inv.payload).map_err(|e| e.to_string())?;
+        let reads = read_all(addr, &paths).await;
+        Ok(serde_json::to_string(&reads).expect("reads serialise"))
+    })
 }
 
 pub async fn read_all(addr: std::net::SocketAddr, paths: &[String]) -> Reads {

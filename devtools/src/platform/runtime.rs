@@ -3,6 +3,7 @@
 //! then serves invocations with a handler, posting each result as a response or an error.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,35 +42,41 @@ pub fn spawn(platform: &FakeLambda, init: Option<BoxFuture<()>>, handler: Handle
         if let Some(init) = init {
             init.await;
         }
-        let addr = platform.addr;
-        loop {
-            let Ok(next) = crate::client::get(addr, "/2018-06-01/runtime/invocation/next", &[]).await else {
-                return;
-            };
-            if next.status != 200 {
-                return;
-            }
-            let invocation = Invocation {
-                request_id: next.header("lambda-runtime-aws-request-id").unwrap_or_default().to_string(),
-                deadline_ms: next.header("lambda-runtime-deadline-ms").and_then(|v| v.parse().ok()).unwrap_or(0),
-                trace: next.header("lambda-runtime-trace-id").unwrap_or_default().to_string(),
-                payload: next.text(),
-            };
-            let id = invocation.request_id.clone();
-            let (path, body, headers) = match handler(invocation).await {
-                Ok(body) => (format!("/2018-06-01/runtime/invocation/{id}/response"), body, vec![]),
-                Err(message) => (
-                    format!("/2018-06-01/runtime/invocation/{id}/error"),
-                    serde_json::json!({"errorMessage": message, "errorType": "Function.Error", "stackTrace": []}).to_string(),
-                    vec![("Lambda-Runtime-Function-Error-Type", "Function.Error")],
-                ),
-            };
-            if crate::client::request(addr, "POST", &path, &headers, body.into_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
+        serve(platform.addr, handler).await;
     })
+}
+
+/// The invocation loop against any Runtime API at `addr` (this platform, or another one);
+/// returns when `next` fails or the platform refuses it.
+pub async fn serve(addr: SocketAddr, handler: Handler) {
+    loop {
+        let Ok(next) = crate::client::get(addr, "/2018-06-01/runtime/invocation/next", &[]).await else {
+            return;
+        };
+        if next.status != 200 {
+            return;
+        }
+        let invocation = Invocation {
+            request_id: next.header("lambda-runtime-aws-request-id").unwrap_or_default().to_string(),
+            deadline_ms: next.header("lambda-runtime-deadline-ms").and_then(|v| v.parse().ok()).unwrap_or(0),
+            trace: next.header("lambda-runtime-trace-id").unwrap_or_default().to_string(),
+            payload: next.text(),
+        };
+        let id = invocation.request_id.clone();
+        let (path, body, headers) = match handler(invocation).await {
+            Ok(body) => (format!("/2018-06-01/runtime/invocation/{id}/response"), body, vec![]),
+            Err(message) => (
+                format!("/2018-06-01/runtime/invocation/{id}/error"),
+                serde_json::json!({"errorMessage": message, "errorType": "Function.Error", "stackTrace": []}).to_string(),
+                vec![("Lambda-Runtime-Function-Error-Type", "Function.Error")],
+            ),
+        };
+        let headers: Vec<(&str, &str)> = headers;
+        if crate::client::request(addr, "POST", &path, &headers, body.into_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
