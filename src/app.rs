@@ -94,10 +94,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let cancel = CancellationToken::new();
     let mut tasks: Tasks = JoinSet::new();
 
-    let server = parts.server.clone();
-    let listener = parts.listener;
-    let c = cancel.clone();
-    tasks.spawn(async move { ("http server", server.run(listener, c).await.map_err(AppError::from)) });
+    spawn_http(&mut tasks, parts.server.clone(), parts.listener, cancel.clone());
 
     let cache = parts.cache.clone();
     let prefetch = cache.prefetch(&config.file);
@@ -122,6 +119,10 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 }
 
 type Tasks = JoinSet<(&'static str, Result<(), AppError>)>;
+
+fn spawn_http(tasks: &mut Tasks, server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
+    tasks.spawn(async move { ("http server", server.run(listener, cancel).await.map_err(AppError::from)) });
+}
 
 /// Extension mode, in the order of SPEC §5: config, bind the HTTP server and the telemetry
 /// listener, register, subscribe, prefetch, then the `/event/next` loop until SHUTDOWN.
@@ -164,10 +165,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
 
     let cancel = CancellationToken::new();
     let mut tasks: Tasks = JoinSet::new();
-    let server = parts.server.clone();
-    let http_listener = parts.listener;
-    let c = cancel.clone();
-    tasks.spawn(async move { ("http server", server.run(http_listener, c).await.map_err(AppError::from)) });
+    spawn_http(&mut tasks, parts.server.clone(), parts.listener, cancel.clone());
 
     let (progress_tx, progress) = watch::channel(Progress::default());
     if let Some(listener) = listener {

@@ -545,14 +545,7 @@ impl FakeLambda {
             .map(|e| e.id.clone())
             .collect();
         for id in ids {
-            let ready = self
-                .wait_until(
-                    deadline.saturating_duration_since(Instant::now()),
-                    "an extension to call next",
-                    |i| i.extensions.iter().find(|e| e.id == id).filter(|e| e.waiting()).map(|_| ()),
-                )
-                .await;
-            if ready.is_err() {
+            if !self.on_next(&id, deadline).await {
                 continue;
             }
             let unknown_first = {
@@ -573,13 +566,7 @@ impl FakeLambda {
             };
             self.bump();
             if unknown_first {
-                let _ = self
-                    .wait_until(
-                        deadline.saturating_duration_since(Instant::now()),
-                        "the next call after an unknown event",
-                        |i| i.extensions.iter().find(|e| e.id == id).filter(|e| e.waiting()).map(|_| ()),
-                    )
-                    .await;
+                self.on_next(&id, deadline).await;
                 if let Some(pending) = self
                     .lock()
                     .extensions
@@ -592,6 +579,17 @@ impl FakeLambda {
             }
         }
         self.bump();
+    }
+
+    /// Waits until extension `id` is parked on `next`; false if it is not by `deadline`.
+    async fn on_next(&self, id: &str, deadline: Instant) -> bool {
+        self.wait_until(
+            deadline.saturating_duration_since(Instant::now()),
+            "an extension to call next",
+            |i| i.extensions.iter().find(|e| e.id == id).filter(|e| e.waiting()).map(|_| ()),
+        )
+        .await
+        .is_ok()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -151,11 +151,7 @@ async fn next(platform: &FakeLambda, id: Option<String>) -> Answer {
         let fault = inner.options.faults.next_status;
         let at = inner.started.elapsed();
         let Some(ext) = inner.extensions.iter_mut().find(|e| Some(&e.id) == id.as_ref()) else {
-            return error(
-                StatusCode::FORBIDDEN,
-                "Extension.InvalidExtensionIdentifier",
-                "unknown Lambda-Extension-Identifier",
-            );
+            return unknown_identifier();
         };
         ext.next_calls.push(at);
         if let Some((n, status)) = fault
@@ -178,12 +174,8 @@ async fn next(platform: &FakeLambda, id: Option<String>) -> Answer {
 
 fn report(platform: &FakeLambda, kind: &'static str, id: Option<String>, error_type: Option<String>, body: &Bytes) -> Answer {
     let mut inner = platform.lock();
-    let Some(ext) = inner.extensions.iter().find(|e| Some(&e.id) == id.as_ref()) else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "Extension.InvalidExtensionIdentifier",
-            "unknown Lambda-Extension-Identifier",
-        );
+    let Some(name) = registered_name(&inner.extensions, id.as_deref()) else {
+        return unknown_identifier();
     };
     let Some(error_type) = error_type else {
         return error(
@@ -194,7 +186,7 @@ fn report(platform: &FakeLambda, kind: &'static str, id: Option<String>, error_t
     };
     let reported = Reported {
         kind,
-        extension: ext.name.clone(),
+        extension: name,
         error_type,
         body: serde_json::from_slice(body).unwrap_or(Value::Null),
     };
@@ -204,14 +196,9 @@ fn report(platform: &FakeLambda, kind: &'static str, id: Option<String>, error_t
 
 fn subscribe(platform: &FakeLambda, id: Option<String>, body: &Bytes) -> Answer {
     let mut inner = platform.lock();
-    let Some(ext) = inner.extensions.iter().find(|e| Some(&e.id) == id.as_ref()) else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "Extension.InvalidExtensionIdentifier",
-            "unknown Lambda-Extension-Identifier",
-        );
+    let Some(name) = registered_name(&inner.extensions, id.as_deref()) else {
+        return unknown_identifier();
     };
-    let name = ext.name.clone();
     match inner.options.faults.subscribe_status {
         Some(202) => {
             return json_response(
@@ -285,6 +272,19 @@ fn runtime_result(platform: &FakeLambda, path: &str, body: Bytes) -> Answer {
     };
     let _ = tx.send(outcome);
     accepted()
+}
+
+/// The name of the extension with identifier `id`.
+fn registered_name(extensions: &[Extension], id: Option<&str>) -> Option<String> {
+    extensions.iter().find(|e| Some(e.id.as_str()) == id).map(|e| e.name.clone())
+}
+
+fn unknown_identifier() -> Answer {
+    error(
+        StatusCode::FORBIDDEN,
+        "Extension.InvalidExtensionIdentifier",
+        "unknown Lambda-Extension-Identifier",
+    )
 }
 
 fn accepted() -> Answer {
