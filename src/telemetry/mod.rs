@@ -2,7 +2,10 @@
 //! lifecycle waits on `platform.start` / `platform.runtimeDone` through `Progress`.
 
 pub mod event;
+pub mod export;
 pub mod listener;
+pub mod names;
+pub mod recorder;
 
 pub use event::{PlatformEvent, parse_batch};
 pub use listener::TelemetryListener;
