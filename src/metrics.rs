@@ -1,12 +1,16 @@
-//! Counters recorded at the call sites (http, cache, source). `/status` and the demo read them;
-//! the telemetry layer exports the same numbers. One handle, passed in, nothing global.
+//! What the call sites (http, cache, source) record. Each method updates the atomic counters
+//! `/status` and the demo read, and the `metrics` facade that the OTLP exporter reads, in the
+//! same call, so the two always agree. The hot-path handles are created once in `new()`; when
+//! no recorder is installed (no OTLP endpoint) they are no-ops.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use metrics::{Counter, Histogram, counter, histogram};
 use serde::Serialize;
 
 use crate::source::Source;
+use crate::telemetry::names;
 
 /// `cache.result` of SPEC §6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +66,9 @@ impl Trigger {
 
 type PerSource<T> = [T; 2];
 
-#[derive(Default)]
 pub struct Metrics {
     requests: PerSource<[AtomicU64; 5]>,
+    exported: Exported,
     /// Upstream API calls (a batch call counts once), by outcome ok/error.
     upstream_calls: PerSource<[AtomicU64; 2]>,
     /// Items refreshed, by trigger and outcome ok/error.
@@ -74,28 +78,97 @@ pub struct Metrics {
     request_micros: AtomicU64,
 }
 
+/// Facade handles for the per-request metrics, by source and result.
+struct Exported {
+    requests: PerSource<[Counter; 5]>,
+    durations: PerSource<[Histogram; 5]>,
+    staleness: PerSource<Histogram>,
+}
+
+impl Exported {
+    fn new() -> Exported {
+        let per_result =
+            |source: Source, f: &dyn Fn(&'static str, &'static str) -> Counter| CacheResult::ALL.map(|r| f(source.as_str(), r.as_str()));
+        let per_result_h =
+            |source: Source, f: &dyn Fn(&'static str, &'static str) -> Histogram| CacheResult::ALL.map(|r| f(source.as_str(), r.as_str()));
+        Exported {
+            requests: Source::ALL.map(|s| per_result(s, &|s, r| counter!(names::REQUESTS, names::SOURCE => s, names::CACHE_RESULT => r))),
+            durations: Source::ALL.map(|s| {
+                per_result_h(
+                    s,
+                    &|s, r| histogram!(names::REQUEST_DURATION, names::SOURCE => s, names::CACHE_RESULT => r),
+                )
+            }),
+            staleness: Source::ALL.map(|s| histogram!(names::STALENESS, names::SOURCE => s.as_str())),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
+    /// Binds the facade handles to the recorder installed now (install it first).
     pub fn new() -> Metrics {
-        Metrics::default()
+        Metrics {
+            requests: Default::default(),
+            exported: Exported::new(),
+            upstream_calls: Default::default(),
+            refreshes: Default::default(),
+            evictions: AtomicU64::new(0),
+            request_micros: AtomicU64::new(0),
+        }
     }
 
-    pub fn request(&self, source: Source, result: CacheResult, elapsed: Duration) {
-        self.requests[source.index()][result as usize].fetch_add(1, Relaxed);
+    /// One cache read. `age` is how old the served value was (`None` for an error).
+    pub fn request(&self, source: Source, result: CacheResult, elapsed: Duration, age: Option<Duration>) {
+        let (s, r) = (source.index(), result as usize);
+        self.requests[s][r].fetch_add(1, Relaxed);
         self.request_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.exported.requests[s][r].increment(1);
+        self.exported.durations[s][r].record(elapsed.as_secs_f64());
+        if let Some(age) = age {
+            self.exported.staleness[s].record(age.as_secs_f64());
+        }
     }
 
-    /// One AWS API call. `method` and `elapsed` are recorded by the OTLP exporter
-    /// (`secrets_cache.fetch.duration`, telemetry issue); `/status` keeps only the counts.
-    pub fn upstream_call(&self, source: Source, _method: &'static str, ok: bool, _elapsed: Duration) {
-        self.upstream_calls[source.index()][usize::from(!ok)].fetch_add(1, Relaxed);
+    /// One AWS API call (a batch call counts once); `error` is its error code.
+    pub fn upstream_call(&self, source: Source, method: &'static str, error: Option<&str>, elapsed: Duration) {
+        self.upstream_calls[source.index()][usize::from(error.is_some())].fetch_add(1, Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        match error {
+            None => {
+                histogram!(names::FETCH_DURATION, names::SOURCE => source.as_str(), names::RPC_METHOD => method, names::OUTCOME => "ok")
+                    .record(seconds)
+            }
+            Some(code) => histogram!(
+                names::FETCH_DURATION,
+                names::SOURCE => source.as_str(),
+                names::RPC_METHOD => method,
+                names::OUTCOME => "error",
+                names::ERROR_TYPE => bounded_error_type(code)
+            )
+            .record(seconds),
+        }
     }
 
     pub fn refresh(&self, source: Source, trigger: Trigger, ok: bool) {
         self.refreshes[source.index()][trigger as usize][usize::from(!ok)].fetch_add(1, Relaxed);
+        counter!(
+            names::REFRESHES,
+            names::SOURCE => source.as_str(),
+            names::TRIGGER => trigger.as_str(),
+            names::OUTCOME => if ok { "ok" } else { "error" }
+        )
+        .increment(1);
     }
 
     pub fn eviction(&self) {
         self.evictions.fetch_add(1, Relaxed);
+        counter!(names::EVICTIONS).increment(1);
     }
 
     pub fn requests(&self, source: Source, result: CacheResult) -> u64 {
@@ -155,6 +228,16 @@ impl Metrics {
             refreshes,
             evictions: self.evictions.load(Relaxed),
         }
+    }
+}
+
+/// AWS error codes are a bounded set of identifiers; anything that does not look like one is
+/// folded into `other` so a strange upstream cannot blow up metric cardinality.
+fn bounded_error_type(code: &str) -> String {
+    if !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_') {
+        code.to_string()
+    } else {
+        "other".to_string()
     }
 }
 

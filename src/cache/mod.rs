@@ -103,12 +103,20 @@ pub struct Served {
     pub result: CacheResult,
     /// Whole seconds since the value was fetched (the `Age` header).
     pub age_secs: u64,
+    /// The same, exactly (`secrets_cache.staleness`).
+    pub age: Duration,
 }
 
 impl Served {
     fn new(entry: Arc<Entry>, result: CacheResult, now_ms: u64) -> Served {
         let age_secs = entry.age_secs(now_ms);
-        Served { entry, result, age_secs }
+        let age = Duration::from_millis(now_ms.saturating_sub(entry.fetched_at_ms));
+        Served {
+            entry,
+            result,
+            age_secs,
+            age,
+        }
     }
 }
 

@@ -418,7 +418,7 @@ async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
     cache.get(key("a"), false).await.unwrap();
 
     // Past the refresh-ahead point; a refresh that takes 50 ms finishes within the bound.
-    clock.advance(Duration::from_secs(260));
+    clock.advance(Duration::from_secs(270)); // past 0.8 × 300 s + 10 % jitter
     fetch.set("a", Ok("two"));
     fetch.delay_ms.store(50, SeqCst);
     assert_eq!(cache.refresh_ahead(), 1);
@@ -426,7 +426,7 @@ async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
     assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "two");
 
     // One that would take 10 s is cancelled at the bound: the old value stays, no back-off.
-    clock.advance(Duration::from_secs(260));
+    clock.advance(Duration::from_secs(270)); // past 0.8 × 300 s + 10 % jitter
     fetch.set("a", Ok("three"));
     fetch.delay_ms.store(10_000, SeqCst);
     assert_eq!(cache.refresh_ahead(), 1);

@@ -159,7 +159,7 @@ impl Server {
         let key = read.key();
         match self.cache.get(key, read.refresh_now).await {
             Ok(served) => {
-                self.metrics.request(key.source, served.result, started.elapsed());
+                self.metrics.request(key.source, served.result, started.elapsed(), Some(served.age));
                 let mut response = Response::new(Full::new(served.entry.body.clone()));
                 let headers = response.headers_mut();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -168,7 +168,7 @@ impl Server {
                 Ok(response)
             }
             Err(e) => {
-                self.metrics.request(key.source, CacheResult::Error, started.elapsed());
+                self.metrics.request(key.source, CacheResult::Error, started.elapsed(), None);
                 Err(ApiError::Upstream(e))
             }
         }

@@ -133,7 +133,8 @@ impl Upstream {
             Ok(Err(e)) => Err(FetchError::from_sdk(e, budget.as_millis() as u64)),
             Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
         };
-        self.metrics.upstream_call(source, method, result.is_ok(), started.elapsed());
+        self.metrics
+            .upstream_call(source, method, result.as_ref().err().map(FetchError::code), started.elapsed());
         if let Err(e) = &result {
             tracing::debug!(source = source.as_str(), method, error = %e.code(), "upstream call failed");
         }

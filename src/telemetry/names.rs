@@ -47,20 +47,60 @@ const REQUEST_BOUNDS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 const FETCH_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-const STALENESS_BOUNDS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 86_400.0];
-const INVOKE_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+const STALENESS_BOUNDS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 86_400.0,
+];
+const INVOKE_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
 
 pub const ALL: &[Spec] = &[
     spec(REQUESTS, Kind::Counter, "{request}", "Cache reads by source and result", &[]),
-    spec(REQUEST_DURATION, Kind::Histogram, "s", "Time to answer a cache read", REQUEST_BOUNDS),
-    spec(FETCH_DURATION, Kind::Histogram, "s", "Upstream AWS calls by method and outcome", FETCH_BOUNDS),
-    spec(STALENESS, Kind::Histogram, "s", "Age of a value when it was served", STALENESS_BOUNDS),
-    spec(REFRESHES, Kind::Counter, "{refresh}", "Upstream fetches of cache entries by trigger and outcome", &[]),
+    spec(
+        REQUEST_DURATION,
+        Kind::Histogram,
+        "s",
+        "Time to answer a cache read",
+        REQUEST_BOUNDS,
+    ),
+    spec(
+        FETCH_DURATION,
+        Kind::Histogram,
+        "s",
+        "Upstream AWS calls by method and outcome",
+        FETCH_BOUNDS,
+    ),
+    spec(
+        STALENESS,
+        Kind::Histogram,
+        "s",
+        "Age of a value when it was served",
+        STALENESS_BOUNDS,
+    ),
+    spec(
+        REFRESHES,
+        Kind::Counter,
+        "{refresh}",
+        "Upstream fetches of cache entries by trigger and outcome",
+        &[],
+    ),
     spec(ENTRIES, Kind::Gauge, "{entry}", "Entries in the cache", &[]),
     spec(BYTES, Kind::Gauge, "By", "Bytes of cached response bodies", &[]),
-    spec(EVICTIONS, Kind::Counter, "{eviction}", "Entries evicted to stay within the cache size", &[]),
+    spec(
+        EVICTIONS,
+        Kind::Counter,
+        "{eviction}",
+        "Entries evicted to stay within the cache size",
+        &[],
+    ),
     spec(FAAS_INVOCATIONS, Kind::Counter, "{invocation}", "Invocations of the function", &[]),
-    spec(FAAS_COLDSTARTS, Kind::Counter, "{coldstart}", "Invocations that were cold starts", &[]),
+    spec(
+        FAAS_COLDSTARTS,
+        Kind::Counter,
+        "{coldstart}",
+        "Invocations that were cold starts",
+        &[],
+    ),
     spec(FAAS_ERRORS, Kind::Counter, "{error}", "Invocations that ended in an error", &[]),
     spec(FAAS_TIMEOUTS, Kind::Counter, "{timeout}", "Invocations that timed out", &[]),
     spec(FAAS_INIT_DURATION, Kind::Histogram, "s", "Init phase duration", INVOKE_BOUNDS),

@@ -58,7 +58,11 @@ impl OtelRecorder {
                     .build(),
             ),
             Kind::Histogram => {
-                let mut b = self.meter.f64_histogram(name_owned.clone()).with_unit(unit).with_description(description);
+                let mut b = self
+                    .meter
+                    .f64_histogram(name_owned.clone())
+                    .with_unit(unit)
+                    .with_description(description);
                 if let Some(s) = spec {
                     b = b.with_boundaries(s.boundaries.to_vec());
                 }
