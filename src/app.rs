@@ -20,6 +20,7 @@ use crate::lifecycle::client::{TELEMETRY_SCHEMA, TELEMETRY_SCHEMA_LMI};
 use crate::lifecycle::{ExtensionsApi, Lifecycle, LifecycleError, State, Subscription};
 use crate::metrics::Metrics;
 use crate::source::Upstream;
+use crate::telemetry::otlp::Otel;
 use crate::telemetry::{self, Progress, TelemetryListener};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub struct Parts {
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
     pub server: Arc<Server>,
+    /// The OTLP pipeline, when an endpoint is configured.
+    pub otel: Option<Arc<Otel>>,
 }
 
 impl Parts {
@@ -54,6 +57,21 @@ impl Parts {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
         let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| AppError::Bind { addr, source })?;
+        // The recorder goes in before `Metrics::new()` binds its handles to it.
+        let otel = match &config.otel {
+            Some(c) => match Otel::new(c.clone(), &instance_id()) {
+                Ok(otel) => {
+                    otel.install_recorder();
+                    tracing::info!(endpoint = %c.metrics_endpoint, "OTLP metrics export on");
+                    Some(otel)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "OTLP export disabled");
+                    None
+                }
+            },
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let upstream = Arc::new(Upstream::from_env(config, metrics.clone()).await);
         let cache = Cache::new(
@@ -69,6 +87,7 @@ impl Parts {
             config.token.clone(),
             config.max_inbound_connections.get(),
             lifecycle,
+            otel.clone(),
         );
         Ok(Parts {
             listener,
@@ -76,8 +95,22 @@ impl Parts {
             cache,
             metrics,
             server,
+            otel,
         })
     }
+}
+
+/// This environment's `faas.instance`: the platform does not tell extensions their log
+/// stream, so a random id per process.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}{:08x}", h.finish(), std::process::id())
 }
 
 pub fn log_prefetch(report: &PrefetchReport) {
@@ -103,17 +136,25 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
     let c = cancel.clone();
     let interval = config.refresh_interval;
     tasks.spawn(async move { ("refresh timer", refresh_timer(cache, interval, c).await) });
+    if let Some(otel) = parts.otel.clone() {
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            otel.run_periodic(c).await;
+            ("otlp export timer", Ok(()))
+        });
+    }
 
     let outcome = tokio::select! {
         signal = shutdown_signal() => signal.map(|name| tracing::info!(signal = name, "shutting down")),
         Some(ended) = tasks.join_next() => Err(task_outcome(ended)),
     };
-    cancel.cancel();
-    parts.cache.tasks().close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while tasks.join_next().await.is_some() {}
-        parts.cache.tasks().wait().await;
-    })
+    finish(
+        &parts.cache,
+        parts.otel.as_ref(),
+        &cancel,
+        &mut tasks,
+        tokio::time::Instant::now() + Duration::from_secs(2),
+    )
     .await;
     outcome
 }
@@ -154,8 +195,12 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         }
     };
 
+    // Flights for the configured entries exist before the function can start (it starts once
+    // we have registered); the fetches themselves start right after registering.
+    let reserved = (config.init_type != InitType::SnapStart).then(|| parts.cache.reserve_prefetch(&config.file));
     let events: &[&str] = if managed { &["SHUTDOWN"] } else { &["INVOKE", "SHUTDOWN"] };
     let registration = api.register(name, events).await?;
+    let prefetch = reserved.map(|r| r.launch());
     tracing::info!(
         function = registration.function_name.as_deref().unwrap_or("?"),
         version = registration.function_version.as_deref().unwrap_or("?"),
@@ -202,11 +247,8 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         }
     }
 
-    if config.init_type == InitType::SnapStart {
-        tracing::info!("SnapStart: prefetch deferred until the first event after restore");
-        state.defer_prefetch(config.file.clone());
-    } else {
-        let report = parts.cache.prefetch(&config.file).await;
+    if let Some(prefetch) = prefetch {
+        let report = prefetch.await;
         log_prefetch(&report);
         let required: Vec<String> = report
             .required_failures()
@@ -217,6 +259,9 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
             let message = format!("required entries could not be fetched: {}", required.join(", "));
             return Err(init_failure(&api, name, Some(&id), "Extension.PrefetchFailed", message).await);
         }
+    } else {
+        tracing::info!("SnapStart: prefetch deferred until the first event after restore");
+        state.defer_prefetch(config.file.clone());
     }
     if managed {
         let cache = parts.cache.clone();
@@ -225,7 +270,15 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         tasks.spawn(async move { ("refresh timer", refresh_timer(cache, interval, c).await) });
     }
 
-    let lifecycle = Lifecycle::new(api.clone(), id.clone(), parts.cache.clone(), state, progress, &config);
+    let lifecycle = Lifecycle::new(
+        api.clone(),
+        id.clone(),
+        parts.cache.clone(),
+        state,
+        progress,
+        &config,
+        parts.otel.clone(),
+    );
     let outcome = tokio::select! {
         ended = lifecycle.run() => match ended {
             Ok(shutdown) => {
@@ -242,7 +295,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
     };
     match outcome {
         Ok(deadline) => {
-            finish(&parts.cache, &cancel, &mut tasks, deadline).await;
+            finish(&parts.cache, parts.otel.as_ref(), &cancel, &mut tasks, deadline).await;
             Ok(())
         }
         Err(e) => {
@@ -253,6 +306,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
             }
             finish(
                 &parts.cache,
+                parts.otel.as_ref(),
                 &cancel,
                 &mut tasks,
                 tokio::time::Instant::now() + Duration::from_millis(500),
@@ -263,16 +317,23 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
     }
 }
 
-/// SHUTDOWN: stop accepting, let background fetches end, drop every value, all before
-/// `deadline` (less a margin for process exit).
-async fn finish(cache: &Arc<Cache>, cancel: &CancellationToken, tasks: &mut Tasks, deadline: tokio::time::Instant) {
+/// SHUTDOWN: stop accepting, let background fetches end, a final export, drop every value,
+/// all before `deadline` (less a margin for process exit).
+async fn finish(
+    cache: &Arc<Cache>,
+    otel: Option<&Arc<Otel>>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+    deadline: tokio::time::Instant,
+) {
     let stop_by = deadline.checked_sub(Duration::from_millis(200)).unwrap_or(deadline);
+    let left = || stop_by.saturating_duration_since(tokio::time::Instant::now());
     cancel.cancel();
-    let remaining = stop_by.saturating_duration_since(tokio::time::Instant::now());
-    let _ = tokio::time::timeout(remaining / 2, async { while tasks.join_next().await.is_some() {} }).await;
-    cache
-        .settle(stop_by.saturating_duration_since(tokio::time::Instant::now()) / 2)
-        .await;
+    let _ = tokio::time::timeout(left() / 3, async { while tasks.join_next().await.is_some() {} }).await;
+    cache.settle(left() / 3).await;
+    if let Some(otel) = otel {
+        otel.flush(left()).await;
+    }
     cache.clear();
 }
 

@@ -96,6 +96,7 @@ fn unique(map: &HashMap<Key, Arc<Entry>>) -> impl Iterator<Item = &Arc<Entry>> {
 
 type FlightResult = Result<Arc<Entry>, FetchError>;
 type Flight = watch::Receiver<Option<FlightResult>>;
+type NewFlight = (Key, watch::Sender<Option<FlightResult>>);
 
 /// A value handed to a reader, and how it was obtained.
 pub struct Served {
@@ -244,29 +245,38 @@ impl Cache {
     /// Joins or starts one flight per key; new ones are fetched together in one task (a batch
     /// call when there are several). Returns a flight per key, in order.
     fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger) -> Vec<Flight> {
+        let (flights, new) = self.reserve(keys);
+        self.launch(new, trigger);
+        flights
+    }
+
+    /// Joins or registers a flight per key; returns them, and the senders of the new ones
+    /// (whoever holds those must `launch` them).
+    fn reserve(&self, keys: Vec<Key>) -> (Vec<Flight>, Vec<NewFlight>) {
         let mut flights = Vec::with_capacity(keys.len());
         let mut new = Vec::new();
-        {
-            let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
-            for key in keys {
-                if let Some(f) = in_flight.get(&key) {
-                    flights.push(f.clone());
-                } else {
-                    let (tx, rx) = watch::channel(None);
-                    in_flight.insert(key.clone(), rx.clone());
-                    flights.push(rx);
-                    new.push((key, tx));
-                }
+        let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
+        for key in keys {
+            if let Some(f) = in_flight.get(&key) {
+                flights.push(f.clone());
+            } else {
+                let (tx, rx) = watch::channel(None);
+                in_flight.insert(key.clone(), rx.clone());
+                flights.push(rx);
+                new.push((key, tx));
             }
         }
+        (flights, new)
+    }
+
+    fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger) {
         if !new.is_empty() {
             let this = self.clone();
             self.tasks.spawn(async move { this.run(new, trigger).await });
         }
-        flights
     }
 
-    async fn run(self: Arc<Self>, flights: Vec<(Key, watch::Sender<Option<FlightResult>>)>, trigger: Trigger) {
+    async fn run(self: Arc<Self>, flights: Vec<NewFlight>, trigger: Trigger) {
         let keys: Vec<Key> = flights.iter().map(|(k, _)| k.clone()).collect();
         let cancel = self.cancel_token();
         let fetch = async {
@@ -438,6 +448,14 @@ impl Cache {
     /// Registers a flight for every configured item at once, so requests that arrive while
     /// prefetch runs join it; then fetches them with the batch APIs in parallel.
     pub fn prefetch(self: &Arc<Self>, file: &FileConfig) -> impl Future<Output = PrefetchReport> + Send + 'static {
+        self.reserve_prefetch(file).launch()
+    }
+
+    /// The first half of `prefetch`: flights for the configured items exist from now on (a
+    /// read joins them and waits), but nothing is fetched until `launch`. Extension mode
+    /// reserves before it registers and launches after, so registration is never delayed and
+    /// a read from the function's init can never miss the prefetch.
+    pub fn reserve_prefetch(self: &Arc<Self>, file: &FileConfig) -> Reserved {
         let mut keys: Vec<(Key, bool)> = Vec::new();
         let mut paths = Vec::new();
         if self.policy.enabled {
@@ -451,52 +469,18 @@ impl Cache {
         }
         let required: HashMap<Key, bool> = keys.iter().cloned().collect();
         let mut waits = Vec::new();
+        let mut groups = Vec::new();
         for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
-            let flights = self.start(group.clone(), Trigger::Prefetch);
+            let (flights, new) = self.reserve(group.clone());
             waits.extend(group.into_iter().zip(flights));
+            groups.push(new);
         }
-        let this = self.clone();
-        async move {
-            let path_fetches = paths.into_iter().map(|(path, decrypt, required)| {
-                let this = this.clone();
-                this.tasks.clone().spawn(async move {
-                    let cancel = this.cancel_token();
-                    let result = tokio::select! {
-                        r = this.fetch.fetch_path(&path, decrypt) => r,
-                        () = cancel.cancelled() => Err(cancelled()),
-                    };
-                    let now = this.clock.now_ms();
-                    let result = result.map(|items| {
-                        for item in items {
-                            if let Some(name) = item.name.clone() {
-                                this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                                this.install(&Key::parameter(&name, decrypt), item, now);
-                            }
-                        }
-                    });
-                    (path, result, required)
-                })
-            });
-            let path_fetches: Vec<_> = path_fetches.collect();
-            let mut report = PrefetchReport::default();
-            for (key, flight) in waits {
-                match wait(flight).await {
-                    Ok(_) => report.loaded += 1,
-                    Err(e) => report
-                        .failed
-                        .push((key.to_string(), e, required.get(&key).copied().unwrap_or(false))),
-                }
-            }
-            for handle in path_fetches {
-                match handle.await {
-                    Ok((_, Ok(()), _)) => report.loaded += 1,
-                    Ok((path, Err(e), required)) => report.failed.push((format!("{path} (path)"), e, required)),
-                    Err(join) => report
-                        .failed
-                        .push(("path prefetch".into(), FetchError::Other(join.to_string()), false)),
-                }
-            }
-            report
+        Reserved {
+            cache: self.clone(),
+            groups,
+            waits,
+            paths,
+            required,
         }
     }
 
@@ -568,6 +552,86 @@ impl Cache {
             entries: snap.entries,
             bytes: snap.bytes,
             items,
+        }
+    }
+}
+
+/// Prefetch flights registered but not started; see `Cache::reserve_prefetch`.
+pub struct Reserved {
+    cache: Arc<Cache>,
+    groups: Vec<Vec<NewFlight>>,
+    waits: Vec<(Key, Flight)>,
+    paths: Vec<(String, bool, bool)>,
+    required: HashMap<Key, bool>,
+}
+
+impl Reserved {
+    /// Starts every fetch now (batches in parallel); the future reports when all are done.
+    pub fn launch(mut self) -> impl Future<Output = PrefetchReport> + Send + 'static {
+        let cache = self.cache.clone();
+        let waits = std::mem::take(&mut self.waits);
+        let paths = std::mem::take(&mut self.paths);
+        let required = std::mem::take(&mut self.required);
+        for group in std::mem::take(&mut self.groups) {
+            cache.launch(group, Trigger::Prefetch);
+        }
+        let path_fetches: Vec<_> = paths
+            .into_iter()
+            .map(|(path, decrypt, required)| {
+                let this = cache.clone();
+                cache.tasks.spawn(async move {
+                    let cancel = this.cancel_token();
+                    let result = tokio::select! {
+                        r = this.fetch.fetch_path(&path, decrypt) => r,
+                        () = cancel.cancelled() => Err(cancelled()),
+                    };
+                    let now = this.clock.now_ms();
+                    let result = result.map(|items| {
+                        for item in items {
+                            if let Some(name) = item.name.clone() {
+                                this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
+                                this.install(&Key::parameter(&name, decrypt), item, now);
+                            }
+                        }
+                    });
+                    (path, result, required)
+                })
+            })
+            .collect();
+        async move {
+            let mut report = PrefetchReport::default();
+            for (key, flight) in waits {
+                match wait(flight).await {
+                    Ok(_) => report.loaded += 1,
+                    Err(e) => report
+                        .failed
+                        .push((key.to_string(), e, required.get(&key).copied().unwrap_or(false))),
+                }
+            }
+            for handle in path_fetches {
+                match handle.await {
+                    Ok((_, Ok(()), _)) => report.loaded += 1,
+                    Ok((path, Err(e), required)) => report.failed.push((format!("{path} (path)"), e, required)),
+                    Err(join) => report
+                        .failed
+                        .push(("path prefetch".into(), FetchError::Other(join.to_string()), false)),
+                }
+            }
+            report
+        }
+    }
+}
+
+impl Drop for Reserved {
+    /// Never launched (init failed first): unregister the flights so later reads fetch.
+    fn drop(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let mut in_flight = self.cache.flights.lock().expect("flight table lock holds no invariants");
+        for (key, tx) in self.groups.drain(..).flatten() {
+            in_flight.remove(&key);
+            let _ = tx.send(Some(Err(cancelled())));
         }
     }
 }

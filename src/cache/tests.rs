@@ -452,3 +452,34 @@ async fn clear_drops_every_value() {
     assert!(cache.status().items.is_empty());
     assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
 }
+
+#[tokio::test]
+async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
+    let file = FileConfig {
+        secrets: vec![SecretItem {
+            id: "a".into(),
+            version: SecretVersion::Current,
+            ttl: None,
+            required: false,
+        }],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(policy(), &file);
+    fetch.set("a", Ok("one"));
+    let reserved = cache.reserve_prefetch(&file);
+    let c = cache.clone();
+    let early = tokio::spawn(async move { c.get(key("a"), false).await });
+    tokio::task::yield_now().await;
+    assert_eq!(fetch.calls.load(SeqCst), 0, "nothing fetched before launch");
+    let report = reserved.launch().await;
+    assert_eq!(report.loaded, 1);
+    assert_eq!(early.await.unwrap().unwrap().result, CacheResult::Miss);
+    assert_eq!(fetch.calls.load(SeqCst), 1, "the early read joined");
+
+    // A reservation dropped unlaunched (init failed first) leaves nothing behind.
+    let (cache, fetch, _, _) = setup(policy(), &file);
+    fetch.set("a", Ok("one"));
+    drop(cache.reserve_prefetch(&file));
+    assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
+    assert_eq!(fetch.calls.load(SeqCst), 1);
+}

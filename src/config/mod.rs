@@ -117,6 +117,8 @@ pub struct Config {
     /// Extension mode: how long `/next` is held for `platform.runtimeDone` while the Telemetry
     /// API has delivered nothing (no subscription, a local emulator).
     pub runtime_done_wait: Duration,
+    /// OTLP export, from the standard `OTEL_*` variables; `None` = off.
+    pub otel: Option<crate::telemetry::otlp::OtelConfig>,
 }
 
 /// `AWS_LAMBDA_INITIALIZATION_TYPE`.
@@ -363,6 +365,11 @@ impl Config {
             );
         }
 
+        let otel = crate::telemetry::otlp::OtelConfig::from_env(env).unwrap_or_else(|message| {
+            c.bad("OTEL_EXPORTER_OTLP_*", message);
+            None
+        });
+
         let explicit = path.is_some() || c.var("SECRETS_CACHE_CONFIG").is_some();
         let config_path = path
             .or_else(|| c.var("SECRETS_CACHE_CONFIG").map(PathBuf::from))
@@ -429,6 +436,7 @@ impl Config {
             init_type,
             sandbox_host,
             runtime_done_wait,
+            otel,
         })
     }
 
@@ -467,6 +475,18 @@ impl Config {
         let _ = writeln!(out, "log level:              {}", self.log_level.as_filter());
         let _ = writeln!(out, "token from:             {}", self.token.source);
         let _ = writeln!(out, "initialization type:    {}", self.init_type.as_str());
+        let _ = writeln!(
+            out,
+            "otlp metrics:           {}",
+            self.otel
+                .as_ref()
+                .map_or("off (no OTEL_EXPORTER_OTLP_ENDPOINT)".to_string(), |o| format!(
+                    "{} ({:?}, timeout {})",
+                    o.metrics_endpoint,
+                    o.temporality,
+                    d(o.timeout)
+                ))
+        );
         let _ = writeln!(
             out,
             "telemetry listener:     {} (runtimeDone wait without telemetry {})",

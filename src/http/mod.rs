@@ -50,6 +50,7 @@ pub struct Server {
     connections: Arc<Semaphore>,
     /// Extension mode only: invocation and telemetry state for `/status`.
     lifecycle: Option<Arc<crate::lifecycle::State>>,
+    otel: Option<Arc<crate::telemetry::otlp::Otel>>,
 }
 
 impl Server {
@@ -59,6 +60,7 @@ impl Server {
         token: Token,
         max_connections: usize,
         lifecycle: Option<Arc<crate::lifecycle::State>>,
+        otel: Option<Arc<crate::telemetry::otlp::Otel>>,
     ) -> Arc<Server> {
         Arc::new(Server {
             cache,
@@ -66,6 +68,7 @@ impl Server {
             token,
             connections: Arc::new(Semaphore::new(max_connections)),
             lifecycle,
+            otel,
         })
     }
 
@@ -193,11 +196,14 @@ impl Server {
         struct Status {
             #[serde(skip_serializing_if = "Option::is_none")]
             lifecycle: Option<crate::lifecycle::StateSnapshot>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            otlp: Option<crate::telemetry::otlp::ExportSnapshot>,
             cache: crate::cache::CacheStatus,
             metrics: crate::metrics::MetricsSnapshot,
         }
         let body = serde_json::to_vec_pretty(&Status {
             lifecycle: self.lifecycle.as_ref().map(|l| l.snapshot()),
+            otlp: self.otel.as_ref().map(|o| o.snapshot()),
             cache: self.cache.status(),
             metrics: self.metrics.snapshot(),
         })

@@ -161,6 +161,7 @@ pub struct Lifecycle {
     pub runtime_done_wait: Duration,
     /// The longest a background fetch may need (the larger upstream timeout).
     pub fetch_budget: Duration,
+    pub otel: Option<Arc<crate::telemetry::otlp::Otel>>,
 }
 
 impl Lifecycle {
@@ -171,6 +172,7 @@ impl Lifecycle {
         state: Arc<State>,
         progress: watch::Receiver<Progress>,
         config: &Config,
+        otel: Option<Arc<crate::telemetry::otlp::Otel>>,
     ) -> Self {
         Lifecycle {
             api,
@@ -180,6 +182,7 @@ impl Lifecycle {
             progress,
             runtime_done_wait: config.runtime_done_wait,
             fetch_budget: config.secrets.timeout.max(config.ssm.timeout),
+            otel,
         }
     }
 
@@ -229,6 +232,10 @@ impl Lifecycle {
         let settle_by = hard_stop.min(Instant::now() + self.fetch_budget);
         let cancelled = self.cache.settle(settle_by.saturating_duration_since(Instant::now())).await;
         self.state.cancelled_fetches.fetch_add(cancelled as u64, Relaxed);
+        // Export before `/next`: after it the process may freeze mid-request.
+        if let Some(otel) = &self.otel {
+            otel.flush(hard_stop.saturating_duration_since(Instant::now())).await;
+        }
         tracing::debug!(
             request_id = %request_id,
             coldstart,

@@ -5,6 +5,7 @@ pub mod event;
 pub mod export;
 pub mod listener;
 pub mod names;
+pub mod otlp;
 pub mod recorder;
 
 pub use event::{PlatformEvent, parse_batch};
