@@ -8,6 +8,7 @@ pub mod client;
 pub mod demo;
 pub mod extension;
 pub mod moto;
+pub mod otlp;
 pub mod platform;
 pub mod proxy;
 

@@ -1,0 +1,160 @@
+//! OTLP out, checked number by number: a scripted workload under the fake platform with known
+//! hits, misses, stale serves and failures, exported to the in-repo receiver after each
+//! invocation. Also: a collector that is down or slow costs at most the export timeout.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use lsc_devtools::otlp::OtlpReceiver;
+use lsc_devtools::platform::Options;
+use lsc_devtools::proxy::{Fault, FaultKind};
+
+const INIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn exported_metrics_equal_the_truth() {
+    let aws = aws();
+    let (a, b, c, missing) = (unique("otlp-a"), unique("otlp-b"), unique("otlp-c"), unique("otlp-missing"));
+    for id in [&a, &b, &c] {
+        aws.create_secret(id, "otlp-value-not-secret").await.unwrap();
+    }
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let endpoint = receiver.endpoint();
+    let yaml = format!("secrets:\n  - id: {a}\n    ttl: 1s\n  - id: {b}\n");
+    let lambda = start_lambda(
+        Options {
+            function_name: "otlp-fn".into(),
+            ..Options::default()
+        },
+        Some(&yaml),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("SECRETS_MANAGER_TIMEOUT_MILLIS", "300"),
+        ],
+    )
+    .await;
+    lambda.platform.wait_init(INIT).await.unwrap();
+
+    // 1: two prefetched hits, one miss, one permanent error.
+    let (_, reads) = lambda
+        .invoke(&[secret_path(&a), secret_path(&b), secret_path(&c), secret_path(&missing)])
+        .await;
+    let codes: Vec<u16> = reads.iter().map(|r| r.0).collect();
+    assert_eq!(&codes[..3], &[200, 200, 200]);
+    assert!(codes[3] >= 400, "{reads:?}");
+    // 2: two hits.
+    lambda.invoke(&[secret_path(&b), secret_path(&c)]).await;
+    // 3: `a` (TTL 1 s) has expired and its refresh hangs past the 300 ms budget: served stale.
+    lambda.platform.freeze_between_invokes(vec![lambda.ext.pid()]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    lambda.proxy.inject(
+        Fault::always(FaultKind::Delay(Duration::from_secs(2)))
+            .on("GetSecretValue")
+            .times(1),
+    );
+    let (_, reads) = lambda.invoke(&[secret_path(&a), secret_path(&b)]).await;
+    assert_eq!(reads, vec![(200, "stale".to_string()), (200, "hit".to_string())]);
+    lambda.platform.thaw();
+
+    let truth: BTreeMap<String, u64> = [("error", 1), ("hit", 5), ("miss", 1), ("stale", 1)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    assert_eq!(receiver.sum_by("secrets_cache.requests", "cache.result"), truth);
+    assert_eq!(receiver.histogram_count("secrets_cache.request.duration", &[]), 8);
+    assert_eq!(
+        receiver.histogram_count("secrets_cache.staleness", &[("source", "secretsmanager")]),
+        7,
+        "one per value served"
+    );
+    let upstream = lambda.proxy.total_calls() as u64;
+    assert_eq!(
+        upstream,
+        4,
+        "prefetch batch, c, missing, a's hung refresh: {:?}",
+        lambda.proxy.counts()
+    );
+    assert_eq!(receiver.histogram_count("secrets_cache.fetch.duration", &[]), upstream);
+    assert_eq!(
+        receiver.histogram_count(
+            "secrets_cache.fetch.duration",
+            &[("outcome", "error"), ("error.type", "TimeoutError")]
+        ),
+        1
+    );
+    assert_eq!(
+        receiver.histogram_count(
+            "secrets_cache.fetch.duration",
+            &[("rpc.method", "BatchGetSecretValue"), ("outcome", "ok")]
+        ),
+        1
+    );
+    let refreshes = receiver.sum_by("secrets_cache.refreshes", "trigger");
+    assert_eq!(refreshes.get("prefetch"), Some(&2));
+    // c, missing, and a's refresh: started by INVOKE (ahead) or by the read, whichever came first.
+    let later = refreshes.get("ahead").unwrap_or(&0) + refreshes.get("expired").unwrap_or(&0);
+    assert_eq!(later, 3, "{refreshes:?}");
+    assert_eq!(receiver.unit("secrets_cache.request.duration").as_deref(), Some("s"));
+
+    let resource = receiver.resource();
+    assert_eq!(resource.get("service.name").map(String::as_str), Some("otlp-fn"));
+    assert_eq!(resource.get("faas.name").map(String::as_str), Some("otlp-fn"));
+    assert_eq!(resource.get("cloud.platform").map(String::as_str), Some("aws_lambda"));
+    assert_eq!(resource.get("cloud.provider").map(String::as_str), Some("aws"));
+    assert_eq!(resource.get("faas.max_memory").map(String::as_str), Some("134217728"));
+    assert!(resource.contains_key("faas.instance"));
+
+    // /status carries the same numbers.
+    let status = lambda.ext.get("/status").await.unwrap().json();
+    for item in status["metrics"]["requests"].as_array().unwrap() {
+        let result = item["cache.result"].as_str().unwrap();
+        assert_eq!(item["count"].as_u64(), truth.get(result).copied(), "{result}");
+    }
+    assert!(
+        status["otlp"]["exports"].as_u64().unwrap() >= 3,
+        "one export per invocation at least"
+    );
+    assert_eq!(status["otlp"]["failures"], 0);
+
+    // Nothing secret crossed the wire.
+    assert!(!receiver.dump().contains("otlp-value-not-secret"));
+}
+
+#[tokio::test]
+async fn a_down_or_slow_collector_costs_at_most_the_export_timeout() {
+    // Nothing listens on this port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = format!("http://{closed}");
+    let lambda = start_lambda(
+        Options::default(),
+        None,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &down), ("OTEL_EXPORTER_OTLP_TIMEOUT", "300")],
+    )
+    .await;
+    lambda.platform.wait_init(INIT).await.unwrap();
+    for _ in 0..3 {
+        let (outcome, _) = lambda.invoke(&[]).await;
+        assert!(outcome.extensions_overhead < Duration::from_millis(1000), "{outcome:?}");
+    }
+    let status = lambda.ext.get("/status").await.unwrap().json();
+    assert!(status["otlp"]["failures"].as_u64().unwrap() >= 3, "{status}");
+
+    let receiver = OtlpReceiver::start().await.unwrap();
+    receiver.set_delay(Some(Duration::from_secs(5)));
+    let slow = receiver.endpoint();
+    let lambda = start_lambda(
+        Options::default(),
+        None,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &slow), ("OTEL_EXPORTER_OTLP_TIMEOUT", "300")],
+    )
+    .await;
+    lambda.platform.wait_init(INIT).await.unwrap();
+    for _ in 0..2 {
+        let (outcome, _) = lambda.invoke(&[]).await;
+        assert!(!outcome.extensions_timed_out);
+        assert!(outcome.extensions_overhead < Duration::from_millis(1000), "{outcome:?}");
+    }
+}
