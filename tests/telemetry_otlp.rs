@@ -58,6 +58,21 @@ async fn exported_metrics_equal_the_truth() {
     let (_, reads) = lambda.invoke(&[secret_path(&a), secret_path(&b)]).await;
     assert_eq!(reads, vec![(200, "stale".to_string()), (200, "hit".to_string())]);
     lambda.platform.thaw();
+    // 4: the function fails (no cache reads).
+    let failed = lambda.platform.invoke("not a list of paths").await.unwrap();
+    assert_eq!(failed.status, "error");
+
+    let total = |name: &str| receiver.sum_by(name, "").values().sum::<u64>();
+    assert_eq!(total("faas.invocations"), 4, "platform.start of each invocation");
+    assert_eq!(total("faas.errors"), 1);
+    assert_eq!(total("faas.timeouts"), 0);
+    assert_eq!(total("faas.coldstarts"), 1, "the first report carries initDurationMs");
+    assert_eq!(receiver.histogram_count("faas.init_duration", &[]), 1);
+    assert_eq!(
+        receiver.histogram_count("faas.invoke_duration", &[]),
+        3,
+        "a report arrives during the next invocation, so the last one is not exported yet"
+    );
 
     let truth: BTreeMap<String, u64> = [("error", 1), ("hit", 5), ("miss", 1), ("stale", 1)]
         .into_iter()

@@ -61,10 +61,14 @@ fn remember<T>(list: &mut VecDeque<T>, item: T) {
     list.push_back(item);
 }
 
-/// Parses queued deliveries and publishes the progress. Ends when the listener is gone.
+/// Parses queued deliveries, records the FaaS metrics they carry, and publishes the
+/// progress. Ends when the listener is gone.
 pub async fn consume(mut queue: mpsc::Receiver<Bytes>, progress: watch::Sender<Progress>) {
     while let Some(body) = queue.recv().await {
         let (events, malformed) = parse_batch(&body);
+        for e in &events {
+            record_faas(e);
+        }
         progress.send_modify(|p| {
             p.deliveries += 1;
             p.malformed += malformed as u64;
@@ -73,5 +77,35 @@ pub async fn consume(mut queue: mpsc::Receiver<Bytes>, progress: watch::Sender<P
             }
         });
         tracing::debug!(events = events.len(), malformed, "telemetry delivery");
+    }
+}
+
+/// `faas.*` from platform events: `start` counts an invocation; a `runtimeDone` that is not
+/// `success` an error (or a timeout); `initReport` gives the init duration; `report` the
+/// invocation duration, and a cold start when it carries `initDurationMs` (as Lambda's REPORT
+/// line does).
+pub fn record_faas(event: &PlatformEvent) {
+    use metrics::{counter, histogram};
+    match event {
+        PlatformEvent::Start { .. } => counter!(names::FAAS_INVOCATIONS).increment(1),
+        PlatformEvent::RuntimeDone { status, .. } => match status.as_str() {
+            "success" => {}
+            "timeout" => counter!(names::FAAS_TIMEOUTS).increment(1),
+            _ => counter!(names::FAAS_ERRORS).increment(1),
+        },
+        PlatformEvent::InitReport { duration_ms: Some(ms), .. } => histogram!(names::FAAS_INIT_DURATION).record(ms / 1000.0),
+        PlatformEvent::Report {
+            duration_ms,
+            init_duration_ms,
+            ..
+        } => {
+            if let Some(ms) = duration_ms {
+                histogram!(names::FAAS_INVOKE_DURATION).record(ms / 1000.0);
+            }
+            if init_duration_ms.is_some() {
+                counter!(names::FAAS_COLDSTARTS).increment(1);
+            }
+        }
+        _ => {}
     }
 }
