@@ -61,7 +61,7 @@ impl Parts {
         let otel = match &config.otel {
             Some(c) => match Otel::new(c.clone(), &instance_id()) {
                 Ok(otel) => {
-                    otel.install_recorder();
+                    otel.install_globals();
                     tracing::info!(endpoint = %c.metrics_endpoint, "OTLP metrics export on");
                     Some(otel)
                 }

@@ -173,3 +173,73 @@ async fn a_down_or_slow_collector_costs_at_most_the_export_timeout() {
         assert!(outcome.extensions_overhead < Duration::from_millis(1000), "{outcome:?}");
     }
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn spans_join_the_invocation_trace() {
+    let id = unique("otlp-span");
+    aws().create_secret(&id, "span-value-not-secret").await.unwrap();
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let endpoint = receiver.endpoint();
+    let lambda = start_lambda(Options::default(), None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    lambda.platform.wait_init(INIT).await.unwrap();
+    let (outcome, reads) = lambda.invoke(&[secret_path(&id)]).await;
+    assert_eq!(reads, vec![(200, "miss".to_string())]);
+
+    // Root=1-<8>-<24>: the OTel trace id is the two groups together.
+    let root = outcome
+        .trace
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("Root=1-")
+        .replace('-', "");
+    let spans: Vec<_> = receiver
+        .trace_exports()
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect();
+    let server = spans.iter().find(|s| s.kind == 2).expect("a SERVER span per read");
+    let client = spans.iter().find(|s| s.kind == 3).expect("a CLIENT span per AWS call");
+    assert_eq!(hex(&server.trace_id), root, "the function's X-Ray trace");
+    assert_eq!(hex(&client.trace_id), root);
+    assert_eq!(client.parent_span_id, server.span_id, "the AWS call is a child of the read");
+    let attr = |s: &lsc_devtools::otlp::proto::tonic::trace::v1::Span, k: &str| lsc_devtools::otlp::attr(&s.attributes, k);
+    assert_eq!(attr(server, "faas.invocation_id").as_deref(), Some(outcome.request_id.as_str()));
+    assert_eq!(attr(server, "faas.coldstart").as_deref(), Some("true"));
+    assert_eq!(attr(server, "cache.result").as_deref(), Some("miss"));
+    assert_eq!(attr(client, "rpc.system").as_deref(), Some("aws-api"));
+    assert_eq!(attr(client, "rpc.service").as_deref(), Some("SecretsManager"));
+    assert_eq!(attr(client, "rpc.method").as_deref(), Some("GetSecretValue"));
+    assert!(attr(client, "aws.request_id").is_some_and(|v| !v.is_empty()), "{client:?}");
+
+    // A read that carries its own traceparent is parented there instead.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = lsc_devtools::client::get(
+        lambda.ext.addr,
+        &secret_path(&id),
+        &[("X-Aws-Parameters-Secrets-Token", TOKEN), ("traceparent", traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    lambda.invoke(&[]).await; // the flush after it exports the span
+    let spans: Vec<_> = receiver
+        .trace_exports()
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| ss.spans)
+        .collect();
+    let own = spans
+        .iter()
+        .find(|s| hex(&s.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736")
+        .expect("a span in the caller's trace");
+    assert_eq!(hex(&own.parent_span_id), "00f067aa0ba902b7");
+    assert!(!receiver.dump().contains("span-value-not-secret"));
+}

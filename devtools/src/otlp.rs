@@ -16,6 +16,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
 use prost::Message;
 
+/// The decoded OTLP types, for tests that look at what arrived.
+pub use opentelemetry_proto as proto;
+
 #[derive(Default)]
 struct State {
     metrics: Vec<ExportMetricsServiceRequest>,

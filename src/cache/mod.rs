@@ -271,8 +271,10 @@ impl Cache {
 
     fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger) {
         if !new.is_empty() {
+            use opentelemetry::context::FutureExt;
             let this = self.clone();
-            self.tasks.spawn(async move { this.run(new, trigger).await });
+            // The fetch's spans belong to whoever started it (a reader, or an invocation).
+            self.tasks.spawn(async move { this.run(new, trigger).await }.with_current_context());
         }
     }
 

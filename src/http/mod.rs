@@ -51,6 +51,8 @@ pub struct Server {
     /// Extension mode only: invocation and telemetry state for `/status`.
     lifecycle: Option<Arc<crate::lifecycle::State>>,
     otel: Option<Arc<crate::telemetry::otlp::Otel>>,
+    /// Set when traces are exported: each read gets a SERVER span.
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl Server {
@@ -68,6 +70,7 @@ impl Server {
             token,
             connections: Arc::new(Semaphore::new(max_connections)),
             lifecycle,
+            tracer: otel.as_ref().and_then(|o| o.tracer()),
             otel,
         })
     }
@@ -160,7 +163,11 @@ impl Server {
         }
         let started = Instant::now();
         let key = read.key();
-        match self.cache.get(key, read.refresh_now).await {
+        let result = match &self.tracer {
+            None => self.cache.get(key, read.refresh_now).await,
+            Some(tracer) => self.traced_get(tracer, req.headers(), key, read.refresh_now).await,
+        };
+        match result {
             Ok(served) => {
                 self.metrics.request(key.source, served.result, started.elapsed(), Some(served.age));
                 let mut response = Response::new(Full::new(served.entry.body.clone()));
@@ -175,6 +182,44 @@ impl Server {
                 Err(ApiError::Upstream(e))
             }
         }
+    }
+
+    /// `cache.get` inside a SERVER span parented on the function's trace.
+    async fn traced_get(
+        &self,
+        tracer: &opentelemetry_sdk::trace::SdkTracer,
+        headers: &HeaderMap,
+        key: crate::source::KeyRef<'_>,
+        refresh_now: bool,
+    ) -> Result<crate::cache::Served, crate::source::FetchError> {
+        use opentelemetry::context::FutureExt;
+        use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+        let invocation = self.lifecycle.as_ref().and_then(|l| l.current());
+        let parent = crate::telemetry::trace::parent(headers, invocation.as_deref());
+        let mut attributes = crate::telemetry::trace::invocation_attributes(invocation.as_deref());
+        attributes.push(opentelemetry::KeyValue::new("source", key.source.as_str()));
+        let name = match key.source {
+            crate::source::Source::SecretsManager => "GET /secretsmanager/get",
+            crate::source::Source::Ssm => "GET /systemsmanager/parameters/get",
+        };
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        let cx = parent.with_span(span);
+        let result = self.cache.get(key, refresh_now).with_context(cx.clone()).await;
+        let span = cx.span();
+        match &result {
+            Ok(served) => span.set_attribute(opentelemetry::KeyValue::new("cache.result", served.result.as_str())),
+            Err(e) => {
+                span.set_attribute(opentelemetry::KeyValue::new("cache.result", "error"));
+                span.set_attribute(opentelemetry::KeyValue::new("error.type", e.code().to_string()));
+                span.set_status(Status::error(e.code().to_string()));
+            }
+        }
+        span.end();
+        result
     }
 
     /// X-Forwarded-For means a proxy relayed the request: refuse (SSRF). Then the token,

@@ -218,7 +218,12 @@ impl Lifecycle {
         })));
 
         self.state.restored(&self.cache);
-        let due = self.cache.refresh_ahead();
+        // Refresh-ahead's AWS calls join the invocation's trace.
+        let due = {
+            let current = self.state.current();
+            let _cx = crate::telemetry::trace::parent(&http::HeaderMap::new(), current.as_deref()).attach();
+            self.cache.refresh_ahead()
+        };
 
         let waited = wait_runtime_done(self.progress.clone(), &request_id, received + self.runtime_done_wait, hard_stop).await;
         match waited {

@@ -124,15 +124,52 @@ impl Upstream {
     where
         F: Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        T: aws_types::request_id::RequestId,
     {
         let _permit = self.limits[source.index()].acquire().await.expect("semaphore is never closed");
         let started = Instant::now();
         let budget = self.budgets[source.index()];
+        // A CLIENT span, child of whatever started this fetch (a reader's SERVER span, or the
+        // invocation for refresh-ahead). A no-op when tracing is off.
+        let mut span = {
+            use opentelemetry::trace::{SpanKind, Tracer};
+            let tracer = opentelemetry::global::tracer("lambda-secrets-cache");
+            let service = match source {
+                Source::SecretsManager => "SecretsManager",
+                Source::Ssm => "SSM",
+            };
+            tracer
+                .span_builder(format!("{service}/{method}"))
+                .with_kind(SpanKind::Client)
+                .with_attributes([
+                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SYSTEM, "aws-api"),
+                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SERVICE, service),
+                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_METHOD, method),
+                ])
+                .start(&tracer)
+        };
         let result = match tokio::time::timeout(budget, call).await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(e)) => Err(FetchError::from_sdk(e, budget.as_millis() as u64)),
+            Ok(raw) => {
+                use aws_types::request_id::RequestId;
+                use opentelemetry::trace::Span;
+                if let Some(id) = raw.request_id() {
+                    span.set_attribute(opentelemetry::KeyValue::new(
+                        crate::telemetry::trace::AWS_REQUEST_ID,
+                        id.to_string(),
+                    ));
+                }
+                raw.map_err(|e| FetchError::from_sdk(e, budget.as_millis() as u64))
+            }
             Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
         };
+        {
+            use opentelemetry::trace::{Span, Status};
+            if let Err(e) = &result {
+                span.set_attribute(opentelemetry::KeyValue::new("error.type", e.code().to_string()));
+                span.set_status(Status::error(e.code().to_string()));
+            }
+            span.end();
+        }
         self.metrics
             .upstream_call(source, method, result.as_ref().err().map(FetchError::code), started.elapsed());
         if let Err(e) = &result {

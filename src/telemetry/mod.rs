@@ -7,6 +7,7 @@ pub mod listener;
 pub mod names;
 pub mod otlp;
 pub mod recorder;
+pub mod trace;
 
 pub use event::{PlatformEvent, parse_batch};
 pub use listener::TelemetryListener;

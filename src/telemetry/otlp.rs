@@ -9,20 +9,25 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider;
-use opentelemetry_otlp::{MetricExporter, Protocol, WithExportConfig};
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use serde::Serialize;
 
 use super::export::SharedReader;
 use super::recorder::OtelRecorder;
+use super::trace::SpanBuffer;
 use crate::config::Env;
 
 /// What `OTEL_*` asks for, read through `Env` so tests pass a map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelConfig {
     pub metrics_endpoint: String,
+    /// `None` when only a metrics endpoint is configured.
+    pub traces_endpoint: Option<String>,
     pub temporality: Temporality,
     pub timeout: Duration,
     /// Standalone mode only: the export period (`OTEL_METRIC_EXPORT_INTERVAL`).
@@ -53,10 +58,16 @@ impl OtelConfig {
             (None, Some(base)) => format!("{}/v1/metrics", base.trim_end_matches('/')),
             (None, None) => return Ok(None),
         };
-        if !endpoint.starts_with("http://") {
-            return Err(format!(
-                "OTLP endpoint {endpoint:?}: only http:// is supported (a collector in the same environment)"
-            ));
+        let traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        });
+        for e in std::iter::once(&endpoint).chain(traces_endpoint.as_ref()) {
+            if !e.starts_with("http://") {
+                return Err(format!(
+                    "OTLP endpoint {e:?}: only http:// is supported (a collector in the same environment)"
+                ));
+            }
         }
         let temporality = match env
             .get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
@@ -111,6 +122,7 @@ impl OtelConfig {
         );
         Ok(Some(OtelConfig {
             metrics_endpoint: endpoint,
+            traces_endpoint,
             temporality,
             timeout,
             interval,
@@ -140,6 +152,8 @@ pub struct Otel {
     reader: SharedReader,
     provider: SdkMeterProvider,
     exporter: MetricExporter,
+    /// Spans wait here for the next flush; `None` when tracing is off.
+    traces: Option<(SpanBuffer, SpanExporter, SdkTracerProvider)>,
     config: OtelConfig,
     stats: ExportStats,
 }
@@ -169,6 +183,25 @@ impl Otel {
             .with_attributes(attributes)
             .with_service_name(config.service_name.clone())
             .build();
+        let traces = match &config.traces_endpoint {
+            None => None,
+            Some(endpoint) => {
+                let mut exporter = SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(config.timeout)
+                    .build()
+                    .map_err(|e| format!("cannot build the OTLP span exporter: {e}"))?;
+                exporter.set_resource(&resource);
+                let buffer = SpanBuffer::default();
+                let provider = SdkTracerProvider::builder()
+                    .with_span_processor(buffer.clone())
+                    .with_resource(resource.clone())
+                    .build();
+                Some((buffer, exporter, provider))
+            }
+        };
         let reader = SharedReader::new(config.temporality);
         let provider = SdkMeterProvider::builder()
             .with_reader(reader.clone())
@@ -178,22 +211,33 @@ impl Otel {
             reader,
             provider,
             exporter,
+            traces,
             config,
             stats: ExportStats::default(),
         }))
     }
 
-    /// Installs the `metrics` recorder that feeds this pipeline. Call before `Metrics::new()`.
-    pub fn install_recorder(&self) {
+    /// Installs the `metrics` recorder that feeds this pipeline, and the tracer provider the
+    /// AWS-call spans use. Call before `Metrics::new()`.
+    pub fn install_globals(&self) {
         let meter = self.provider.meter("lambda-secrets-cache");
         if metrics::set_global_recorder(OtelRecorder::new(meter)).is_err() {
             tracing::warn!("a metrics recorder was already installed; OTLP metrics may be incomplete");
         }
+        if let Some((_, _, provider)) = &self.traces {
+            opentelemetry::global::set_tracer_provider(provider.clone());
+        }
     }
 
-    /// Collects and exports everything recorded since the last flush, within `budget` (and
-    /// the configured export timeout). A failed export is dropped, not retried later: delta
-    /// windows stay correct, and a down collector costs at most the timeout.
+    /// The tracer for our spans, when tracing is on.
+    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::SdkTracer> {
+        self.traces.as_ref().map(|(_, _, provider)| provider.tracer("lambda-secrets-cache"))
+    }
+
+    /// Collects and exports everything recorded since the last flush, metrics and spans in
+    /// parallel, within `budget` (and the configured export timeout). A failed export is
+    /// dropped, not retried later: delta windows stay correct, and a down collector costs at
+    /// most the timeout.
     pub async fn flush(&self, budget: Duration) -> bool {
         let started = Instant::now();
         let budget = budget.min(self.config.timeout);
@@ -204,7 +248,20 @@ impl Otel {
                 return false;
             }
         };
-        let ok = matches!(tokio::time::timeout(budget, self.exporter.export(&rm)).await, Ok(Ok(())));
+        let spans = async {
+            match &self.traces {
+                Some((buffer, exporter, _)) => {
+                    let batch = buffer.take();
+                    batch.is_empty() || matches!(exporter.export(batch).await, Ok(()))
+                }
+                None => true,
+            }
+        };
+        let both = async {
+            let (m, t) = tokio::join!(self.exporter.export(&rm), spans);
+            m.is_ok() && t
+        };
+        let ok = matches!(tokio::time::timeout(budget, both).await, Ok(true));
         self.stats.exports.fetch_add(1, Relaxed);
         if !ok {
             self.stats.failures.fetch_add(1, Relaxed);

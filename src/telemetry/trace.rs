@@ -1,0 +1,184 @@
+//! Spans: a SERVER span per cache request and a CLIENT span per AWS call, parented on the
+//! function's trace. Finished spans wait in a bounded buffer until the lifecycle flushes (no
+//! background thread or timer that a freeze would cut in half).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::HeaderMap;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::{Context, Key, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+
+use crate::lifecycle::{Invocation, XRayHeader};
+
+/// Finished spans kept between flushes; beyond this they are dropped and counted.
+pub const MAX_BUFFERED: usize = 4096;
+
+pub const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
+pub const RPC_SERVICE: Key = Key::from_static_str("rpc.service");
+pub const RPC_METHOD: Key = Key::from_static_str("rpc.method");
+pub const AWS_REQUEST_ID: Key = Key::from_static_str("aws.request_id");
+pub const FAAS_INVOCATION_ID: Key = Key::from_static_str("faas.invocation_id");
+pub const FAAS_COLDSTART: Key = Key::from_static_str("faas.coldstart");
+
+/// A span processor that only buffers; `take` hands the spans to the exporter at flush time.
+#[derive(Debug, Clone, Default)]
+pub struct SpanBuffer {
+    spans: Arc<Mutex<Vec<SpanData>>>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl SpanBuffer {
+    pub fn take(&self) -> Vec<SpanData> {
+        std::mem::take(&mut *self.spans.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl SpanProcessor for SpanBuffer {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
+        if spans.len() < MAX_BUFFERED {
+            spans.push(span);
+        } else {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The parent of a cache request's span: the request's own `traceparent`, else its
+/// `X-Amzn-Trace-Id`, else the current invocation's X-Ray header; else none (a new root).
+pub fn parent(headers: &HeaderMap, invocation: Option<&Invocation>) -> Context {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let remote = header("traceparent")
+        .and_then(traceparent)
+        .or_else(|| header("x-amzn-trace-id").and_then(XRayHeader::parse).and_then(|x| xray(&x)))
+        .or_else(|| invocation.and_then(|i| i.trace.as_ref()).and_then(xray));
+    match remote {
+        Some(sc) => Context::new().with_remote_span_context(sc),
+        None => Context::new(),
+    }
+}
+
+/// W3C `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+pub fn traceparent(value: &str) -> Option<SpanContext> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags & 1),
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// X-Ray `Root`/`Parent`/`Sampled` as a remote parent. Without `Parent` there is nothing to
+/// hang a span on; `Sampled` absent or `?` means sampled (decide locally: keep).
+fn xray(x: &XRayHeader) -> Option<SpanContext> {
+    let trace_id = TraceId::from_hex(&x.trace_id).ok()?;
+    let span_id = SpanId::from_hex(x.parent_id.as_deref()?).ok()?;
+    let flags = if x.sampled == Some(false) {
+        TraceFlags::default()
+    } else {
+        TraceFlags::SAMPLED
+    };
+    Some(SpanContext::new(trace_id, span_id, flags, true, TraceState::default()))
+}
+
+/// `faas.invocation_id` and `faas.coldstart` of the current invocation, if any.
+pub fn invocation_attributes(invocation: Option<&Invocation>) -> Vec<KeyValue> {
+    match invocation {
+        Some(i) => vec![
+            KeyValue::new(FAAS_INVOCATION_ID, i.request_id.clone()),
+            KeyValue::new(FAAS_COLDSTART, i.coldstart),
+        ],
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parses_the_w3c_form_only() {
+        let sc = traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_sampled() && sc.is_remote());
+        assert!(
+            !traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+                .unwrap()
+                .is_sampled()
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-xyz92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(traceparent(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parent_prefers_the_request_then_the_invocation() {
+        let invocation = Invocation {
+            request_id: "r1".into(),
+            deadline_ms: 0,
+            invoked_function_arn: None,
+            trace: XRayHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"),
+            coldstart: true,
+        };
+        let mut headers = HeaderMap::new();
+        let cx = parent(&headers, Some(&invocation));
+        assert_eq!(cx.span().span_context().trace_id().to_string(), "5759e988bd862e3fe1be46a994272793");
+        assert_eq!(cx.span().span_context().span_id().to_string(), "53995c3f42cd8ad8");
+
+        headers.insert(
+            "x-amzn-trace-id",
+            "Root=1-11111111-222222222222222222222222;Parent=3333333333333333;Sampled=0"
+                .parse()
+                .unwrap(),
+        );
+        let cx = parent(&headers, Some(&invocation));
+        assert_eq!(cx.span().span_context().trace_id().to_string(), "11111111222222222222222222222222");
+        assert!(!cx.span().span_context().is_sampled());
+
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap(),
+        );
+        let cx = parent(&headers, Some(&invocation));
+        assert_eq!(cx.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        assert!(!parent(&HeaderMap::new(), None).has_active_span());
+    }
+}
