@@ -11,6 +11,7 @@ pub mod moto;
 pub mod otlp;
 pub mod platform;
 pub mod proxy;
+pub mod rotel;
 
 /// The workspace root (where `.venv/` lives).
 pub fn workspace_root() -> std::path::PathBuf {

@@ -1,0 +1,66 @@
+//! End to end with a real collector: the extension under the fake platform exports to rotel,
+//! and rotel's debug output shows our metric names, attributes and the X-Ray trace id.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lsc_devtools::platform::Options;
+use lsc_devtools::rotel::Rotel;
+
+#[tokio::test]
+async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
+    let id = unique("rotel");
+    aws().create_secret(&id, "rotel-value-not-secret").await.unwrap();
+    let rotel = Rotel::start().await.expect("rotel starts (make venv installs it)");
+    let yaml = format!("secrets:\n  - id: {id}\n");
+    let lambda = start_lambda(
+        Options {
+            function_name: "rotel-fn".into(),
+            ..Options::default()
+        },
+        Some(&yaml),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.endpoint)],
+    )
+    .await;
+    lambda.platform.wait_init(Duration::from_secs(20)).await.unwrap();
+    let (first, reads) = lambda.invoke(&[secret_path(&id), secret_path(&unique("rotel-missing"))]).await;
+    assert_eq!(reads[0], (200, "hit".to_string()));
+    lambda.invoke(&[secret_path(&id)]).await;
+
+    let trace_id = first
+        .trace
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("Root=1-")
+        .replace('-', "");
+    let out = rotel
+        .wait_for(
+            &[
+                "secrets_cache.requests",
+                "secrets_cache.request.duration",
+                "secrets_cache.staleness",
+                "secrets_cache.fetch.duration",
+                "secrets_cache.refreshes",
+                "faas.invocations",
+                "faas.init_duration",
+                "cache.result: Str(hit)",
+                "cache.result: Str(error)",
+                "source: Str(secretsmanager)",
+                "rpc.method: Str(GetSecretValue)",
+                "error.type: Str(ResourceNotFoundException)",
+                "cloud.platform: Str(aws_lambda)",
+                "service.name: Str(rotel-fn)",
+                "rpc.system: Str(aws-api)",
+                "faas.invocation_id",
+                &trace_id,
+            ],
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    assert!(out.contains("AGGREGATION_TEMPORALITY_DELTA"), "delta by default");
+    assert!(!out.contains("rotel-value-not-secret"), "no secret value reaches the collector");
+}
