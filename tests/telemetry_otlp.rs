@@ -184,7 +184,13 @@ async fn spans_join_the_invocation_trace() {
     aws().create_secret(&id, "span-value-not-secret").await.unwrap();
     let receiver = OtlpReceiver::start().await.unwrap();
     let endpoint = receiver.endpoint();
-    let lambda = start_lambda(Options::default(), None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    // The handler starts 20 ms after INVOKE, as a real runtime's does, so the extension knows
+    // the invocation when the read arrives.
+    let options = Options {
+        runtime_delay: Duration::from_millis(20),
+        ..Options::default()
+    };
+    let lambda = start_lambda(options, None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     let (outcome, reads) = lambda.invoke(&[secret_path(&id)]).await;
     assert_eq!(reads, vec![(200, "miss".to_string())]);

@@ -18,6 +18,7 @@ async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
     let lambda = start_lambda(
         Options {
             function_name: "rotel-fn".into(),
+            runtime_delay: Duration::from_millis(20),
             ..Options::default()
         },
         Some(&yaml),

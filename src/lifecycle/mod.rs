@@ -237,6 +237,9 @@ impl Lifecycle {
         let settle_by = hard_stop.min(Instant::now() + self.fetch_budget);
         let cancelled = self.cache.settle(settle_by.saturating_duration_since(Instant::now())).await;
         self.state.cancelled_fetches.fetch_add(cancelled as u64, Relaxed);
+        // Reads from now on (the function's stray threads, or a read that beats the next INVOKE
+        // here) belong to no invocation rather than to the wrong one.
+        self.state.current.store(None);
         // Export before `/next`: after it the process may freeze mid-request.
         if let Some(otel) = &self.otel {
             otel.flush(hard_stop.saturating_duration_since(Instant::now())).await;

@@ -66,6 +66,8 @@ pub struct Options {
     pub init_type: InitType,
     /// External extensions that must register before runtime init begins.
     pub extensions: usize,
+    /// How long the runtime takes from receiving an invocation to running the handler.
+    pub runtime_delay: Duration,
     pub faults: Faults,
 }
 
@@ -80,6 +82,7 @@ impl Default for Options {
             timeout: Duration::from_secs(3),
             init_type: InitType::OnDemand,
             extensions: 1,
+            runtime_delay: Duration::ZERO,
             faults: Faults::default(),
         }
     }
@@ -392,7 +395,7 @@ impl FakeLambda {
         }
         let request_id = new_uuid();
         let trace = new_trace_header();
-        let (deadline, response_rx, invoke_event) = {
+        let (deadline, response_rx, invoke_event, runtime, runtime_invoke, runtime_delay) = {
             let mut inner = self.lock();
             if inner.phase != Phase::Ready {
                 bail!("invoke needs a finished init (phase is {:?})", inner.phase);
@@ -413,16 +416,29 @@ impl FakeLambda {
             let runtime = inner.runtime_pending.take().context("the runtime is not waiting on next")?;
             let (tx, rx) = oneshot::channel();
             inner.responses.insert(request_id.clone(), tx);
-            let _ = runtime.send(RuntimeInvoke {
+            let runtime_invoke = RuntimeInvoke {
                 request_id: request_id.clone(),
                 deadline_ms,
                 function_arn: arn,
                 trace: trace.clone(),
                 payload: Bytes::from(payload.to_string()),
-            });
-            (Instant::now() + timeout, rx, event)
+            };
+            (
+                Instant::now() + timeout,
+                rx,
+                event,
+                runtime,
+                runtime_invoke,
+                inner.options.runtime_delay,
+            )
         };
+        // Lambda hands INVOKE to the runtime and the extensions at once; a real runtime then
+        // needs a moment before the handler runs (`runtime_delay`).
         self.deliver_to_extensions("INVOKE", &invoke_event, deadline).await;
+        if !runtime_delay.is_zero() {
+            tokio::time::sleep(runtime_delay).await;
+        }
+        let _ = runtime.send(runtime_invoke);
         let started = Instant::now();
 
         let answer = tokio::time::timeout_at(deadline.into(), response_rx).await;
