@@ -395,7 +395,9 @@ async fn snapstart_fetches_nothing_before_restore() {
     assert_eq!(
         lambda.proxy.calls("BatchGetSecretValue"),
         1,
-        "prefetched on restore, reads joined it"
+        "prefetched on restore, reads joined it: {:?}\n{}",
+        lambda.proxy.counts(),
+        lambda.ext.logs().join("\n")
     );
     assert_eq!(lambda.proxy.calls("GetSecretValue"), 0);
     let s = status(&lambda).await;

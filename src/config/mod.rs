@@ -119,6 +119,8 @@ pub struct Config {
     pub runtime_done_wait: Duration,
     /// OTLP export, from the standard `OTEL_*` variables; `None` = off.
     pub otel: Option<crate::telemetry::otlp::OtelConfig>,
+    /// Extension mode: when to export (`SECRETS_CACHE_FLUSH`).
+    pub flush: crate::lifecycle::flush::FlushPolicy,
 }
 
 /// `AWS_LAMBDA_INITIALIZATION_TYPE`.
@@ -370,6 +372,22 @@ impl Config {
             None
         });
 
+        // At the start of invocations, at most every OTEL_METRIC_EXPORT_INTERVAL (20 s unless set).
+        let flush_interval = otel.as_ref().map_or(Duration::from_secs(20), |o| {
+            if env.get("OTEL_METRIC_EXPORT_INTERVAL").is_some() {
+                o.interval
+            } else {
+                Duration::from_secs(20)
+            }
+        });
+        let flush = match c.var("SECRETS_CACHE_FLUSH") {
+            None => crate::lifecycle::flush::FlushPolicy::Adaptive(flush_interval),
+            Some(v) => crate::lifecycle::flush::FlushPolicy::parse(&v, flush_interval).unwrap_or_else(|e| {
+                c.bad("SECRETS_CACHE_FLUSH", e);
+                crate::lifecycle::flush::FlushPolicy::End
+            }),
+        };
+
         let explicit = path.is_some() || c.var("SECRETS_CACHE_CONFIG").is_some();
         let config_path = path
             .or_else(|| c.var("SECRETS_CACHE_CONFIG").map(PathBuf::from))
@@ -437,6 +455,7 @@ impl Config {
             sandbox_host,
             runtime_done_wait,
             otel,
+            flush,
         })
     }
 
@@ -475,6 +494,7 @@ impl Config {
         let _ = writeln!(out, "log level:              {}", self.log_level.as_filter());
         let _ = writeln!(out, "token from:             {}", self.token.source);
         let _ = writeln!(out, "initialization type:    {}", self.init_type.as_str());
+        let _ = writeln!(out, "flush policy:           {:?}", self.flush);
         let _ = writeln!(
             out,
             "otlp metrics:           {}",

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod event;
+pub mod flush;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -109,15 +110,22 @@ impl State {
     /// before the snapshot and starts the prefetch (registered before it returns, so the
     /// caller's own read joins it). Costs one atomic load otherwise.
     pub fn restored(&self, cache: &Arc<Cache>) {
-        if !self.restore_armed.load(Relaxed) || !self.restore_armed.swap(false, Relaxed) {
+        if !self.restore_armed.load(Relaxed) {
             return;
         }
-        let Some(file) = self.deferred.lock().expect("deferred prefetch lock holds no invariants").take() else {
+        // Held until the flights are registered: a reader that loses the race waits here and
+        // then joins them, instead of fetching on its own.
+        let mut deferred = self.deferred.lock().expect("deferred prefetch lock holds no invariants");
+        if !self.restore_armed.swap(false, Relaxed) {
+            return;
+        }
+        let Some(file) = deferred.take() else {
             return;
         };
         tracing::info!("first activity after restore: prefetching");
         cache.clear();
         let prefetch = cache.prefetch(&file);
+        drop(deferred);
         tokio::spawn(async move { crate::app::log_prefetch(&prefetch.await) });
     }
 
@@ -162,6 +170,7 @@ pub struct Lifecycle {
     /// The longest a background fetch may need (the larger upstream timeout).
     pub fetch_budget: Duration,
     pub otel: Option<Arc<crate::telemetry::otlp::Otel>>,
+    pub flush: flush::FlushControl,
 }
 
 impl Lifecycle {
@@ -183,6 +192,7 @@ impl Lifecycle {
             runtime_done_wait: config.runtime_done_wait,
             fetch_budget: config.secrets.timeout.max(config.ssm.timeout),
             otel,
+            flush: flush::FlushControl::new(config.flush),
         }
     }
 
@@ -218,6 +228,15 @@ impl Lifecycle {
         })));
 
         self.state.restored(&self.cache);
+        // Frequent traffic: export what earlier invocations recorded while this one runs.
+        let start_flush = match &self.otel {
+            Some(otel) if self.flush.on_invoke(now_ms()) => {
+                let otel = otel.clone();
+                let budget = hard_stop.saturating_duration_since(Instant::now());
+                Some(tokio::spawn(async move { otel.flush(budget).await }))
+            }
+            _ => None,
+        };
         // Refresh-ahead's AWS calls join the invocation's trace.
         let due = {
             let current = self.state.current();
@@ -240,9 +259,18 @@ impl Lifecycle {
         // Reads from now on (the function's stray threads, or a read that beats the next INVOKE
         // here) belong to no invocation rather than to the wrong one.
         self.state.current.store(None);
-        // Export before `/next`: after it the process may freeze mid-request.
-        if let Some(otel) = &self.otel {
+        // Nothing may be on the wire at `/next`: the process may freeze mid-request.
+        if let Some(mut started) = start_flush {
+            if tokio::time::timeout_at(hard_stop, &mut started).await.is_err() {
+                started.abort();
+            }
+            self.flush.flushed(now_ms());
+        }
+        if let Some(otel) = &self.otel
+            && self.flush.at_end()
+        {
             otel.flush(hard_stop.saturating_duration_since(Instant::now())).await;
+            self.flush.flushed(now_ms());
         }
         tracing::debug!(
             request_id = %request_id,
