@@ -65,3 +65,40 @@ async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
     assert!(out.contains("AGGREGATION_TEMPORALITY_DELTA"), "delta by default");
     assert!(!out.contains("rotel-value-not-secret"), "no secret value reaches the collector");
 }
+
+#[tokio::test]
+async fn rotel_receives_over_grpc_too() {
+    let id = unique("rotel-grpc");
+    aws().create_secret(&id, "rotel-grpc-value-not-secret").await.unwrap();
+    let rotel = Rotel::start().await.expect("rotel starts");
+    let lambda = start_lambda(
+        Options {
+            function_name: "rotel-grpc-fn".into(),
+            ..Options::default()
+        },
+        None,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    )
+    .await;
+    lambda.platform.wait_init(Duration::from_secs(20)).await.unwrap();
+    let (_, reads) = lambda.invoke(&[secret_path(&id)]).await;
+    assert_eq!(reads, vec![(200, "miss".to_string())]);
+    let out = rotel
+        .wait_for(
+            &[
+                "service.name: Str(rotel-grpc-fn)",
+                "secrets_cache.requests",
+                "cache.result: Str(miss)",
+                "rpc.method: Str(GetSecretValue)",
+            ],
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    assert!(!out.contains("rotel-grpc-value-not-secret"));
+    let status = lambda.ext.get("/status").await.unwrap().json();
+    assert_eq!(status["otlp"]["failures"], 0, "{status}");
+}

@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 pub struct Rotel {
     /// The value for `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP/HTTP).
     pub endpoint: String,
+    /// The same collector over OTLP/gRPC.
+    pub grpc_endpoint: String,
     child: Child,
     output: Arc<Mutex<Vec<String>>>,
 }
@@ -85,6 +87,7 @@ impl Rotel {
         }
         Ok(Rotel {
             endpoint: format!("http://127.0.0.1:{http}"),
+            grpc_endpoint: format!("http://127.0.0.1:{grpc}"),
             child,
             output,
         })

@@ -25,6 +25,8 @@ use crate::config::Env;
 /// What `OTEL_*` asks for, read through `Env` so tests pass a map.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtelConfig {
+    /// `grpc` rather than the default `http/protobuf`.
+    pub grpc: bool,
     pub metrics_endpoint: String,
     /// `None` when only a metrics endpoint is configured.
     pub traces_endpoint: Option<String>,
@@ -45,23 +47,28 @@ impl OtelConfig {
         let protocol = env
             .get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
             .or_else(|| env.get("OTEL_EXPORTER_OTLP_PROTOCOL"));
-        if let Some(p) = protocol.as_deref()
-            && p != "http/protobuf"
-        {
-            return Err(format!("OTEL_EXPORTER_OTLP_PROTOCOL={p:?} is not supported (use http/protobuf)"));
-        }
-        let endpoint = match (
-            env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
-            env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        ) {
-            (Some(signal), _) => signal,
-            (None, Some(base)) => format!("{}/v1/metrics", base.trim_end_matches('/')),
-            (None, None) => return Ok(None),
+        let grpc = match protocol.as_deref() {
+            None | Some("http/protobuf") => false,
+            Some("grpc") => true,
+            Some(p) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={p:?} is not supported (http/protobuf or grpc)"
+                ));
+            }
         };
-        let traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
-            env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
-        });
+        // HTTP appends the signal's path to the base endpoint; gRPC uses the base as it is.
+        let signal = |specific: &str, path: &str| {
+            env.get(specific).or_else(|| {
+                env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| {
+                    let base = base.trim_end_matches('/').to_string();
+                    if grpc { base } else { format!("{base}{path}") }
+                })
+            })
+        };
+        let Some(endpoint) = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics") else {
+            return Ok(None);
+        };
+        let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces");
         for e in std::iter::once(&endpoint).chain(traces_endpoint.as_ref()) {
             if !e.starts_with("http://") {
                 return Err(format!(
@@ -121,6 +128,7 @@ impl OtelConfig {
                 .map(|mb| (mb * 1_048_576).to_string()),
         );
         Ok(Some(OtelConfig {
+            grpc,
             metrics_endpoint: endpoint,
             traces_endpoint,
             temporality,
@@ -161,14 +169,23 @@ pub struct Otel {
 impl Otel {
     /// Builds the pipeline; `instance` is this environment's `faas.instance`.
     pub fn new(config: OtelConfig, instance: &str) -> Result<Arc<Otel>, String> {
-        let exporter = MetricExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .with_endpoint(config.metrics_endpoint.clone())
-            .with_timeout(config.timeout)
-            .with_temporality(config.temporality)
-            .build()
-            .map_err(|e| format!("cannot build the OTLP metric exporter: {e}"))?;
+        let exporter = if config.grpc {
+            MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(config.metrics_endpoint.clone())
+                .with_timeout(config.timeout)
+                .with_temporality(config.temporality)
+                .build()
+        } else {
+            MetricExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(config.metrics_endpoint.clone())
+                .with_timeout(config.timeout)
+                .with_temporality(config.temporality)
+                .build()
+        }
+        .map_err(|e| format!("cannot build the OTLP metric exporter: {e}"))?;
         let mut attributes: Vec<KeyValue> = config
             .attributes
             .iter()
@@ -186,13 +203,21 @@ impl Otel {
         let traces = match &config.traces_endpoint {
             None => None,
             Some(endpoint) => {
-                let mut exporter = SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary)
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(config.timeout)
-                    .build()
-                    .map_err(|e| format!("cannot build the OTLP span exporter: {e}"))?;
+                let mut exporter = if config.grpc {
+                    SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint.clone())
+                        .with_timeout(config.timeout)
+                        .build()
+                } else {
+                    SpanExporter::builder()
+                        .with_http()
+                        .with_protocol(Protocol::HttpBinary)
+                        .with_endpoint(endpoint.clone())
+                        .with_timeout(config.timeout)
+                        .build()
+                }
+                .map_err(|e| format!("cannot build the OTLP span exporter: {e}"))?;
                 exporter.set_resource(&resource);
                 let buffer = SpanBuffer::default();
                 let provider = SdkTracerProvider::builder()
@@ -351,6 +376,15 @@ mod tests {
     fn unsupported_settings_are_errors() {
         let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
         assert!(load(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_err());
+        let grpc = load(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(grpc.grpc);
+        assert_eq!(grpc.metrics_endpoint, "http://c:4317", "gRPC takes the base endpoint as it is");
+        assert_eq!(grpc.traces_endpoint.as_deref(), Some("http://c:4317"));
         assert!(load(&[base, ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sideways")]).is_err());
         assert!(load(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]).is_err());
     }
