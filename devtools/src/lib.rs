@@ -4,6 +4,7 @@
 //! extension binary, and a small HTTP client.
 
 pub mod aws;
+pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod extension;

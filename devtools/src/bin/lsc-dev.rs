@@ -13,6 +13,7 @@ use lsc_devtools::platform::{FakeLambda, Faults, InitType, Options, runtime};
 
 fn usage() -> &'static str {
     "usage: lsc-dev demo [--extension PATH]
+       lsc-dev bench-flush [--extension PATH [--invocations N]]
        lsc-dev lambda [--invocations N] [--timeout-ms MS] [--pause-ms MS] [--read PATH]...
                       [--snap-start] [--freeze] [--subscribe-status CODE] [--drop-runtime-done]
                       [--unknown-events] [--shutdown-ms MS] -- EXTENSION [ARGS...]
@@ -37,6 +38,15 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(lsc_devtools::demo::run(&bin))
         }
         Some("lambda") => runtime.block_on(lambda(&args[1..])),
+        Some("bench-flush") => {
+            let (bin, n) = match &args[1..] {
+                [] => (lsc_devtools::extension::binary("release"), 200),
+                [flag, path] if flag == "--extension" => (PathBuf::from(path), 200),
+                [flag, path, n_flag, n] if flag == "--extension" && n_flag == "--invocations" => (PathBuf::from(path), n.parse()?),
+                _ => bail!("{}", usage()),
+            };
+            runtime.block_on(lsc_devtools::bench::run(&bin, n))
+        }
         _ => {
             eprintln!("{}", usage());
             std::process::exit(2);
