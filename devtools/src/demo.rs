@@ -186,6 +186,7 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         moto.addr, proxy.addr
     );
 
+    let receiver = crate::otlp::OtlpReceiver::start().await?;
     let platform = FakeLambda::start(Options {
         function_name: "demo-orders".into(),
         timeout: Duration::from_secs(3),
@@ -212,6 +213,7 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
             ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "info"),
             ("SECRETS_CACHE_CONFIG", config.to_str().context("temp path is UTF-8")?),
             ("SECRETS_MANAGER_TTL", "3"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint().as_str()),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
@@ -346,6 +348,31 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         ),
         None => bail!("the extension was still running at the SHUTDOWN deadline"),
     }
+    let exported = receiver.sum_by("secrets_cache.requests", "cache.result");
+    let from_status: std::collections::BTreeMap<String, u64> =
+        m["requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .fold(Default::default(), |mut acc, r| {
+                *acc.entry(r["cache.result"].as_str().unwrap_or("?").to_string()).or_default() += r["count"].as_u64().unwrap_or(0);
+                acc
+            });
+    let spans: usize = receiver
+        .trace_exports()
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    println!(
+        "OTLP (loopback receiver): {} metric exports; secrets_cache.requests {:?} ({} /status); {} spans; faas.invocations {}",
+        receiver.metric_exports(),
+        exported,
+        if exported == from_status { "equal to" } else { "DIFFERENT from" },
+        spans,
+        receiver.sum_by("faas.invocations", "").values().sum::<u64>()
+    );
     let deliveries = platform.deliveries();
     println!(
         "telemetry:        {} deliveries to the extension, {} answered 200",
