@@ -166,6 +166,14 @@ impl Metrics {
         .increment(1);
     }
 
+    /// After each change of the cache: `secrets_cache.entries` by source, `secrets_cache.bytes`.
+    pub fn cache_size(&self, entries: [usize; 2], bytes: usize) {
+        for source in Source::ALL {
+            metrics::gauge!(names::ENTRIES, names::SOURCE => source.as_str()).set(entries[source.index()] as f64);
+        }
+        metrics::gauge!(names::BYTES).set(bytes as f64);
+    }
+
     pub fn eviction(&self) {
         self.evictions.fetch_add(1, Relaxed);
         counter!(names::EVICTIONS).increment(1);

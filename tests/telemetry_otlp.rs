@@ -113,6 +113,12 @@ async fn exported_metrics_equal_the_truth() {
     let later = refreshes.get("ahead").unwrap_or(&0) + refreshes.get("expired").unwrap_or(&0);
     assert_eq!(later, 3, "{refreshes:?}");
     assert_eq!(receiver.unit("secrets_cache.request.duration").as_deref(), Some("s"));
+    assert_eq!(
+        receiver.gauge_last("secrets_cache.entries", ("source", "secretsmanager")),
+        Some(3.0),
+        "a, b, c"
+    );
+    assert!(receiver.gauge_last("secrets_cache.bytes", ("", "")).is_some_and(|b| b > 0.0));
 
     let resource = receiver.resource();
     assert_eq!(resource.get("service.name").map(String::as_str), Some("otlp-fn"));

@@ -167,6 +167,26 @@ impl OtlpReceiver {
         n
     }
 
+    /// The last exported value of gauge `name` for the data point whose attribute `filter.0`
+    /// equals `filter.1` (an empty key matches any point).
+    pub fn gauge_last(&self, name: &str, filter: (&str, &str)) -> Option<f64> {
+        let mut last = None;
+        for m in self.metrics_named(name) {
+            if let Some(metric::Data::Gauge(g)) = m.data {
+                for dp in g.data_points {
+                    if filter.0.is_empty() || attr(&dp.attributes, filter.0).as_deref() == Some(filter.1) {
+                        last = match dp.value {
+                            Some(number_data_point::Value::AsDouble(d)) => Some(d),
+                            Some(number_data_point::Value::AsInt(i)) => Some(i as f64),
+                            None => last,
+                        };
+                    }
+                }
+            }
+        }
+        last
+    }
+
     /// Unit of metric `name` as exported.
     pub fn unit(&self, name: &str) -> Option<String> {
         self.metrics_named(name).first().map(|m| m.unit.clone())

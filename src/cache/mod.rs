@@ -75,17 +75,24 @@ struct ItemPolicy {
 pub struct Snapshot {
     map: HashMap<Key, Arc<Entry>>,
     entries: usize,
+    /// Entries by source (`Source::index`).
+    per_source: [usize; 2],
     bytes: usize,
 }
 
 impl Snapshot {
     fn new(map: HashMap<Key, Arc<Entry>>) -> Snapshot {
-        let (mut entries, mut bytes) = (0, 0);
+        let (mut per_source, mut bytes) = ([0, 0], 0);
         for e in unique(&map) {
-            entries += 1;
+            per_source[e.primary().source.index()] += 1;
             bytes += e.body.len();
         }
-        Snapshot { map, entries, bytes }
+        Snapshot {
+            map,
+            entries: per_source[0] + per_source[1],
+            per_source,
+            bytes,
+        }
     }
 }
 
@@ -398,7 +405,9 @@ impl Cache {
             map.insert(k.clone(), entry.clone());
         }
         self.evict(&mut map);
-        self.snapshot.store(Arc::new(Snapshot::new(map)));
+        let snapshot = Snapshot::new(map);
+        self.metrics.cache_size(snapshot.per_source, snapshot.bytes);
+        self.snapshot.store(Arc::new(snapshot));
         entry
     }
 
@@ -510,6 +519,7 @@ impl Cache {
     pub fn clear(&self) {
         let _writer = self.writer.lock().expect("writer lock holds no invariants");
         self.snapshot.store(Arc::new(Snapshot::default()));
+        self.metrics.cache_size([0, 0], 0);
     }
 
     /// Everything `/status` shows. Never a value.
