@@ -30,13 +30,7 @@ async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
     assert_eq!(reads[0], (200, "hit".to_string()));
     lambda.invoke(&[secret_path(&id)]).await;
 
-    let trace_id = first
-        .trace
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("Root=1-")
-        .replace('-', "");
+    let trace_id = first.otel_trace_id();
     let out = rotel
         .wait_for(
             &[

@@ -358,13 +358,7 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
                 *acc.entry(r["cache.result"].as_str().unwrap_or("?").to_string()).or_default() += r["count"].as_u64().unwrap_or(0);
                 acc
             });
-    let spans: usize = receiver
-        .trace_exports()
-        .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len())
-        .sum();
+    let spans = receiver.spans().len();
     println!(
         "OTLP (loopback receiver): {} metric exports; secrets_cache.requests {:?} ({} /status); {} spans; faas.invocations {}",
         receiver.metric_exports(),

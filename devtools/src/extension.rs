@@ -66,21 +66,7 @@ impl Extension {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stdout.take().map(|s| Box::new(s) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
+        let logs = capture_output(&mut child);
         let token = ["AWS_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SESSION_TOKEN"]
             .iter()
             .find_map(|name| env.iter().find(|(k, _)| k == name))
@@ -180,6 +166,26 @@ impl Drop for Extension {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Collects every line the child writes to stdout and stderr (reader threads end with it).
+pub fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stdout.take().map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    lines
 }
 
 /// The release or debug build of the extension next to this workspace's target directory.

@@ -103,6 +103,16 @@ impl OtlpReceiver {
         self.state.lock().unwrap().traces.clone()
     }
 
+    /// Every span received, in arrival order.
+    pub fn spans(&self) -> Vec<proto::tonic::trace::v1::Span> {
+        self.trace_exports()
+            .into_iter()
+            .flat_map(|r| r.resource_spans)
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
+            .collect()
+    }
+
     /// Every data point of metric `name` across all exports.
     fn metrics_named(&self, name: &str) -> Vec<Metric> {
         let state = self.state.lock().unwrap();

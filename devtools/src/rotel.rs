@@ -2,7 +2,6 @@
 //! OpenTelemetry collector on ephemeral loopback ports, with debug logging of everything it
 //! receives, so end-to-end tests can read what a collector saw.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -60,21 +59,7 @@ impl Rotel {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting rotel-agent")?;
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
+        let output = crate::extension::capture_output(&mut child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while tokio::net::TcpStream::connect(("127.0.0.1", http)).await.is_err() {
             if let Some(status) = child.try_wait()? {

@@ -216,6 +216,14 @@ pub struct InvokeOutcome {
     pub extensions_timed_out: bool,
 }
 
+impl InvokeOutcome {
+    /// The OpenTelemetry trace id of this invocation's X-Ray `Root=1-<8 hex>-<24 hex>`.
+    pub fn otel_trace_id(&self) -> String {
+        let root = self.trace.split(';').next().unwrap_or_default();
+        root.trim_start_matches("Root=1-").replace('-', "")
+    }
+}
+
 #[derive(Clone)]
 pub struct FakeLambda {
     pub addr: SocketAddr,
