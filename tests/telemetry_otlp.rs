@@ -32,6 +32,7 @@ async fn exported_metrics_equal_the_truth() {
         Some(&yaml),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=payments"),
             ("SECRETS_MANAGER_TIMEOUT_MILLIS", "300"),
         ],
     )
@@ -127,6 +128,11 @@ async fn exported_metrics_equal_the_truth() {
     assert_eq!(resource.get("cloud.provider").map(String::as_str), Some("aws"));
     assert_eq!(resource.get("faas.max_memory").map(String::as_str), Some("134217728"));
     assert!(resource.contains_key("faas.instance"));
+    assert_eq!(
+        resource.get("deployment.environment").map(String::as_str),
+        Some("test"),
+        "OTEL_RESOURCE_ATTRIBUTES"
+    );
 
     // /status carries the same numbers.
     let status = lambda.ext.get("/status").await.unwrap().json();
@@ -140,8 +146,11 @@ async fn exported_metrics_equal_the_truth() {
     );
     assert_eq!(status["otlp"]["failures"], 0);
 
-    // Nothing secret crossed the wire.
+    // Nothing secret crossed the wire or reached a log line (debug logging is on).
     assert!(!receiver.dump().contains("otlp-value-not-secret"));
+    let logs = lambda.ext.logs();
+    assert!(logs.len() > 10);
+    assert!(logs.iter().all(|l| !l.contains("otlp-value-not-secret")));
 }
 
 #[tokio::test]
