@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: demo test venv build release lint clean
+.PHONY: demo test venv build release layer lint clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -18,6 +18,10 @@ build:
 
 release:
 	$(CARGO) build --release --workspace
+
+## The layer zip: extensions/lambda-secrets-cache (0755) from the release build, x86_64 gnu.
+layer: release
+	python3 packaging/layer.py target/release/lambda-secrets-cache target/lambda-secrets-cache-layer.zip
 
 ## The extension against moto, with a scripted series of reads and a summary.
 demo: $(STAMP) release
