@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: demo test venv build release layer lint clean
+.PHONY: demo test venv tools build release layer lint clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -12,6 +12,12 @@ $(STAMP): requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## promtool (Debian package prometheus) evaluates the dashboards' PromQL in tests.
+APT := DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+tools:
+	@command -v promtool >/dev/null || { echo "installing promtool (Debian package prometheus)"; \
+	  $(APT) install -y -q prometheus >/dev/null 2>&1 || { $(APT) update -q >/dev/null && $(APT) install -y -q prometheus >/dev/null; }; }
 
 build:
 	$(CARGO) build --workspace
@@ -28,7 +34,7 @@ demo: $(STAMP) release
 	./target/release/lsc-dev demo --extension ./target/release/lambda-secrets-cache
 
 ## Every test: unit, integration (against moto), devtools.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(CARGO) build --workspace --bins
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
