@@ -1,0 +1,113 @@
+//! The cached-read hot path without sockets: query parsing, the snapshot lookup, and a whole
+//! request through `Server::handle` (routing, token check, lookup, response assembly).
+//! `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use lambda_secrets_cache::cache::{Cache, Policy, SystemClock};
+use lambda_secrets_cache::config::{FileConfig, Token};
+use lambda_secrets_cache::http::{Server, route};
+use lambda_secrets_cache::metrics::Metrics;
+use lambda_secrets_cache::source::{BoxFuture, Fetch, FetchError, Fetched, Key, KeyRef, SelectorKind};
+
+/// Answers every fetch with a fixed 4 KiB body (only the first read of each key fetches).
+struct Fixed(Bytes);
+
+impl Fetch for Fixed {
+    fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {
+        let body = self.0.clone();
+        let name = key.id.to_string();
+        Box::pin(async move {
+            Ok(Fetched {
+                body,
+                name: Some(name),
+                arn: None,
+                version: Some("v1".into()),
+            })
+        })
+    }
+
+    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for k in keys {
+                out.push(self.fetch(k).await);
+            }
+            out
+        })
+    }
+
+    fn fetch_path<'a>(&'a self, _path: &'a str, _decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        enabled: true,
+        capacity: 1000,
+        ttl: [std::time::Duration::from_secs(3600); 2],
+        timeout: [std::time::Duration::from_secs(3); 2],
+        max_stale: std::time::Duration::from_secs(900),
+        refresh_ahead: 0.8,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let cache = Cache::new(
+        Arc::new(Fixed(Bytes::from(vec![b'x'; 4096]))),
+        policy(),
+        &FileConfig::default(),
+        metrics.clone(),
+        Arc::new(SystemClock),
+    );
+    // 100 entries, so the lookup is not a one-element map.
+    rt.block_on(async {
+        for i in 0..100 {
+            let id = format!("prod/service-{i}/credentials");
+            cache.get(KeyRef::secret(&id, SelectorKind::Default, ""), false).await.unwrap();
+        }
+    });
+
+    c.bench_function("parse query: secretId + versionStage", |b| {
+        b.iter(|| route::secret(black_box(Some("secretId=prod%2Fservice-42%2Fcredentials&versionStage=AWSCURRENT"))).is_ok())
+    });
+    c.bench_function("parse query: parameter name + withDecryption", |b| {
+        b.iter(|| route::parameter(black_box(Some("name=%2Fprod%2Fapp%2Fflags&withDecryption=true"))).is_ok())
+    });
+    c.bench_function("cache hit: snapshot lookup (4 KiB entry)", |b| {
+        b.iter(|| {
+            rt.block_on(cache.get(
+                black_box(KeyRef::secret("prod/service-42/credentials", SelectorKind::Default, "")),
+                false,
+            ))
+            .unwrap()
+            .age_secs
+        })
+    });
+
+    let token = Token {
+        value: zeroize::Zeroizing::new("bench-token".to_string()),
+        source: "AWS_TOKEN",
+    };
+    let server = Server::new(cache.clone(), metrics, token, 800, None, None);
+    c.bench_function("whole request: route + token + hit + response (4 KiB)", |b| {
+        b.iter(|| {
+            let req = http::Request::get("/secretsmanager/get?secretId=prod%2Fservice-42%2Fcredentials")
+                .header("X-Aws-Parameters-Secrets-Token", "bench-token")
+                .body(())
+                .unwrap();
+            let response = rt.block_on(server.handle(black_box(req)));
+            assert_eq!(response.status(), 200);
+            response
+        })
+    });
+}
+
+criterion_group!(hot_path, benches);
+criterion_main!(hot_path);
