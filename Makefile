@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: demo test venv tools build release layer lint clean
+.PHONY: demo test venv tools build release layer bench lint clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ release:
 ## The layer zip: extensions/lambda-secrets-cache (0755) from the release build, x86_64 gnu.
 layer: release
 	python3 packaging/layer.py target/release/lambda-secrets-cache target/lambda-secrets-cache-layer.zip
+
+## Benchmarks (wrk vs nginx, start-up, RSS, size, flush overhead) → bench/RESULTS.md.
+bench: $(STAMP)
+	bash bench/run.sh
 
 ## The extension against moto, with a scripted series of reads and a summary.
 demo: $(STAMP) release

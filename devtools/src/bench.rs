@@ -140,3 +140,249 @@ pub async fn run(bin: &Path, n: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `lsc-dev bench-http`: cached reads through the extension vs nginx serving the same bytes
+/// as a static file, with wrk, on loopback: sizes × connections, median of `runs`.
+pub mod http {
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+
+    use crate::aws::AwsJson;
+    use crate::extension::{Extension, base_env};
+    use crate::moto::Moto;
+    use crate::proxy::FaultProxy;
+
+    const TOKEN: &str = "bench-token";
+    const LUA: &str = r#"
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %f %f %f %f %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout))
+end
+"#;
+
+    #[derive(Debug, Clone, Copy)]
+    pub struct Sample {
+        pub rps: f64,
+        pub p50_ms: f64,
+        pub p90_ms: f64,
+        pub p99_ms: f64,
+        pub errors: u64,
+    }
+
+    fn wrk(url: &str, header: Option<&str>, connections: usize, seconds: u64, script: &Path) -> anyhow::Result<Sample> {
+        let mut cmd = Command::new("wrk");
+        cmd.args([
+            "-t",
+            &connections.min(2).to_string(),
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+        ])
+        .arg("-s")
+        .arg(script);
+        if let Some(h) = header {
+            cmd.args(["-H", h]);
+        }
+        let out = cmd
+            .arg(url)
+            .stderr(Stdio::null())
+            .output()
+            .context("running wrk (apt-get install wrk)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("RESULT "))
+            .with_context(|| format!("no result from wrk: {text}"))?;
+        let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 5 {
+            bail!("unexpected wrk output: {line}");
+        }
+        Ok(Sample {
+            rps: v[0],
+            p50_ms: v[1],
+            p90_ms: v[2],
+            p99_ms: v[3],
+            errors: v[4] as u64,
+        })
+    }
+
+    fn median(mut samples: Vec<Sample>) -> Sample {
+        samples.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+        samples[samples.len() / 2]
+    }
+
+    fn rss_kb(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String> {
+        let moto = Moto::start()?;
+        let aws = AwsJson::new(moto.addr);
+        let proxy = FaultProxy::start(moto.addr).await?;
+        let dir = std::env::temp_dir().join(format!("lsc-bench-http-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("www"))?;
+        let sizes = [("100 B", 100usize), ("4 KiB", 4096), ("64 KiB", 65_536)];
+        let mut yaml = String::from("secrets:\n");
+        for (i, (_, size)) in sizes.iter().enumerate() {
+            let id = format!("bench/size-{i}");
+            aws.create_secret(&id, &"s".repeat(*size)).await?;
+            yaml.push_str(&format!("  - id: {id}\n"));
+        }
+        for i in 0..25 {
+            aws.create_secret(&format!("bench/ready-{i}"), "r").await?;
+        }
+        std::fs::write(dir.join("config.yaml"), &yaml)?;
+
+        // Start-to-ready with 25 prefetched secrets, and the calls it took.
+        let mut ready_yaml = String::from("secrets:\n");
+        for i in 0..25 {
+            ready_yaml.push_str(&format!("  - id: bench/ready-{i}\n"));
+        }
+        std::fs::write(dir.join("ready.yaml"), &ready_yaml)?;
+        let mut env = base_env(&proxy.endpoint(), TOKEN);
+        env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
+        env.push(("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL".into(), "info".into()));
+        let mut ready_env = env.clone();
+        ready_env.push(("SECRETS_CACHE_CONFIG".into(), dir.join("ready.yaml").display().to_string()));
+        proxy.reset_counts();
+        let started = Instant::now();
+        let ext = Extension::start(bin, &["serve"], &ready_env).await?;
+        let listening = started.elapsed();
+        ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
+        let ready = started.elapsed();
+        let ready_calls = proxy.total_calls();
+        let idle_rss = rss_kb(ext.pid());
+        drop(ext);
+
+        // 64 concurrent misses of one secret.
+        let mut miss_env = env.clone();
+        miss_env.push(("SECRETS_CACHE_CONFIG".into(), dir.join("none.yaml").display().to_string()));
+        std::fs::write(dir.join("none.yaml"), "secrets: []\n")?;
+        let ext = Extension::start(bin, &["serve"], &miss_env).await?;
+        proxy.reset_counts();
+        let addr = ext.addr;
+        let misses: Vec<_> = (0..64)
+            .map(|_| {
+                tokio::spawn(async move {
+                    crate::client::get(
+                        addr,
+                        "/secretsmanager/get?secretId=bench%2Fready-0",
+                        &[("X-Aws-Parameters-Secrets-Token", TOKEN)],
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for m in misses {
+            m.await??;
+        }
+        let miss_calls = proxy.total_calls();
+        drop(ext);
+
+        // The extension with the three sizes cached, and nginx serving the same bytes.
+        env.push(("SECRETS_CACHE_CONFIG".into(), dir.join("config.yaml").display().to_string()));
+        env.push(("SECRETS_MANAGER_TTL".into(), "86400".into()));
+        let ext = Extension::start(bin, &["serve"], &env).await?;
+        ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
+        let mut bodies = Vec::new();
+        for (i, _) in sizes.iter().enumerate() {
+            let r = ext.get(&format!("/secretsmanager/get?secretId=bench%2Fsize-{i}")).await?;
+            std::fs::write(dir.join("www").join(format!("size-{i}.json")), &r.body)?;
+            bodies.push(r.body.len());
+        }
+        let nginx_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = format!(
+            "worker_processes auto; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; default_type application/json; sendfile on; tcp_nodelay on; keepalive_requests 1000000;\n\
+               server {{ listen 127.0.0.1:{nginx_port}; root {dir}/www; }} }}\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf)?;
+        let mut nginx = Command::new("nginx")
+            .args(["-c"])
+            .arg(dir.join("nginx.conf"))
+            .args(["-p"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx (apt-get install nginx-light)")?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let script = dir.join("report.lua");
+        std::fs::write(&script, LUA)?;
+
+        let header = format!("X-Aws-Parameters-Secrets-Token: {TOKEN}");
+        let mut table = String::new();
+        table.push_str("| body | connections | extension req/s | nginx req/s | ratio | ext p50 / p90 / p99 ms | nginx p50 / p90 / p99 ms |\n|---|---|---|---|---|---|---|\n");
+        let mut load_rss = 0;
+        for (i, (label, _)) in sizes.iter().enumerate() {
+            for conns in [1usize, 16, 64] {
+                let ext_url = format!("http://{}/secretsmanager/get?secretId=bench%2Fsize-{i}", ext.addr);
+                let ngx_url = format!("http://127.0.0.1:{nginx_port}/size-{i}.json");
+                let mut e = Vec::new();
+                let mut n = Vec::new();
+                for _ in 0..runs {
+                    e.push(wrk(&ext_url, Some(&header), conns, seconds, &script)?);
+                    load_rss = load_rss.max(rss_kb(ext.pid()));
+                    n.push(wrk(&ngx_url, None, conns, seconds, &script)?);
+                }
+                let (e, n) = (median(e), median(n));
+                if e.errors > 0 {
+                    bail!("{label} at {conns}: {} errors from the extension", e.errors);
+                }
+                table.push_str(&format!(
+                    "| {label} | {conns} | {:.0} | {:.0} | {:.2} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} / {:.3} |\n",
+                    e.rps,
+                    n.rps,
+                    e.rps / n.rps,
+                    e.p50_ms,
+                    e.p90_ms,
+                    e.p99_ms,
+                    n.p50_ms,
+                    n.p90_ms,
+                    n.p99_ms
+                ));
+            }
+        }
+        let _ = nginx.kill();
+        let _ = nginx.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        Ok(format!(
+            "# Benchmark results\n\nMachine: {cores} cores, {cpu}. Release build, loopback, wrk ({runs} runs of {seconds} s each, median by req/s), \
+             nginx serving the same bytes as a static file in the same run. Body sizes are the JSON bodies ({:?} bytes).\n\n{table}\n\
+             | other | value |\n|---|---|\n\
+             | exec → listening (25 secrets configured) | {:.1} ms |\n\
+             | exec → prefetch of 25 secrets done | {:.1} ms |\n\
+             | upstream calls for that prefetch | {ready_calls} |\n\
+             | upstream calls for 64 concurrent misses of one secret | {miss_calls} |\n\
+             | RSS idle (after prefetch) | {:.1} MB |\n\
+             | RSS under load (max seen) | {:.1} MB |\n\
+             | stripped binary | {:.1} MB |\n",
+            bodies,
+            listening.as_secs_f64() * 1000.0,
+            ready.as_secs_f64() * 1000.0,
+            idle_rss as f64 / 1024.0,
+            load_rss as f64 / 1024.0,
+            size as f64 / 1_048_576.0
+        ))
+    }
+}

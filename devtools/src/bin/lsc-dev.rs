@@ -14,6 +14,7 @@ use lsc_devtools::platform::{FakeLambda, Faults, InitType, Options, runtime};
 fn usage() -> &'static str {
     "usage: lsc-dev demo [--extension PATH]
        lsc-dev bench-flush [--extension PATH [--invocations N]]
+       lsc-dev bench-http [--extension PATH [RUNS SECONDS]]
        lsc-dev lambda [--invocations N] [--timeout-ms MS] [--pause-ms MS] [--read PATH]...
                       [--snap-start] [--freeze] [--subscribe-status CODE] [--drop-runtime-done]
                       [--unknown-events] [--shutdown-ms MS] -- EXTENSION [ARGS...]
@@ -38,6 +39,17 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(lsc_devtools::demo::run(&bin))
         }
         Some("lambda") => runtime.block_on(lambda(&args[1..])),
+        Some("bench-http") => {
+            let (bin, runs, seconds) = match &args[1..] {
+                [] => (lsc_devtools::extension::binary("release"), 3, 5),
+                [flag, path] if flag == "--extension" => (PathBuf::from(path), 3, 5),
+                [flag, path, r, s] if flag == "--extension" => (PathBuf::from(path), r.parse()?, s.parse()?),
+                _ => bail!("{}", usage()),
+            };
+            let report = runtime.block_on(lsc_devtools::bench::http::run(&bin, runs, seconds))?;
+            println!("{report}");
+            Ok(())
+        }
         Some("bench-flush") => {
             let (bin, n) = match &args[1..] {
                 [] => (lsc_devtools::extension::binary("release"), 200),

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make bench`: release build, then the cached-read benchmark against nginx (wrk), start-up,
+# RSS, binary size and upstream-call counts, and the per-invoke flush overhead. Writes
+# bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+APT="apt-get"; [ "$(id -u)" = 0 ] || APT="sudo apt-get"
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || command -v "/usr/sbin/$tool" >/dev/null || {
+    pkg=$tool; [ "$tool" = nginx ] && pkg=nginx-light
+    DEBIAN_FRONTEND=noninteractive $APT install -y -q "$pkg" >/dev/null || { $APT update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $APT install -y -q "$pkg" >/dev/null; }
+  }
+done
+export PATH="$PATH:/usr/sbin"
+make venv >/dev/null
+cargo build --release --workspace --quiet
+{
+  ./target/release/lsc-dev bench-http --extension ./target/release/lambda-secrets-cache "${RUNS:-3}" "${SECONDS_PER_RUN:-5}"
+  echo
+  echo "## Per-invoke overhead under the fake platform"
+  echo
+  ./target/release/lsc-dev bench-flush --extension ./target/release/lambda-secrets-cache --invocations 200
+} | tee bench/RESULTS.md
