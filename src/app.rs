@@ -222,7 +222,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
             let result = listener.run(queue_tx, dropped, c).await;
             (
                 "telemetry listener",
-                result.map_err(|e| AppError::TaskEnded(leak_reason("telemetry listener", e))),
+                result.map_err(|e| AppError::TaskEnded(log_task_error("telemetry listener", e))),
             )
         });
         tasks.spawn(async move {
@@ -365,7 +365,7 @@ fn task_outcome(ended: Result<(&'static str, Result<(), AppError>), tokio::task:
     }
 }
 
-fn leak_reason(task: &'static str, e: std::io::Error) -> &'static str {
+fn log_task_error(task: &'static str, e: std::io::Error) -> &'static str {
     tracing::error!(task, error = %e, "task failed");
     task
 }

@@ -87,21 +87,17 @@ struct Exported {
 
 impl Exported {
     fn new() -> Exported {
-        let per_result =
-            |source: Source, f: &dyn Fn(&'static str, &'static str) -> Counter| CacheResult::ALL.map(|r| f(source.as_str(), r.as_str()));
-        let per_result_h =
-            |source: Source, f: &dyn Fn(&'static str, &'static str) -> Histogram| CacheResult::ALL.map(|r| f(source.as_str(), r.as_str()));
         Exported {
-            requests: Source::ALL.map(|s| per_result(s, &|s, r| counter!(names::REQUESTS, names::SOURCE => s, names::CACHE_RESULT => r))),
-            durations: Source::ALL.map(|s| {
-                per_result_h(
-                    s,
-                    &|s, r| histogram!(names::REQUEST_DURATION, names::SOURCE => s, names::CACHE_RESULT => r),
-                )
-            }),
+            requests: by_source_and_result(|s, r| counter!(names::REQUESTS, names::SOURCE => s, names::CACHE_RESULT => r)),
+            durations: by_source_and_result(|s, r| histogram!(names::REQUEST_DURATION, names::SOURCE => s, names::CACHE_RESULT => r)),
             staleness: Source::ALL.map(|s| histogram!(names::STALENESS, names::SOURCE => s.as_str())),
         }
     }
+}
+
+/// One handle per (source, result), indexed like the atomic counters.
+fn by_source_and_result<T>(make: impl Fn(&'static str, &'static str) -> T) -> PerSource<[T; 5]> {
+    Source::ALL.map(|s| CacheResult::ALL.map(|r| make(s.as_str(), r.as_str())))
 }
 
 impl Default for Metrics {

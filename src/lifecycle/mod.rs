@@ -10,7 +10,7 @@ pub mod flush;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
@@ -20,7 +20,7 @@ use tokio::time::Instant;
 pub use client::{ExtensionsApi, LifecycleError, Registration, Subscription};
 pub use event::{Event, Invoke, Shutdown, ShutdownReason, XRayHeader};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Clock};
 use crate::config::{Config, FileConfig, InitType};
 use crate::telemetry::Progress;
 
@@ -306,9 +306,9 @@ pub async fn wait_runtime_done(mut progress: watch::Receiver<Progress>, request_
     }
 }
 
-/// Milliseconds since the Unix epoch, by the wall clock.
+/// Milliseconds since the Unix epoch, by the wall clock (the cache's clock).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::cache::SystemClock.now_ms()
 }
 
 /// The monotonic instant at which the wall clock reads `epoch_ms` (now, if that has passed).
