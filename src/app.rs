@@ -217,6 +217,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         let uri = listener.uri.clone();
         let (queue_tx, queue_rx) = mpsc::channel::<Bytes>(telemetry::listener::QUEUE);
         let dropped = Arc::new(telemetry::listener::Dropped::default());
+        state.observe_telemetry(progress.clone(), dropped.clone());
         let c = cancel.clone();
         tasks.spawn(async move {
             let result = listener.run(queue_tx, dropped, c).await;

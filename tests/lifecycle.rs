@@ -237,11 +237,15 @@ async fn unknown_telemetry_types_and_event_types_are_accepted() {
     let deliveries = lambda.platform.deliveries();
     assert!(deliveries.iter().any(|d| d.types().contains(&"platform.fromTheFuture")));
     assert!(deliveries.iter().all(|d| d.status == Some(200)), "{deliveries:?}");
+    let s = status(&lambda).await;
     assert_eq!(
-        status(&lambda).await["lifecycle"]["next_released_by"]["runtime_done"],
-        2,
+        s["lifecycle"]["next_released_by"]["runtime_done"], 2,
         "known events in the same batches still count"
     );
+    let received = &s["lifecycle"]["telemetry_in"];
+    assert!(received["unknown_types"].as_u64().unwrap() > 0, "{received}");
+    assert_eq!(received["malformed"], 0);
+    assert_eq!(received["dropped_queue_full"], 0);
     lambda
         .ext
         .wait_log("unknown event type ignored", Duration::from_secs(1))

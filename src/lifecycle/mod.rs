@@ -63,6 +63,8 @@ pub struct State {
     deferred: Mutex<Option<FileConfig>>,
     /// Set once init is over; whoever sees activity first after that runs the prefetch.
     restore_armed: AtomicBool,
+    /// The Telemetry API side, once the listener runs: what arrived, what was dropped.
+    telemetry_in: std::sync::OnceLock<(watch::Receiver<Progress>, Arc<crate::telemetry::listener::Dropped>)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -75,6 +77,19 @@ pub struct StateSnapshot {
     /// How each INVOKE's hold on `/next` ended.
     pub next_released_by: Released,
     pub cancelled_fetches: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry_in: Option<TelemetryIn>,
+}
+
+/// What the Telemetry API listener received and dropped.
+#[derive(Debug, Serialize)]
+pub struct TelemetryIn {
+    pub deliveries: u64,
+    pub events: u64,
+    pub unknown_types: u64,
+    pub malformed: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_too_large: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +112,13 @@ impl State {
             cancelled_fetches: AtomicU64::new(0),
             deferred: Mutex::new(None),
             restore_armed: AtomicBool::new(false),
+            telemetry_in: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets `/status` report the Telemetry API deliveries.
+    pub fn observe_telemetry(&self, progress: watch::Receiver<Progress>, dropped: Arc<crate::telemetry::listener::Dropped>) {
+        let _ = self.telemetry_in.set((progress, dropped));
     }
 
     /// SnapStart: keep `file` for after the restore instead of fetching it now.
@@ -155,6 +176,17 @@ impl State {
                 deadline: self.deadline.load(Relaxed),
             },
             cancelled_fetches: self.cancelled_fetches.load(Relaxed),
+            telemetry_in: self.telemetry_in.get().map(|(progress, dropped)| {
+                let p = progress.borrow();
+                TelemetryIn {
+                    deliveries: p.deliveries,
+                    events: p.events,
+                    unknown_types: p.unknown,
+                    malformed: p.malformed,
+                    dropped_queue_full: dropped.full.load(Relaxed),
+                    dropped_too_large: dropped.too_large.load(Relaxed),
+                }
+            }),
         }
     }
 }

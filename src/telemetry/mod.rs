@@ -26,19 +26,15 @@ const REMEMBERED: usize = 16;
 pub struct Progress {
     /// Batches received (any content). Zero means telemetry has not proven it works.
     pub deliveries: u64,
-    /// Elements received, by kind.
+    /// Elements received; of those, of a type this version does not know; elements that were
+    /// not records at all. `/status` shows them.
     pub events: u64,
     pub unknown: u64,
     pub malformed: u64,
-    started: VecDeque<String>,
     done: VecDeque<(String, String)>,
 }
 
 impl Progress {
-    pub fn started(&self, request_id: &str) -> bool {
-        self.started.iter().any(|id| id == request_id)
-    }
-
     /// The `status` of `platform.runtimeDone` for `request_id`, once it has arrived.
     pub fn runtime_done(&self, request_id: &str) -> Option<&str> {
         self.done.iter().find(|(id, _)| id == request_id).map(|(_, s)| s.as_str())
@@ -47,7 +43,6 @@ impl Progress {
     pub(crate) fn apply(&mut self, event: &PlatformEvent) {
         self.events += 1;
         match event {
-            PlatformEvent::Start { request_id } => remember(&mut self.started, request_id.clone()),
             PlatformEvent::RuntimeDone { request_id, status, .. } => remember(&mut self.done, (request_id.clone(), status.clone())),
             PlatformEvent::Other(_) => self.unknown += 1,
             _ => {}
