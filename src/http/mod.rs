@@ -197,7 +197,7 @@ impl Server {
         let invocation = self.lifecycle.as_ref().and_then(|l| l.current());
         let parent = crate::telemetry::trace::parent(headers, invocation.as_deref());
         let mut attributes = crate::telemetry::trace::invocation_attributes(invocation.as_deref());
-        attributes.push(opentelemetry::KeyValue::new("source", key.source.as_str()));
+        attributes.push(opentelemetry::KeyValue::new(crate::telemetry::trace::SOURCE, key.source.as_str()));
         let name = match key.source {
             crate::source::Source::SecretsManager => "GET /secretsmanager/get",
             crate::source::Source::Ssm => "GET /systemsmanager/parameters/get",
@@ -211,10 +211,16 @@ impl Server {
         let result = self.cache.get(key, refresh_now).with_context(cx.clone()).await;
         let span = cx.span();
         match &result {
-            Ok(served) => span.set_attribute(opentelemetry::KeyValue::new("cache.result", served.result.as_str())),
+            Ok(served) => span.set_attribute(opentelemetry::KeyValue::new(
+                crate::telemetry::trace::CACHE_RESULT,
+                served.result.as_str(),
+            )),
             Err(e) => {
-                span.set_attribute(opentelemetry::KeyValue::new("cache.result", "error"));
-                span.set_attribute(opentelemetry::KeyValue::new("error.type", e.code().to_string()));
+                span.set_attribute(opentelemetry::KeyValue::new(crate::telemetry::trace::CACHE_RESULT, "error"));
+                span.set_attribute(opentelemetry::KeyValue::new(
+                    crate::telemetry::trace::ERROR_TYPE,
+                    e.code().to_string(),
+                ));
                 span.set_status(Status::error(e.code().to_string()));
             }
         }

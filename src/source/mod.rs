@@ -165,7 +165,10 @@ impl Upstream {
         {
             use opentelemetry::trace::{Span, Status};
             if let Err(e) = &result {
-                span.set_attribute(opentelemetry::KeyValue::new("error.type", e.code().to_string()));
+                span.set_attribute(opentelemetry::KeyValue::new(
+                    crate::telemetry::trace::ERROR_TYPE,
+                    e.code().to_string(),
+                ));
                 span.set_status(Status::error(e.code().to_string()));
             }
             span.end();

@@ -12,6 +12,7 @@ use opentelemetry::{Context, Key, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
+use super::names;
 use crate::lifecycle::{Invocation, XRayHeader};
 
 /// Finished spans kept between flushes; beyond this they are dropped and counted.
@@ -19,7 +20,11 @@ pub const MAX_BUFFERED: usize = 4096;
 
 pub const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
 pub const RPC_SERVICE: Key = Key::from_static_str("rpc.service");
-pub const RPC_METHOD: Key = Key::from_static_str("rpc.method");
+pub const RPC_METHOD: Key = Key::from_static_str(names::RPC_METHOD);
+// Span attributes shared with the metrics: one spelling each.
+pub const SOURCE: Key = Key::from_static_str(names::SOURCE);
+pub const CACHE_RESULT: Key = Key::from_static_str(names::CACHE_RESULT);
+pub const ERROR_TYPE: Key = Key::from_static_str(names::ERROR_TYPE);
 pub const AWS_REQUEST_ID: Key = Key::from_static_str("aws.request_id");
 pub const FAAS_INVOCATION_ID: Key = Key::from_static_str("faas.invocation_id");
 pub const FAAS_COLDSTART: Key = Key::from_static_str("faas.coldstart");
