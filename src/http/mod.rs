@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,7 +27,10 @@ use crate::cache::Cache;
 use crate::config::Token;
 use crate::metrics::{CacheResult, Metrics};
 
-pub const TOKEN_HEADER: &str = "x-aws-parameters-secrets-token";
+pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-parameters-secrets-token");
+// Header names built once: a `&str` name is parsed and validated on every use.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Request line plus headers; hyper answers 431 above it. Bodies are never read.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -174,7 +177,7 @@ impl Server {
                 let headers = response.headers_mut();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 headers.insert(header::AGE, HeaderValue::from(served.age_secs));
-                headers.insert("x-cache", HeaderValue::from_static(served.result.as_str()));
+                headers.insert(X_CACHE, HeaderValue::from_static(served.result.as_str()));
                 Ok(response)
             }
             Err(e) => {
@@ -231,7 +234,7 @@ impl Server {
     /// X-Forwarded-For means a proxy relayed the request: refuse (SSRF). Then the token,
     /// compared in constant time.
     fn authorise(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        if headers.contains_key("x-forwarded-for") {
+        if headers.contains_key(X_FORWARDED_FOR) {
             return Err(ApiError::Forwarded);
         }
         let expected = self.token.value.as_bytes();
