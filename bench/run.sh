@@ -20,4 +20,15 @@ cargo build --release --workspace --quiet
   echo "## Per-invoke overhead under the fake platform"
   echo
   ./target/release/lsc-dev bench-flush --extension ./target/release/lambda-secrets-cache --invocations 200
+  echo
+  echo "## Hot path (criterion, \`cargo bench --bench hot_path\`)"
+  echo
+  echo "Each iteration includes a current-thread \`block_on\` where the code is async."
+  echo
+  echo "| benchmark | time (median estimate) |"
+  echo "|---|---|"
+  cargo bench --quiet --bench hot_path -- --noplot 2>/dev/null | awk '
+    /time:/ { pre = $0; sub(/ *time:.*/, "", pre); if (pre != "") name = pre
+              sub(/.*time: *\[/, ""); split($0, t, " "); printf "| %s | %s %s |\n", name, t[3], t[4]; next }
+    NF && !/^(Found|Benchmarking|  )/ { name = $0; sub(/ +$/, "", name) }'
 } | tee bench/RESULTS.md

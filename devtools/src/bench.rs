@@ -355,6 +355,59 @@ end
         }
         let _ = nginx.kill();
         let _ = nginx.wait();
+        drop(ext);
+
+        // The same extension with telemetry on: metrics and a span per read exported over
+        // OTLP/HTTP to the in-repo receiver every second.
+        let receiver = crate::otlp::OtlpReceiver::start().await?;
+        let mut otel_env = env.clone();
+        otel_env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint()));
+        otel_env.push(("OTEL_METRIC_EXPORT_INTERVAL".into(), "1000".into()));
+        let ext = Extension::start(bin, &["serve"], &otel_env).await?;
+        ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
+        table.push_str("\nWith telemetry on (OTLP/HTTP to the in-repo receiver, export every 1 s, a span per read):\n\n");
+        table.push_str("| body | connections | extension req/s | ext p50 / p90 / p99 ms |\n|---|---|---|---|\n");
+        let mut otel_rss = 0;
+        for (i, (label, _)) in sizes.iter().enumerate().take(2) {
+            let url = format!("http://{}/secretsmanager/get?secretId=bench%2Fsize-{i}", ext.addr);
+            let mut e = Vec::new();
+            for _ in 0..runs {
+                e.push(wrk(&url, Some(&header), 64, seconds, &script)?);
+                otel_rss = otel_rss.max(rss_kb(ext.pid()));
+            }
+            let e = median(e);
+            table.push_str(&format!(
+                "| {label} | 64 | {:.0} | {:.3} / {:.3} / {:.3} |\n",
+                e.rps, e.p50_ms, e.p90_ms, e.p99_ms
+            ));
+        }
+        let exports = receiver.metric_exports();
+        drop(ext);
+
+        // The uncached path for scale: GetSecretValue straight to moto (4 KiB secret).
+        let moto_script = dir.join("moto.lua");
+        std::fs::write(
+            &moto_script,
+            format!(
+                "wrk.method = \"POST\"\nwrk.body = '{{\"SecretId\":\"bench/size-1\"}}'\n\
+                 wrk.headers[\"Content-Type\"] = \"application/x-amz-json-1.1\"\n\
+                 wrk.headers[\"X-Amz-Target\"] = \"secretsmanager.GetSecretValue\"\n\
+                 wrk.headers[\"Authorization\"] = \"AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0\"\n{LUA}"
+            ),
+        )?;
+        table.push_str("\nReference: GetSecretValue straight to moto (the uncached path, 4 KiB):\n\n");
+        table.push_str("| connections | req/s | p50 / p90 / p99 ms |\n|---|---|---|\n");
+        for conns in [1usize, 16] {
+            let m = median(
+                (0..runs)
+                    .map(|_| wrk(&format!("{}/", moto.endpoint()), None, conns, seconds, &moto_script))
+                    .collect::<Result<_, _>>()?,
+            );
+            table.push_str(&format!(
+                "| {conns} | {:.0} | {:.3} / {:.3} / {:.3} |\n",
+                m.rps, m.p50_ms, m.p90_ms, m.p99_ms
+            ));
+        }
         let _ = std::fs::remove_dir_all(&dir);
         let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -376,12 +429,14 @@ end
              | upstream calls for 64 concurrent misses of one secret | {miss_calls} |\n\
              | RSS idle (after prefetch) | {:.1} MB |\n\
              | RSS under load (max seen) | {:.1} MB |\n\
+             | RSS under load, telemetry on (max seen; {exports} metric exports) | {:.1} MB |\n\
              | stripped binary | {:.1} MB |\n",
             bodies,
             listening.as_secs_f64() * 1000.0,
             ready.as_secs_f64() * 1000.0,
             idle_rss as f64 / 1024.0,
             load_rss as f64 / 1024.0,
+            otel_rss as f64 / 1024.0,
             size as f64 / 1_048_576.0
         ))
     }

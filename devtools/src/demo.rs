@@ -342,10 +342,11 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
     let deadline = platform.shutdown("spindown", Duration::from_millis(2000)).await;
     let shutdown_at = Instant::now();
     match ext.wait_exit(deadline.saturating_duration_since(Instant::now())).await? {
-        Some(status) => println!(
+        Some(status) if status.success() => println!(
             "\nSHUTDOWN (deadline 2000 ms): exited with {status} after {:.1} ms",
             ms(shutdown_at.elapsed())
         ),
+        Some(status) => bail!("the extension exited with {status} at SHUTDOWN"),
         None => bail!("the extension was still running at the SHUTDOWN deadline"),
     }
     let exported = receiver.sum_by("secrets_cache.requests", "cache.result");
@@ -367,6 +368,9 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         spans,
         receiver.sum_by("faas.invocations", "").values().sum::<u64>()
     );
+    if exported != from_status {
+        bail!("the exported secrets_cache.requests {exported:?} differ from /status's {from_status:?}: the final export went missing");
+    }
     let deliveries = platform.deliveries();
     println!(
         "telemetry:        {} deliveries to the extension, {} answered 200",
