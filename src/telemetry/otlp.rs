@@ -34,6 +34,8 @@ pub struct OtelConfig {
     pub timeout: Duration,
     /// Standalone mode only: the export period (`OTEL_METRIC_EXPORT_INTERVAL`).
     pub interval: Duration,
+    /// Finished spans buffered between exports (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub max_queued_spans: usize,
     pub service_name: String,
     pub attributes: Vec<(String, String)>,
 }
@@ -104,6 +106,13 @@ impl OtelConfig {
                 _ => return Err(format!("OTEL_METRIC_EXPORT_INTERVAL={ms:?} is not milliseconds ≥ 100")),
             },
         };
+        let max_queued_spans = match env.get("OTEL_BSP_MAX_QUEUE_SIZE") {
+            None => super::trace::DEFAULT_MAX_QUEUED,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if (1..=65_536).contains(&n) => n,
+                _ => return Err(format!("OTEL_BSP_MAX_QUEUE_SIZE={n:?} is not a number from 1 to 65536")),
+            },
+        };
         let function = env.get("AWS_LAMBDA_FUNCTION_NAME");
         let service_name = env
             .get("OTEL_SERVICE_NAME")
@@ -134,6 +143,7 @@ impl OtelConfig {
             temporality,
             timeout,
             interval,
+            max_queued_spans,
             service_name,
             attributes,
         }))
@@ -219,7 +229,7 @@ impl Otel {
                 }
                 .map_err(|e| format!("cannot build the OTLP span exporter: {e}"))?;
                 exporter.set_resource(&resource);
-                let buffer = SpanBuffer::default();
+                let buffer = SpanBuffer::new(config.max_queued_spans);
                 let provider = SdkTracerProvider::builder()
                     .with_span_processor(buffer.clone())
                     .with_resource(resource.clone())

@@ -15,8 +15,10 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use super::names;
 use crate::lifecycle::{Invocation, XRayHeader};
 
-/// Finished spans kept between flushes; beyond this they are dropped and counted.
-pub const MAX_BUFFERED: usize = 4096;
+/// Finished spans kept between flushes by default (`OTEL_BSP_MAX_QUEUE_SIZE`, the OTel
+/// specification's default); beyond it they are dropped and counted. While one batch is being
+/// exported the next can fill, so up to twice this many spans are in memory.
+pub const DEFAULT_MAX_QUEUED: usize = 2048;
 
 pub const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
 pub const RPC_SERVICE: Key = Key::from_static_str("rpc.service");
@@ -30,13 +32,22 @@ pub const FAAS_INVOCATION_ID: Key = Key::from_static_str("faas.invocation_id");
 pub const FAAS_COLDSTART: Key = Key::from_static_str("faas.coldstart");
 
 /// A span processor that only buffers; `take` hands the spans to the exporter at flush time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SpanBuffer {
     spans: Arc<Mutex<Vec<SpanData>>>,
+    max: usize,
     pub dropped: Arc<AtomicU64>,
 }
 
 impl SpanBuffer {
+    pub fn new(max: usize) -> SpanBuffer {
+        SpanBuffer {
+            spans: Arc::default(),
+            max,
+            dropped: Arc::default(),
+        }
+    }
+
     pub fn take(&self) -> Vec<SpanData> {
         std::mem::take(&mut *self.spans.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -47,7 +58,7 @@ impl SpanProcessor for SpanBuffer {
 
     fn on_end(&self, span: SpanData) {
         let mut spans = self.spans.lock().unwrap_or_else(|p| p.into_inner());
-        if spans.len() < MAX_BUFFERED {
+        if spans.len() < self.max {
             spans.push(span);
         } else {
             self.dropped.fetch_add(1, Relaxed);
