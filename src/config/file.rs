@@ -69,8 +69,18 @@ impl fmt::Display for Problem {
 
 type Node<'a> = MarkedYaml<'a>;
 
+/// A config file lists ids; one larger than this is a mistake (or something else entirely).
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
 /// Parses the whole file; on failure returns every problem found, in file order.
 pub fn parse(text: &str) -> Result<FileConfig, Vec<Problem>> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(vec![Problem {
+            line: 1,
+            column: 1,
+            message: format!("the file is {} bytes; the limit is {MAX_FILE_BYTES} (1 MiB)", text.len()),
+        }]);
+    }
     let docs = match MarkedYaml::load_from_str(text) {
         Ok(docs) => docs,
         Err(e) => {
