@@ -76,6 +76,7 @@ fn run(runtime_api: Option<String>) -> ExitCode {
     let config = Config::load(&ProcessEnv, &read_file_from_disk);
     let level = config.as_ref().map_or(LogLevel::Info, |c| c.log_level);
     init_logging(level, runtime_api.is_some() || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
+    forbid_core_dumps();
     match serve(config, runtime_api) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -96,6 +97,15 @@ fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, runt
         None => runtime.block_on(app::serve(config?))?,
     }
     Ok(())
+}
+
+/// This process's memory holds secret values, and `panic = "abort"` ends a panic with SIGABRT:
+/// no core dump may copy that memory to disk. Soft and hard limit both, so nothing re-raises it.
+fn forbid_core_dumps() {
+    use nix::sys::resource::{Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "cannot set the core file size limit to 0");
+    }
 }
 
 /// The platform knows an external extension by its file name in /opt/extensions.

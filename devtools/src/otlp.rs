@@ -23,6 +23,8 @@ pub use opentelemetry_proto as proto;
 struct State {
     metrics: Vec<ExportMetricsServiceRequest>,
     traces: Vec<ExportTraceServiceRequest>,
+    /// Every request body as it arrived, decodable or not (for leak scans).
+    raw: Vec<Bytes>,
     delay: Option<Duration>,
 }
 
@@ -47,7 +49,11 @@ impl OtlpReceiver {
                         async move {
                             let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let delay = s.lock().unwrap().delay;
+                            let delay = {
+                                let mut state = s.lock().unwrap();
+                                state.raw.push(body.clone());
+                                state.delay
+                            };
                             if let Some(d) = delay {
                                 tokio::time::sleep(d).await;
                             }
@@ -217,6 +223,11 @@ impl OtlpReceiver {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every request body received, as it arrived.
+    pub fn raw_bodies(&self) -> Vec<Bytes> {
+        self.state.lock().unwrap().raw.clone()
     }
 
     /// Everything received, rendered as text (for leak scans).
