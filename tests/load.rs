@@ -98,14 +98,6 @@ async fn client(addr: std::net::SocketAddr, request: std::sync::Arc<Vec<u8>>, va
     t
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_fifty_six_connections_over_a_limit_of_sixty_four() {
     let seconds: u64 = std::env::var("LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
@@ -124,8 +116,7 @@ async fn two_hundred_fifty_six_connections_over_a_limit_of_sixty_four() {
         )
         .into_bytes(),
     );
-    let pid = h.ext.pid();
-    let baseline = rss_kb(pid);
+    let baseline = h.ext.rss_kb();
     let until = Instant::now() + Duration::from_secs(seconds);
     let clients: Vec<_> = (0..CONNECTIONS)
         .map(|_| tokio::spawn(client(h.ext.addr, request.clone(), "load-value", until)))
@@ -133,7 +124,7 @@ async fn two_hundred_fifty_six_connections_over_a_limit_of_sixty_four() {
     let mut samples = Vec::new();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        samples.push(rss_kb(pid));
+        samples.push(h.ext.rss_kb());
     }
     let mut total = Tally::default();
     for c in clients {

@@ -215,14 +215,6 @@ end
         samples[samples.len() / 2]
     }
 
-    fn rss_kb(pid: u32) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
-    }
-
     pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String> {
         let moto = Moto::start()?;
         let aws = AwsJson::new(moto.addr);
@@ -259,7 +251,7 @@ end
         ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
         let ready = started.elapsed();
         let ready_calls = proxy.total_calls();
-        let idle_rss = rss_kb(ext.pid());
+        let idle_rss = ext.rss_kb();
         drop(ext);
 
         // 64 concurrent misses of one secret.
@@ -303,6 +295,7 @@ end
             "worker_processes auto; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; default_type application/json; sendfile on; tcp_nodelay on; keepalive_requests 1000000;\n\
+               open_file_cache max=16 inactive=600s; open_file_cache_valid 600s;\n\
                server {{ listen 127.0.0.1:{nginx_port}; root {dir}/www; }} }}\n",
             dir = dir.display()
         );
@@ -332,7 +325,7 @@ end
                 let mut n = Vec::new();
                 for _ in 0..runs {
                     e.push(wrk(&ext_url, Some(&header), conns, seconds, &script)?);
-                    load_rss = load_rss.max(rss_kb(ext.pid()));
+                    load_rss = load_rss.max(ext.rss_kb());
                     n.push(wrk(&ngx_url, None, conns, seconds, &script)?);
                 }
                 let (e, n) = (median(e), median(n));
@@ -353,7 +346,8 @@ end
                 ));
             }
         }
-        let _ = nginx.kill();
+        // SIGQUIT to the master: it stops its workers (SIGKILL would leave them running).
+        let _ = Command::new("kill").args(["-QUIT", &nginx.id().to_string()]).status();
         let _ = nginx.wait();
         drop(ext);
 
@@ -373,7 +367,7 @@ end
             let mut e = Vec::new();
             for _ in 0..runs {
                 e.push(wrk(&url, Some(&header), 64, seconds, &script)?);
-                otel_rss = otel_rss.max(rss_kb(ext.pid()));
+                otel_rss = otel_rss.max(ext.rss_kb());
             }
             let e = median(e);
             table.push_str(&format!(
