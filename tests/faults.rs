@@ -56,6 +56,18 @@ const CASES: &[Case] = &[
 /// The SDK's standard retry mode makes at most 3 attempts per read.
 const MAX_ATTEMPTS: usize = 3;
 
+/// The case's documented error, with no value in the body.
+fn assert_error(case: &Case, r: &lsc_devtools::client::Response, value: &str) {
+    assert_eq!(
+        (r.status, r.json()["__type"].as_str()),
+        (case.status, Some(case.code)),
+        "{}: {}",
+        case.name,
+        r.text()
+    );
+    assert!(!r.text().contains(value), "{}: an error body carries no value", case.name);
+}
+
 /// One case, end to end; returns a line for the summary.
 async fn run(case: &Case) -> String {
     let h = start(&[
@@ -82,14 +94,7 @@ async fn run(case: &Case) -> String {
     let started = Instant::now();
     let r = h.ext.get(&secret_path(&never)).await.unwrap();
     let cold_time = started.elapsed();
-    assert_eq!(
-        (r.status, r.json()["__type"].as_str()),
-        (case.status, Some(case.code)),
-        "{}: {}",
-        case.name,
-        r.text()
-    );
-    assert!(!r.text().contains("never-read"));
+    assert_error(case, &r, "never-read");
     let cold_calls = h.proxy.total_calls();
     assert!((1..=MAX_ATTEMPTS).contains(&cold_calls), "{}: {cold_calls} calls", case.name);
     assert!(cold_time < Duration::from_secs(3), "{}: {cold_time:?}", case.name);
@@ -119,14 +124,7 @@ async fn run(case: &Case) -> String {
     // Past max-stale (counted from expiry: TTL 1 s + 3 s): the error, not the old value.
     tokio::time::sleep(Duration::from_millis(4200).saturating_sub(fetched_at.elapsed())).await;
     let r = h.ext.get(&secret_path(&cached)).await.unwrap();
-    assert_eq!(
-        (r.status, r.json()["__type"].as_str()),
-        (case.status, Some(case.code)),
-        "{}: {}",
-        case.name,
-        r.text()
-    );
-    assert!(!r.text().contains("value-one"), "an error body carries no value");
+    assert_error(case, &r, "value-one");
     let total_calls = h.proxy.total_calls();
 
     // The fault clears: the new value arrives once the back-off allows (refreshNow skips it).
@@ -194,12 +192,5 @@ async fn upstream_down_for_the_whole_run_under_the_lambda_platform() {
     let r = lambda.ext.get(&secret_path("down/one")).await.unwrap();
     assert_eq!(r.json()["__type"], "ConnectionError");
     assert_eq!(lambda.ext.get("/ping").await.unwrap().status, 200);
-    let deadline = lambda.platform.shutdown("spindown", Duration::from_millis(500)).await;
-    let status = lambda
-        .ext
-        .wait_exit(deadline.saturating_duration_since(Instant::now()))
-        .await
-        .unwrap()
-        .expect("exits before the SHUTDOWN deadline");
-    assert!(status.success(), "{status}");
+    lambda.shutdown_exits_in_time(Duration::from_millis(500)).await;
 }

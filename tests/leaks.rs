@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use lsc_devtools::otlp::OtlpReceiver;
@@ -193,13 +193,7 @@ async fn no_secret_value_reaches_logs_telemetry_errors_status_or_disk() {
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!((fields[4], fields[5]), ("0", "0"), "no core dumps, soft and hard limit: {core}");
 
-    let deadline = lambda.platform.shutdown("spindown", Duration::from_millis(1000)).await;
-    let status = lambda
-        .ext
-        .wait_exit(deadline.saturating_duration_since(Instant::now()))
-        .await
-        .unwrap();
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    lambda.shutdown_exits_in_time(Duration::from_millis(1000)).await;
 
     // The scan.
     let logs = lambda.ext.logs();

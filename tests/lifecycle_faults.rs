@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use lsc_devtools::otlp::OtlpReceiver;
@@ -69,16 +69,7 @@ async fn shutdown_with_collector(endpoint: String) -> Duration {
     lambda.platform.wait_init(INIT).await.unwrap();
     let (_, reads) = lambda.invoke(&[secret_path(&name)]).await;
     assert_eq!(reads[0].0, 200);
-    let deadline = lambda.platform.shutdown("spindown", Duration::from_millis(500)).await;
-    let sent = Instant::now();
-    let status = lambda
-        .ext
-        .wait_exit(deadline.saturating_duration_since(Instant::now()))
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("still running at the SHUTDOWN deadline:\n{}", lambda.ext.logs().join("\n")));
-    assert!(status.success(), "{status}");
-    sent.elapsed()
+    lambda.shutdown_exits_in_time(Duration::from_millis(500)).await
 }
 
 #[tokio::test]

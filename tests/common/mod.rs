@@ -171,6 +171,21 @@ impl Lambda {
         rx
     }
 
+    /// Sends SHUTDOWN with `deadline` and asserts the extension exits 0 before it (the logs
+    /// are shown if not). Returns the time from SHUTDOWN to the exit.
+    pub async fn shutdown_exits_in_time(&mut self, deadline: std::time::Duration) -> std::time::Duration {
+        let at = self.platform.shutdown("spindown", deadline).await;
+        let sent = std::time::Instant::now();
+        let status = self
+            .ext
+            .wait_exit(at.saturating_duration_since(sent))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("still running at the SHUTDOWN deadline:\n{}", self.ext.logs().join("\n")));
+        assert!(status.success(), "{status}\n{}", self.ext.logs().join("\n"));
+        sent.elapsed()
+    }
+
     /// Runs one invocation that reads `paths`; returns the outcome and what each read got.
     pub async fn invoke(&self, paths: &[String]) -> (lsc_devtools::platform::InvokeOutcome, Reads) {
         let outcome = self
