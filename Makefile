@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: demo test venv tools build release layer bench lint clean
+.PHONY: demo test venv tools build release layer bench fuzz lint clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -42,6 +42,17 @@ test: $(STAMP) tools
 	$(CARGO) build --workspace --bins
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+
+## Fuzz the parsers that take outside input (cargo-fuzz; needs a nightly toolchain), each for
+## FUZZ_SECONDS. The seeds in fuzz/seeds are read; what libFuzzer adds goes to fuzz/corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := query config telemetry platform_event
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz --version 0.13.2
+	cd fuzz && mkdir -p target && for t in $(FUZZ_TARGETS); do mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=8192 2>&1 | \
+	  tee target/fuzz-$$t.log | grep -E '^(Done|==|SUMMARY|thread .* panicked)' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 lint:
 	$(CARGO) fmt --all -- --check
