@@ -267,7 +267,7 @@ end
         }
     }
 
-    /// Latency at one connection, both servers in the same stretch of time: blocks of `block`
+    /// Latency at one connection, both servers in the same stretch of time: blocks of 200
     /// requests alternate between them, so the machine's noise (other processes, the VM's
     /// scheduling) falls on both alike, and every request's time is kept: the percentiles are
     /// exact over all of them, not a median of per-run figures.
@@ -474,8 +474,7 @@ end
             let ngx_addr: std::net::SocketAddr = ([127, 0, 0, 1], nginx_port).into();
             let header = header.clone();
             let mut p =
-                tokio::task::spawn_blocking(move || super::http::paired((ext_addr, &ext_path, &header), (ngx_addr, &ngx_path), requests))
-                    .await??;
+                tokio::task::spawn_blocking(move || paired((ext_addr, &ext_path, &header), (ngx_addr, &ngx_path), requests)).await??;
             let row = |v: &mut Vec<f64>| {
                 [50.0, 90.0, 99.0, 99.9]
                     .map(|q| format!("{:.3}", super::percentile(v, q)))
