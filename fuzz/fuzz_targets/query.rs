@@ -12,19 +12,17 @@ fuzz_target!(|target: &str| {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let Some(endpoint) = route::endpoint(path) else { return };
-    let read = match endpoint {
-        Endpoint::Ping | Endpoint::Status => return,
+    let endpoint = match route::endpoint(path) {
+        None | Some(Endpoint::Ping | Endpoint::Status) => return,
+        Some(e) => e,
+    };
+    let parse = || match endpoint {
         Endpoint::Secret => route::secret(query),
         Endpoint::Parameter => route::parameter(query),
         Endpoint::SecretPath(id) => route::secret_path(id, query),
+        Endpoint::Ping | Endpoint::Status => unreachable!("returned above"),
     };
-    let again = match endpoint {
-        Endpoint::Secret => route::secret(query),
-        Endpoint::Parameter => route::parameter(query),
-        Endpoint::SecretPath(id) => route::secret_path(id, query),
-        Endpoint::Ping | Endpoint::Status => unreachable!(),
-    };
+    let (read, again) = (parse(), parse());
     match (read, again) {
         (Ok(read), Ok(again)) => {
             assert!(!read.id.is_empty(), "a read names an id: {target:?}");
