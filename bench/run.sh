@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: release build, then the cached-read benchmark against nginx (wrk), start-up,
-# RSS, binary size and upstream-call counts, and the per-invoke flush overhead. Writes
+# RSS, binary size and upstream-call counts, and the post-runtime duration per invocation. Writes
 # bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,9 +17,13 @@ cargo build --release --workspace --quiet
 {
   ./target/release/lsc-dev bench-http --extension ./target/release/lambda-secrets-cache "${RUNS:-3}" "${SECONDS_PER_RUN:-5}"
   echo
-  echo "## Per-invoke overhead under the fake platform"
+  echo "## The async runtime: current-thread against multi-thread"
   echo
-  ./target/release/lsc-dev bench-flush --extension ./target/release/lambda-secrets-cache --invocations 200
+  ./target/release/lsc-dev bench-runtime --extension ./target/release/lambda-secrets-cache 5 "${RUNS:-3}" "${SECONDS_PER_RUN:-5}"
+  echo
+  echo "## What the extension adds to each invocation (post-runtime duration)"
+  echo
+  ./target/release/lsc-dev bench-post-runtime --extension ./target/release/lambda-secrets-cache --invocations 200
   echo
   echo "## Hot path (criterion, \`cargo bench --bench hot_path\`)"
   echo

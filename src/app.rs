@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::cache::{Cache, Policy, PrefetchReport, SystemClock};
+use crate::cache::{Cache, Policy, SystemClock};
 use crate::config::{Config, ConfigError, InitType};
 use crate::http::{HttpError, Server};
 use crate::lifecycle::client::{TELEMETRY_SCHEMA, TELEMETRY_SCHEMA_LMI};
@@ -113,13 +113,6 @@ fn instance_id() -> String {
     format!("{:016x}{:08x}", h.finish(), std::process::id())
 }
 
-pub fn log_prefetch(report: &PrefetchReport) {
-    for (item, error, required) in &report.failed {
-        tracing::warn!(item = %item, error = error.code(), required, "prefetch failed");
-    }
-    tracing::info!(loaded = report.loaded, failed = report.failed.len(), "prefetch finished");
-}
-
 /// Standalone mode: the same server, with refresh-ahead on a timer and prefetch at start.
 pub async fn serve(config: Config) -> Result<(), AppError> {
     let parts = Parts::build(&config, None).await?;
@@ -131,7 +124,7 @@ pub async fn serve(config: Config) -> Result<(), AppError> {
 
     let cache = parts.cache.clone();
     let prefetch = cache.prefetch(&config.file);
-    tokio::spawn(async move { log_prefetch(&prefetch.await) });
+    tokio::spawn(async move { prefetch.finish().await.log("prefetch") });
 
     let c = cancel.clone();
     let interval = config.refresh_interval;
@@ -181,9 +174,10 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         Err(e) => return Err(init_failure(&api, name, None, "Extension.BindFailed", e.to_string()).await),
     };
     tracing::info!(addr = %parts.addr, mode = "extension", init_type = config.init_type.as_str(), "listening");
-    // Managed instances run invocations concurrently and cannot register INVOKE; per-invoke
-    // telemetry does not apply there.
-    let listener = if managed {
+    // The Telemetry API feeds the OTLP export (faas.* metrics, the end of each function); with
+    // no exporter nothing would consume it. Managed instances run invocations concurrently and
+    // cannot register INVOKE; per-invoke telemetry does not apply there.
+    let listener = if managed || parts.otel.is_none() {
         None
     } else {
         match TelemetryListener::bind(&config.sandbox_host).await {
@@ -194,13 +188,16 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
             }
         }
     };
+    if parts.otel.is_none() {
+        state.set_telemetry("off (no OTLP exporter)");
+    }
 
     // Flights for the configured entries exist before the function can start (it starts once
     // we have registered); the fetches themselves start right after registering.
     let reserved = (config.init_type != InitType::SnapStart).then(|| parts.cache.reserve_prefetch(&config.file));
     let events: &[&str] = if managed { &["SHUTDOWN"] } else { &["INVOKE", "SHUTDOWN"] };
     let registration = api.register(name, events).await?;
-    let prefetch = reserved.map(|r| r.launch());
+    let mut prefetch = reserved.map(|r| r.launch());
     tracing::info!(
         function = registration.function_name.as_deref().unwrap_or("?"),
         version = registration.function_version.as_deref().unwrap_or("?"),
@@ -230,12 +227,14 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
             telemetry::consume(queue_rx, progress_tx).await;
             ("telemetry consumer", Ok(()))
         });
+        tokio::spawn(crate::lifecycle::track_finished(state.clone(), progress.clone()));
         let schema = if managed { TELEMETRY_SCHEMA_LMI } else { TELEMETRY_SCHEMA };
         let outcome = api.subscribe(&id, schema, &uri).await;
         match &outcome {
             Subscription::Subscribed => {
                 tracing::info!(destination = %uri, "subscribed to the Telemetry API");
                 state.set_telemetry(format!("subscribed ({uri})"));
+                state.set_subscribed();
             }
             Subscription::NotSupported(body) => {
                 tracing::warn!(answer = %body.chars().take(200).collect::<String>(), "Telemetry API not supported here (202); running without telemetry");
@@ -248,14 +247,16 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         }
     }
 
-    if let Some(prefetch) = prefetch {
-        let report = prefetch.await;
-        log_prefetch(&report);
+    // Init waits for the entries marked `required` only (they can fail it); the rest finish
+    // while the function runs, and reads join them.
+    if let Some(prefetch) = prefetch.as_mut() {
+        let report = prefetch.required().await;
         let required: Vec<String> = report
             .required_failures()
             .map(|(item, e, _)| format!("{item}: {}", e.code()))
             .collect();
         if !required.is_empty() {
+            report.log("required prefetch");
             cancel.cancel();
             let message = format!("required entries could not be fetched: {}", required.join(", "));
             return Err(init_failure(&api, name, Some(&id), "Extension.PrefetchFailed", message).await);
@@ -265,6 +266,10 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         state.defer_prefetch(config.file.clone());
     }
     if managed {
+        // No INVOKE and no freeze: the rest of the prefetch just finishes.
+        if let Some(rest) = prefetch.take() {
+            tokio::spawn(async move { rest.finish().await.log("prefetch") });
+        }
         let cache = parts.cache.clone();
         let c = cancel.clone();
         let interval = config.refresh_interval;
@@ -279,6 +284,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
         progress,
         &config,
         parts.otel.clone(),
+        prefetch,
     );
     let outcome = tokio::select! {
         ended = lifecycle.run() => match ended {
@@ -380,7 +386,7 @@ async fn refresh_timer(cache: Arc<Cache>, every: Duration, cancel: CancellationT
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {
-                let due = cache.refresh_ahead();
+                let due = cache.refresh_ahead().len();
                 if due > 0 {
                     tracing::debug!(due, "refresh-ahead started");
                 }

@@ -87,10 +87,16 @@ fn run(runtime_api: Option<String>) -> ExitCode {
 }
 
 fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, runtime_api: Option<String>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let threads = config.as_ref().map_or(1, |c| c.worker_threads.get());
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let runtime = builder.enable_all().build().context("cannot start the async runtime")?;
     match runtime_api {
         // Config errors are reported to the platform (init/error) in extension mode.
         Some(api) => runtime.block_on(app::extension(config, &api, &extension_name()))?,

@@ -456,10 +456,14 @@ async fn raw_requests_of_any_shape_get_a_4xx_or_a_close_and_change_nothing() {
 async fn hostile_telemetry_deliveries_are_answered_and_the_lifecycle_goes_on() {
     let name = unique("fuzz-telemetry");
     aws().create_secret(&name, "v").await.unwrap();
+    // The Telemetry API is subscribed only with an exporter; `end` makes `/next` wait for
+    // runtimeDone, so the lifecycle's use of it is checked too.
+    let receiver = lsc_devtools::otlp::OtlpReceiver::start().await.unwrap();
+    let endpoint = receiver.endpoint();
     let lambda = start_lambda(
         lsc_devtools::platform::Options::default(),
         Some(&format!("secrets:\n  - id: {name}\n")),
-        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("SECRETS_CACHE_FLUSH", "end")],
     )
     .await;
     lambda.platform.wait_init(Duration::from_secs(20)).await.unwrap();

@@ -1,11 +1,14 @@
-//! Extension mode under the fake Lambda platform: register, subscribe, prefetch before the
-//! first `/next`, `/next` held until `platform.runtimeDone`, SHUTDOWN, init errors, SnapStart.
+//! Extension mode under the fake Lambda platform: register, subscribe (only with an exporter),
+//! Init waiting for `required` entries only, `/next` as soon as the invocation's own work has
+//! settled (before `platform.runtimeDone`, except with `SECRETS_CACHE_FLUSH=end`), SHUTDOWN,
+//! init errors, SnapStart.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use lsc_devtools::otlp::OtlpReceiver;
 use lsc_devtools::platform::{Faults, InitType, Options};
 use lsc_devtools::proxy::{Fault, FaultKind};
 
@@ -38,9 +41,22 @@ async fn status(lambda: &Lambda) -> serde_json::Value {
     lambda.ext.get("/status").await.expect("status answers").json()
 }
 
+/// An OTLP receiver and the environment that exports to it (with `extra` on top).
+async fn exporting(extra: &[(&'static str, &'static str)]) -> (OtlpReceiver, Vec<(&'static str, String)>) {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    (receiver, env)
+}
+
+fn refs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 #[tokio::test]
 async fn registers_and_subscribes_with_the_documented_requests() {
-    let lambda = start_lambda(Options::default(), None, &[]).await;
+    let (_receiver, env) = exporting(&[]).await;
+    let lambda = start_lambda(Options::default(), None, &refs(&env)).await;
     let init = lambda.platform.wait_init(INIT).await.expect("init finishes");
     assert!(init.errors.is_empty());
 
@@ -58,7 +74,7 @@ async fn registers_and_subscribes_with_the_documented_requests() {
     assert_eq!(r.json(), serde_json::json!({"events": ["INVOKE", "SHUTDOWN"]}));
 
     let subscribe = lambda.platform.requests_to("/2022-07-01/telemetry");
-    assert_eq!(subscribe.len(), 1);
+    assert_eq!(subscribe.len(), 1, "an exporter is configured: subscribed");
     let s = &subscribe[0];
     assert_eq!(s.method, "PUT");
     assert_eq!(s.header("Content-Type"), Some("application/json"));
@@ -81,6 +97,7 @@ async fn registers_and_subscribes_with_the_documented_requests() {
 
     // Deliveries (initStart from before the subscription included) were all accepted.
     lambda.invoke(&[]).await;
+    lambda.invoke(&[]).await;
     let deliveries = lambda.platform.deliveries();
     assert!(deliveries.iter().any(|d| d.types().contains(&"platform.initStart")));
     assert!(deliveries.iter().all(|d| d.status == Some(200)), "{deliveries:?}");
@@ -93,59 +110,91 @@ async fn registers_and_subscribes_with_the_documented_requests() {
 }
 
 #[tokio::test]
-async fn reads_during_init_join_the_prefetch_and_next_waits_for_it() {
-    let ids = seeded("lc-init", 3).await;
-    let mut lambda = spawn_lambda(Options::default(), Some(&secrets_yaml(&ids)), &[]).await;
-    lambda.proxy.inject(
-        Fault::always(FaultKind::Delay(Duration::from_millis(800)))
-            .on("BatchGetSecretValue")
-            .times(1),
-    );
-    lambda.ext.wait_listening().await.unwrap();
-    // Function init runs right after registration, while the prefetch is in flight.
-    let init_reads = lambda.attach_reader(Some(vec![secret_path(&ids[1])]));
-    let init = lambda.platform.wait_init(INIT).await.unwrap();
-    assert!(init.errors.is_empty());
-
-    let reads = init_reads.await.unwrap();
-    assert_eq!(
-        reads,
-        vec![(200, "miss".to_string())],
-        "joined the in-flight prefetch, no 'not ready'"
-    );
-    assert_eq!(lambda.proxy.calls("GetSecretValue"), 0, "the early read cost no call of its own");
-    assert_eq!(lambda.proxy.calls("BatchGetSecretValue"), 1);
-
-    let registered = lambda.platform.requests_to("/2020-01-01/extension/register")[0].at;
-    let first_next = lambda.platform.next_calls()[0];
-    assert!(
-        first_next >= registered + Duration::from_millis(800),
-        "first /next at {first_next:?}, register at {registered:?}: it must wait for the prefetch"
-    );
-
-    let (_, reads) = lambda.invoke(&paths(&ids)).await;
-    assert!(reads.iter().all(|r| *r == (200, "hit".to_string())), "{reads:?}");
-    assert_eq!(lambda.proxy.total_calls(), 1);
-}
-
-#[tokio::test]
-async fn twenty_five_configured_secrets_cost_two_batch_calls() {
-    let ids = seeded("lc-25-", 25).await;
-    let lambda = start_lambda(Options::default(), Some(&secrets_yaml(&ids)), &[]).await;
+async fn without_an_exporter_nothing_subscribes_and_next_comes_before_runtime_done() {
+    // runtimeDone would reach a subscriber 200 ms after the response at the earliest.
+    let options = Options {
+        faults: Faults {
+            telemetry_delay: Some(Duration::from_millis(200)),
+            ..Faults::default()
+        },
+        ..Options::default()
+    };
+    let lambda = start_lambda(options, None, &[]).await;
     lambda.platform.wait_init(INIT).await.unwrap();
-    assert_eq!(lambda.proxy.calls("BatchGetSecretValue"), 2);
-    assert_eq!(lambda.proxy.total_calls(), 2);
-    for _ in 0..2 {
-        let (_, reads) = lambda.invoke(&paths(&ids)).await;
-        assert_eq!(reads.len(), 25);
-        assert!(reads.iter().all(|r| *r == (200, "hit".to_string())), "{reads:?}");
+    for _ in 0..3 {
+        let (outcome, _) = lambda.invoke(&[]).await;
+        let next = *lambda.platform.next_calls().last().unwrap();
+        let responded = lambda.platform.responded_at(&outcome.request_id).unwrap();
+        assert!(
+            next < responded + Duration::from_millis(200),
+            "/next at {next:?}, the response at {responded:?}"
+        );
     }
-    assert_eq!(lambda.proxy.total_calls(), 2, "hits cost nothing upstream");
+    assert!(
+        lambda.platform.requests_to("/2022-07-01/telemetry").is_empty(),
+        "nothing consumes it"
+    );
+    let s = status(&lambda).await;
+    assert_eq!(s["lifecycle"]["telemetry"], "off (no OTLP exporter)");
+    assert_eq!(s["lifecycle"]["next_released_by"]["work_settled"], 3);
 }
 
 #[tokio::test]
-async fn next_is_held_until_runtime_done() {
-    let lambda = start_lambda(Options::default(), None, &[]).await;
+async fn with_an_exporter_next_still_comes_before_runtime_done_is_delivered() {
+    let (receiver, env) = exporting(&[]).await;
+    let options = Options {
+        faults: Faults {
+            telemetry_delay: Some(Duration::from_millis(200)),
+            ..Faults::default()
+        },
+        ..Options::default()
+    };
+    let mut lambda = start_lambda(options, None, &refs(&env)).await;
+    lambda.platform.wait_init(INIT).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (outcome, _) = lambda.invoke(&[]).await;
+        let next = *lambda.platform.next_calls().last().unwrap();
+        assert!(
+            lambda
+                .platform
+                .deliveries()
+                .iter()
+                .filter(|d| d.carries("platform.runtimeDone", &outcome.request_id))
+                .all(|d| d.at > next),
+            "runtimeDone of {} was delivered before /next",
+            outcome.request_id
+        );
+        ids.push((outcome.request_id, next));
+    }
+    lambda.shutdown_exits_in_time(Duration::from_millis(1500)).await;
+    for (id, next) in ids {
+        let delivered = lambda
+            .platform
+            .deliveries()
+            .into_iter()
+            .find(|d| d.carries("platform.runtimeDone", &id))
+            .unwrap_or_else(|| panic!("runtimeDone of {id} delivered by SHUTDOWN"));
+        assert!(delivered.at > next, "{id}: delivered at {:?}, /next at {next:?}", delivered.at);
+    }
+    assert_eq!(
+        receiver.sum_by("faas.invocations", "").values().sum::<u64>(),
+        3,
+        "and the final export still counts them all"
+    );
+}
+
+#[tokio::test]
+async fn with_flush_end_next_waits_for_runtime_done() {
+    let (_receiver, env) = exporting(&[("SECRETS_CACHE_FLUSH", "end")]).await;
+    let options = Options {
+        faults: Faults {
+            telemetry_delay: Some(Duration::from_millis(200)),
+            ..Faults::default()
+        },
+        ..Options::default()
+    };
+    let lambda = start_lambda(options, None, &refs(&env)).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     for _ in 0..3 {
         let (outcome, _) = lambda.invoke(&[]).await;
@@ -169,7 +218,78 @@ async fn next_is_held_until_runtime_done() {
 }
 
 #[tokio::test]
-async fn without_runtime_done_next_is_released_at_the_deadline() {
+async fn init_waits_for_required_entries_only() {
+    for required in [false, true] {
+        let ids = seeded("lc-init", 3).await;
+        let mut yaml = secrets_yaml(&ids);
+        if required {
+            yaml.push_str("    required: true\n");
+        }
+        let mut lambda = spawn_lambda(Options::default(), Some(&yaml), &[]).await;
+        lambda.proxy.inject(
+            Fault::always(FaultKind::Delay(Duration::from_millis(800)))
+                .on("BatchGetSecretValue")
+                .times(1),
+        );
+        lambda.ext.wait_listening().await.unwrap();
+        // Function init runs right after registration, while the prefetch is in flight.
+        let init_reads = lambda.attach_reader(Some(vec![secret_path(&ids[1])]));
+        let init = lambda.platform.wait_init(INIT).await.unwrap();
+        assert!(init.errors.is_empty());
+
+        let reads = init_reads.await.unwrap();
+        assert_eq!(
+            reads,
+            vec![(200, "miss".to_string())],
+            "joined the in-flight prefetch, no 'not ready'"
+        );
+        assert_eq!(lambda.proxy.calls("GetSecretValue"), 0, "the early read cost no call of its own");
+        assert_eq!(lambda.proxy.calls("BatchGetSecretValue"), 1);
+
+        let registered = lambda.platform.requests_to("/2020-01-01/extension/register")[0].at;
+        let first_next = lambda.platform.next_calls()[0];
+        if required {
+            assert!(
+                first_next >= registered + Duration::from_millis(800),
+                "first /next at {first_next:?}, register at {registered:?}: it waits for the required entry"
+            );
+        } else {
+            // The read above held the function's init for the 800 ms, so the order shows it:
+            // the extension was on `/next` long before the prefetch answered.
+            assert!(
+                first_next < registered + Duration::from_millis(400),
+                "first /next at {first_next:?}, register at {registered:?}: no entry is required"
+            );
+        }
+
+        let (_, reads) = lambda.invoke(&paths(&ids)).await;
+        assert!(reads.iter().all(|r| *r == (200, "hit".to_string())), "{reads:?}");
+        assert_eq!(lambda.proxy.total_calls(), 1);
+    }
+}
+
+#[tokio::test]
+async fn twenty_five_configured_secrets_cost_two_batch_calls() {
+    let ids = seeded("lc-25-", 25).await;
+    let lambda = start_lambda(Options::default(), Some(&secrets_yaml(&ids)), &[]).await;
+    lambda.platform.wait_init(INIT).await.unwrap();
+    for n in 0..2 {
+        let (_, reads) = lambda.invoke(&paths(&ids)).await;
+        assert_eq!(reads.len(), 25);
+        // The first invocation may come before the prefetch has answered: its reads join it.
+        let expected: &[&str] = if n == 0 { &["hit", "miss"] } else { &["hit"] };
+        assert!(
+            reads.iter().all(|(status, x)| *status == 200 && expected.contains(&x.as_str())),
+            "{reads:?}"
+        );
+    }
+    assert_eq!(lambda.proxy.calls("BatchGetSecretValue"), 2);
+    assert_eq!(lambda.proxy.total_calls(), 2, "reads joined the prefetch, and hits cost nothing");
+}
+
+#[tokio::test]
+async fn with_flush_end_and_no_runtime_done_next_is_released_at_the_deadline() {
+    let (_receiver, env) = exporting(&[("SECRETS_CACHE_FLUSH", "end")]).await;
     let options = Options {
         timeout: Duration::from_millis(1500),
         faults: Faults {
@@ -178,7 +298,7 @@ async fn without_runtime_done_next_is_released_at_the_deadline() {
         },
         ..Options::default()
     };
-    let lambda = start_lambda(options, None, &[]).await;
+    let lambda = start_lambda(options, None, &refs(&env)).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     let (outcome, _) = lambda.invoke(&[]).await;
     assert!(!outcome.extensions_timed_out, "released before the deadline");
@@ -192,7 +312,9 @@ async fn without_runtime_done_next_is_released_at_the_deadline() {
 }
 
 #[tokio::test]
-async fn without_a_subscription_next_is_released_after_the_small_cap() {
+async fn with_flush_end_and_no_subscription_next_is_released_after_the_small_cap() {
+    let (_receiver, mut env) = exporting(&[("SECRETS_CACHE_FLUSH", "end")]).await;
+    env.push(("SECRETS_CACHE_RUNTIME_DONE_WAIT", "300ms".into()));
     let options = Options {
         timeout: Duration::from_secs(10),
         faults: Faults {
@@ -201,7 +323,7 @@ async fn without_a_subscription_next_is_released_after_the_small_cap() {
         },
         ..Options::default()
     };
-    let lambda = start_lambda(options, None, &[("SECRETS_CACHE_RUNTIME_DONE_WAIT", "300ms")]).await;
+    let lambda = start_lambda(options, None, &refs(&env)).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     for _ in 0..2 {
         let (outcome, _) = lambda.invoke(&[]).await;
@@ -228,7 +350,11 @@ async fn unknown_telemetry_types_and_event_types_are_accepted() {
         },
         ..Options::default()
     };
-    let lambda = start_lambda(options, Some(&secrets_yaml(&ids)), &[]).await;
+    // `end` so that `/next` depends on finding runtimeDone among the unknown types.
+    let (_receiver, env) = exporting(&[("SECRETS_CACHE_FLUSH", "end")]).await;
+    let mut yaml = secrets_yaml(&ids);
+    yaml.push_str("    required: true\n");
+    let lambda = start_lambda(options, Some(&yaml), &refs(&env)).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     for _ in 0..2 {
         let (_, reads) = lambda.invoke(&paths(&ids)).await;
@@ -323,7 +449,8 @@ async fn an_error_on_next_makes_the_extension_exit() {
 #[tokio::test]
 async fn refresh_ahead_during_an_invoke_keeps_the_next_read_a_hit() {
     let ids = seeded("lc-ahead", 1).await;
-    let yaml = format!("secrets:\n  - id: {}\n    ttl: 3s\n", ids[0]);
+    // Required: Init waits for it, so it is cached before the first freeze.
+    let yaml = format!("secrets:\n  - id: {}\n    ttl: 3s\n    required: true\n", ids[0]);
     // Refresh-ahead at 0.8 × 3 s ± 10 %: between 2.16 s and 2.64 s after a fetch.
     let lambda = start_lambda(Options::default(), Some(&yaml), &[("SECRETS_CACHE_REFRESH_AHEAD", "0.8")]).await;
     lambda.platform.wait_init(INIT).await.unwrap();

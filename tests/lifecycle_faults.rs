@@ -29,10 +29,17 @@ async fn a_refused_subscription_leaves_a_working_cache_without_telemetry() {
             },
             ..Options::default()
         };
+        // Only an exporter subscribes; `end` would wait for runtimeDone if telemetry worked.
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let endpoint = receiver.endpoint();
         let lambda = start_lambda(
             options,
-            Some(&format!("secrets:\n  - id: {name}\n")),
-            &[("SECRETS_CACHE_RUNTIME_DONE_WAIT", "200ms")],
+            Some(&format!("secrets:\n  - id: {name}\n    required: true\n")),
+            &[
+                ("SECRETS_CACHE_RUNTIME_DONE_WAIT", "200ms"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("SECRETS_CACHE_FLUSH", "end"),
+            ],
         )
         .await;
         let init = lambda.platform.wait_init(INIT).await.unwrap();

@@ -31,8 +31,13 @@ async fn the_extension_runs_under_lambda_simulator() {
         "secrets:\n{}",
         ids.iter().map(|id| format!("  - id: {id}\n")).collect::<String>()
     ));
+    // With an exporter the extension subscribes to the Telemetry API; `end` makes each `/next`
+    // wait for the simulator's runtimeDone, so its telemetry is checked too.
+    let receiver = lsc_devtools::otlp::OtlpReceiver::start().await.unwrap();
     let mut env = lsc_devtools::extension::base_env(&proxy.endpoint(), TOKEN);
     for (k, v) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("SECRETS_CACHE_FLUSH", "end".to_string()),
         // Lambda sets host:port without a scheme; the simulator's runtime_api_url() has one.
         ("AWS_LAMBDA_RUNTIME_API", simulator.addr().to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", "crosscheck".to_string()),
@@ -88,5 +93,10 @@ async fn the_extension_runs_under_lambda_simulator() {
     simulator.graceful_shutdown(ShutdownReason::Spindown).await;
     let exit = ext.wait_exit(Duration::from_secs(3)).await.unwrap().expect("exits after SHUTDOWN");
     assert!(exit.success(), "{exit}");
+    assert!(
+        receiver.metric_exports() >= 3,
+        "an export after each runtimeDone and at SHUTDOWN: {}",
+        receiver.metric_exports()
+    );
     let _ = std::fs::remove_file(config);
 }

@@ -1,6 +1,7 @@
 //! OTLP out, checked number by number: a scripted workload under the fake platform with known
-//! hits, misses, stale serves and failures, exported to the in-repo receiver after each
-//! invocation. Also: a collector that is down or slow costs at most the export timeout.
+//! hits, misses, stale serves and failures, exported to the in-repo receiver at the start of
+//! invocations and at SHUTDOWN. Also: a collector that is down or hung costs one export
+//! timeout per back-off period, not one per invocation.
 
 mod common;
 
@@ -23,7 +24,8 @@ async fn exported_metrics_equal_the_truth() {
     }
     let receiver = OtlpReceiver::start().await.unwrap();
     let endpoint = receiver.endpoint();
-    let yaml = format!("secrets:\n  - id: {a}\n    ttl: 1s\n  - id: {b}\n");
+    // `required`: Init waits for the prefetch, so the first reads are hits.
+    let yaml = format!("secrets:\n  - id: {a}\n    ttl: 1s\n    required: true\n  - id: {b}\n");
     let lambda = start_lambda(
         Options {
             function_name: "otlp-fn".into(),
@@ -63,6 +65,19 @@ async fn exported_metrics_equal_the_truth() {
     let failed = lambda.platform.invoke("not a list of paths").await.unwrap();
     assert_eq!(failed.status, "error");
 
+    // What /status says now; the collector gets the rest with the final export at SHUTDOWN.
+    let status = lambda.ext.get("/status").await.unwrap().json();
+    assert_eq!(
+        (status["otlp"]["exports"].as_u64(), status["otlp"]["failures"].as_u64()),
+        (Some(1), Some(0)),
+        "the default policy exported at the first invocation's start only (at most every 20 s): {}",
+        status["otlp"]
+    );
+    let upstream = lambda.proxy.total_calls() as u64;
+    let logs_before_shutdown = lambda.ext.logs();
+    let mut lambda = lambda;
+    lambda.shutdown_exits_in_time(Duration::from_millis(2000)).await;
+
     let total = |name: &str| receiver.sum_by(name, "").values().sum::<u64>();
     assert_eq!(total("faas.invocations"), 4, "platform.start of each invocation");
     assert_eq!(total("faas.errors"), 1);
@@ -71,8 +86,8 @@ async fn exported_metrics_equal_the_truth() {
     assert_eq!(receiver.histogram_count("faas.init_duration", &[]), 1);
     assert_eq!(
         receiver.histogram_count("faas.invoke_duration", &[]),
-        3,
-        "a report arrives during the next invocation, so the last one is not exported yet"
+        4,
+        "the last report arrives at SHUTDOWN, and the final export waits for it"
     );
 
     let truth: BTreeMap<String, u64> = [("error", 1), ("hit", 5), ("miss", 1), ("stale", 1)]
@@ -86,12 +101,12 @@ async fn exported_metrics_equal_the_truth() {
         7,
         "one per value served"
     );
-    let upstream = lambda.proxy.total_calls() as u64;
     assert_eq!(
         upstream,
         4,
-        "prefetch batch, c, missing, a's hung refresh: {:?}",
-        lambda.proxy.counts()
+        "prefetch batch, c, missing, a's hung refresh: {:?}\n{}",
+        lambda.proxy.counts(),
+        lambda.ext.logs().join("\n")
     );
     assert_eq!(receiver.histogram_count("secrets_cache.fetch.duration", &[]), upstream);
     assert_eq!(
@@ -134,54 +149,68 @@ async fn exported_metrics_equal_the_truth() {
         "OTEL_RESOURCE_ATTRIBUTES"
     );
 
-    // /status carries the same numbers.
-    let status = lambda.ext.get("/status").await.unwrap().json();
+    // /status carried the same numbers.
     for item in status["metrics"]["requests"].as_array().unwrap() {
         let result = item["cache.result"].as_str().unwrap();
         assert_eq!(item["count"].as_u64(), truth.get(result).copied(), "{result}");
     }
-    assert!(
-        status["otlp"]["exports"].as_u64().unwrap() >= 3,
-        "one export per invocation at least"
-    );
-    assert_eq!(status["otlp"]["failures"], 0);
 
     // Nothing secret crossed the wire or reached a log line (debug logging is on).
     assert!(!receiver.dump().contains("otlp-value-not-secret"));
-    let logs = lambda.ext.logs();
-    assert!(logs.len() > 10);
-    assert!(logs.iter().all(|l| !l.contains("otlp-value-not-secret")));
+    assert!(logs_before_shutdown.len() > 10);
+    assert!(lambda.ext.logs().iter().all(|l| !l.contains("otlp-value-not-secret")));
 }
 
 #[tokio::test]
-async fn a_down_or_slow_collector_costs_at_most_the_export_timeout() {
-    // Each export is bounded by OTEL_EXPORTER_OTLP_TIMEOUT (300 ms): the hold after the
-    // function's response stays well under a second, and every invocation completes.
-    async fn invocations_stay_bounded(endpoint: &str) -> serde_json::Value {
+async fn a_down_or_hung_collector_costs_one_timeout_per_back_off_period() {
+    // An export at every invocation's start (`periodic:0`), each bounded by 300 ms. After the
+    // first failure the next waits (2 s, doubling): ten quick invocations see one attempt, and
+    // only that one can cost the function anything.
+    async fn invocations_back_off(endpoint: &str) -> (serde_json::Value, Vec<Duration>) {
         let lambda = start_lambda(
             Options::default(),
             None,
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint), ("OTEL_EXPORTER_OTLP_TIMEOUT", "300")],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
+                ("SECRETS_CACHE_FLUSH", "periodic:0"),
+            ],
         )
         .await;
         lambda.platform.wait_init(INIT).await.unwrap();
-        for _ in 0..3 {
+        let mut held = Vec::new();
+        for _ in 0..10 {
             let (outcome, _) = lambda.invoke(&[]).await;
             assert!(!outcome.extensions_timed_out);
-            assert!(outcome.extensions_overhead < Duration::from_millis(1000), "{outcome:?}");
+            held.push(outcome.extensions_overhead);
         }
-        lambda.ext.get("/status").await.unwrap().json()
+        (lambda.ext.get("/status").await.unwrap().json(), held)
     }
 
     // Nothing listens on this port.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let status = invocations_stay_bounded(&format!("http://{closed}")).await;
-    assert!(status["otlp"]["failures"].as_u64().unwrap() >= 3, "{status}");
+    let (status, held) = invocations_back_off(&format!("http://{closed}")).await;
+    assert_eq!(
+        (status["otlp"]["exports"].as_u64(), status["otlp"]["failures"].as_u64()),
+        (Some(1), Some(1)),
+        "{status}"
+    );
+    assert!(held.iter().all(|d| *d < Duration::from_millis(300)), "{held:?}");
 
     let receiver = OtlpReceiver::start().await.unwrap();
-    receiver.set_delay(Some(Duration::from_secs(5)));
-    let status = invocations_stay_bounded(&receiver.endpoint()).await;
-    assert!(status["otlp"]["failures"].as_u64().unwrap() >= 3, "timed out: {status}");
+    receiver.set_delay(Some(Duration::from_secs(30)));
+    let (status, held) = invocations_back_off(&receiver.endpoint()).await;
+    assert_eq!(
+        (status["otlp"]["exports"].as_u64(), status["otlp"]["failures"].as_u64()),
+        (Some(1), Some(1)),
+        "one timed-out export in ten invocations: {status}"
+    );
+    let slow = held.iter().filter(|d| **d >= Duration::from_millis(100)).count();
+    assert!(slow <= 1, "at most one invocation waited for the hung collector: {held:?}");
+    assert!(
+        held.iter().all(|d| *d < Duration::from_millis(1000)),
+        "bounded by the timeout: {held:?}"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -200,33 +229,16 @@ async fn spans_join_the_invocation_trace() {
         runtime_delay: Duration::from_millis(20),
         ..Options::default()
     };
-    let lambda = start_lambda(options, None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    // An export at the start of every invocation: the next one carries this one's spans.
+    let lambda = start_lambda(
+        options,
+        None,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("SECRETS_CACHE_FLUSH", "periodic:0")],
+    )
+    .await;
     lambda.platform.wait_init(INIT).await.unwrap();
     let (outcome, reads) = lambda.invoke(&[secret_path(&id)]).await;
     assert_eq!(reads, vec![(200, "miss".to_string())]);
-
-    // Root=1-<8>-<24>: the OTel trace id is the two groups together.
-    let root = outcome
-        .trace
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("Root=1-")
-        .replace('-', "");
-    let spans = receiver.spans();
-    let server = spans.iter().find(|s| s.kind == 2).expect("a SERVER span per read");
-    let client = spans.iter().find(|s| s.kind == 3).expect("a CLIENT span per AWS call");
-    assert_eq!(hex(&server.trace_id), root, "the function's X-Ray trace");
-    assert_eq!(hex(&client.trace_id), root);
-    assert_eq!(client.parent_span_id, server.span_id, "the AWS call is a child of the read");
-    let attr = |s: &lsc_devtools::otlp::proto::tonic::trace::v1::Span, k: &str| lsc_devtools::otlp::attr(&s.attributes, k);
-    assert_eq!(attr(server, "faas.invocation_id").as_deref(), Some(outcome.request_id.as_str()));
-    assert_eq!(attr(server, "faas.coldstart").as_deref(), Some("true"));
-    assert_eq!(attr(server, "cache.result").as_deref(), Some("miss"));
-    assert_eq!(attr(client, "rpc.system").as_deref(), Some("aws-api"));
-    assert_eq!(attr(client, "rpc.service").as_deref(), Some("SecretsManager"));
-    assert_eq!(attr(client, "rpc.method").as_deref(), Some("GetSecretValue"));
-    assert!(attr(client, "aws.request_id").is_some_and(|v| !v.is_empty()), "{client:?}");
 
     // A read that carries its own traceparent is parented there instead.
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -238,8 +250,30 @@ async fn spans_join_the_invocation_trace() {
     .await
     .unwrap();
     assert_eq!(r.status, 200);
-    lambda.invoke(&[]).await; // the flush after it exports the span
+    lambda.invoke(&[]).await; // its start exports both
+
+    // Root=1-<8>-<24>: the OTel trace id is the two groups together.
+    let root = outcome
+        .trace
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("Root=1-")
+        .replace('-', "");
     let spans = receiver.spans();
+    let in_trace = |kind: i32| spans.iter().find(|s| s.kind == kind && hex(&s.trace_id) == root);
+    let server = in_trace(2).expect("a SERVER span per read, in the function's X-Ray trace");
+    let client = in_trace(3).expect("a CLIENT span per AWS call, in the same trace");
+    assert_eq!(client.parent_span_id, server.span_id, "the AWS call is a child of the read");
+    let attr = |s: &lsc_devtools::otlp::proto::tonic::trace::v1::Span, k: &str| lsc_devtools::otlp::attr(&s.attributes, k);
+    assert_eq!(attr(server, "faas.invocation_id").as_deref(), Some(outcome.request_id.as_str()));
+    assert_eq!(attr(server, "faas.coldstart").as_deref(), Some("true"));
+    assert_eq!(attr(server, "cache.result").as_deref(), Some("miss"));
+    assert_eq!(attr(client, "rpc.system").as_deref(), Some("aws-api"));
+    assert_eq!(attr(client, "rpc.service").as_deref(), Some("SecretsManager"));
+    assert_eq!(attr(client, "rpc.method").as_deref(), Some("GetSecretValue"));
+    assert!(attr(client, "aws.request_id").is_some_and(|v| !v.is_empty()), "{client:?}");
+
     let own = spans
         .iter()
         .find(|s| hex(&s.trace_id) == "4bf92f3577b34da6a3ce929d0e0e4736")

@@ -1,5 +1,6 @@
-//! End to end with a real collector: the extension under the fake platform exports to rotel,
-//! and rotel's debug output shows our metric names, attributes and the X-Ray trace id.
+//! End to end with a real collector: the extension under the fake platform exports to rotel
+//! (at the start of an invocation and at SHUTDOWN, the default policy), and rotel's debug
+//! output shows our metric names, attributes and the X-Ray trace id.
 
 mod common;
 
@@ -14,8 +15,8 @@ async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
     let id = unique("rotel");
     aws().create_secret(&id, "rotel-value-not-secret").await.unwrap();
     let rotel = Rotel::start().await.expect("rotel starts (make venv installs it)");
-    let yaml = format!("secrets:\n  - id: {id}\n");
-    let lambda = start_lambda(
+    let yaml = format!("secrets:\n  - id: {id}\n    required: true\n");
+    let mut lambda = start_lambda(
         Options {
             function_name: "rotel-fn".into(),
             runtime_delay: Duration::from_millis(20),
@@ -29,6 +30,7 @@ async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
     let (first, reads) = lambda.invoke(&[secret_path(&id), secret_path(&unique("rotel-missing"))]).await;
     assert_eq!(reads[0], (200, "hit".to_string()));
     lambda.invoke(&[secret_path(&id)]).await;
+    lambda.shutdown_exits_in_time(Duration::from_millis(2000)).await;
 
     let trace_id = first.otel_trace_id();
     let out = rotel
@@ -65,7 +67,7 @@ async fn rotel_receives_over_grpc_too() {
     let id = unique("rotel-grpc");
     aws().create_secret(&id, "rotel-grpc-value-not-secret").await.unwrap();
     let rotel = Rotel::start().await.expect("rotel starts");
-    let lambda = start_lambda(
+    let mut lambda = start_lambda(
         Options {
             function_name: "rotel-grpc-fn".into(),
             ..Options::default()
@@ -80,6 +82,10 @@ async fn rotel_receives_over_grpc_too() {
     lambda.platform.wait_init(Duration::from_secs(20)).await.unwrap();
     let (_, reads) = lambda.invoke(&[secret_path(&id)]).await;
     assert_eq!(reads, vec![(200, "miss".to_string())]);
+    lambda.invoke(&[]).await;
+    let status = lambda.ext.get("/status").await.unwrap().json();
+    assert_eq!(status["otlp"]["failures"], 0, "{status}");
+    lambda.shutdown_exits_in_time(Duration::from_millis(2000)).await;
     let out = rotel
         .wait_for(
             &[
@@ -93,6 +99,4 @@ async fn rotel_receives_over_grpc_too() {
         .await
         .unwrap();
     assert!(!out.contains("rotel-grpc-value-not-secret"));
-    let status = lambda.ext.get("/status").await.unwrap().json();
-    assert_eq!(status["otlp"]["failures"], 0, "{status}");
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod demo;
 pub mod extension;
 pub mod moto;
+pub mod null_extension;
 pub mod otlp;
 pub mod platform;
 pub mod proxy;

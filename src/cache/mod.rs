@@ -4,6 +4,7 @@
 //! Also here: TTL, refresh-ahead with jitter, stale-if-error, and eviction of the least
 //! recently read entries.
 
+pub mod background;
 pub mod entry;
 
 use std::collections::hash_map::RandomState;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use background::{Background, Report, Reserved};
 pub use entry::{Entry, EntryStats};
 
 use crate::config::{Config, FileConfig, ParameterTarget, SecretVersion};
@@ -146,19 +148,6 @@ pub struct Cache {
     cancel: Mutex<CancellationToken>,
 }
 
-/// What prefetch achieved; failures of `required` items fail init in extension mode.
-#[derive(Debug, Default)]
-pub struct PrefetchReport {
-    pub loaded: usize,
-    pub failed: Vec<(String, FetchError, bool)>,
-}
-
-impl PrefetchReport {
-    pub fn required_failures(&self) -> impl Iterator<Item = &(String, FetchError, bool)> {
-        self.failed.iter().filter(|(_, _, required)| *required)
-    }
-}
-
 impl Cache {
     pub fn new(fetch: Arc<dyn Fetch>, policy: Policy, file: &FileConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Arc<Cache> {
         let mut items = HashMap::new();
@@ -221,7 +210,10 @@ impl Cache {
 
         let trigger = if refresh_now { Trigger::RefreshNow } else { Trigger::Expired };
         let budget = self.policy.timeout[key.source.index()];
-        let flight = self.start(vec![key.to_owned()], trigger).pop().expect("one key in, one flight out");
+        let flight = self
+            .start(vec![key.to_owned()], trigger, self.cancel_token())
+            .pop()
+            .expect("one key in, one flight out");
         let result = match tokio::time::timeout(budget, wait(flight)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
@@ -250,10 +242,10 @@ impl Cache {
     }
 
     /// Joins or starts one flight per key; new ones are fetched together in one task (a batch
-    /// call when there are several). Returns a flight per key, in order.
-    fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger) -> Vec<Flight> {
+    /// call when there are several), cancelled by `cancel`. Returns a flight per key, in order.
+    fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger, cancel: CancellationToken) -> Vec<Flight> {
         let (flights, new) = self.reserve(keys);
-        self.launch(new, trigger);
+        self.launch(new, trigger, cancel);
         flights
     }
 
@@ -276,18 +268,18 @@ impl Cache {
         (flights, new)
     }
 
-    fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger) {
+    fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
         if !new.is_empty() {
             use opentelemetry::context::FutureExt;
             let this = self.clone();
             // The fetch's spans belong to whoever started it (a reader, or an invocation).
-            self.tasks.spawn(async move { this.run(new, trigger).await }.with_current_context());
+            self.tasks
+                .spawn(async move { this.run(new, trigger, cancel).await }.with_current_context());
         }
     }
 
-    async fn run(self: Arc<Self>, flights: Vec<NewFlight>, trigger: Trigger) {
+    async fn run(self: Arc<Self>, flights: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
         let keys: Vec<Key> = flights.iter().map(|(k, _)| k.clone()).collect();
-        let cancel = self.cancel_token();
         let fetch = async {
             if let [one] = keys.as_slice() {
                 vec![self.fetch.fetch(one).await]
@@ -439,68 +431,33 @@ impl Cache {
     }
 
     /// Starts a background refresh of every entry past its refresh-ahead point, using the
-    /// batch APIs. Returns how many items were due. The fetches run on `tasks()`.
-    pub fn refresh_ahead(self: &Arc<Self>) -> usize {
+    /// batch APIs. The handle says how many were due and lets the caller wait for them.
+    pub fn refresh_ahead(self: &Arc<Self>) -> Background {
+        let cancel = self.cancel_token().child_token();
+        let mut background = Background::new("refresh-ahead", cancel.clone());
         if !self.policy.enabled {
-            return 0;
+            return background;
         }
         let now = self.clock.now_ms();
         let due: Vec<Key> = unique(&self.snapshot.load().map)
             .filter(|e| e.ttl_ms > 0 && now >= e.ahead_at_ms && now >= e.stats.retry_after_ms.load(Relaxed))
             .map(|e| e.primary().clone())
             .collect();
-        let n = due.len();
         for group in batches(due) {
-            self.start(group, Trigger::Ahead);
-        }
-        n
-    }
-
-    /// Registers a flight for every configured item at once, so requests that arrive while
-    /// prefetch runs join it; then fetches them with the batch APIs in parallel.
-    pub fn prefetch(self: &Arc<Self>, file: &FileConfig) -> impl Future<Output = PrefetchReport> + Send + 'static {
-        self.reserve_prefetch(file).launch()
-    }
-
-    /// The first half of `prefetch`: flights for the configured items exist from now on (a
-    /// read joins them and waits), but nothing is fetched until `launch`. Extension mode
-    /// reserves before it registers and launches after, so registration is never delayed and
-    /// a read from the function's init can never miss the prefetch.
-    pub fn reserve_prefetch(self: &Arc<Self>, file: &FileConfig) -> Reserved {
-        let mut keys: Vec<(Key, bool)> = Vec::new();
-        let mut paths = Vec::new();
-        if self.policy.enabled {
-            keys.extend(file.secrets.iter().map(|s| (secret_key(&s.id, &s.version), s.required)));
-            for p in &file.parameters {
-                match &p.target {
-                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption), p.required)),
-                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.required)),
-                }
+            let flights = self.start(group.clone(), Trigger::Ahead, cancel.clone());
+            for (key, flight) in group.into_iter().zip(flights) {
+                background.push_flight(key.to_string(), false, flight);
             }
         }
-        let required: HashMap<Key, bool> = keys.iter().cloned().collect();
-        let mut waits = Vec::new();
-        let mut groups = Vec::new();
-        for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
-            let (flights, new) = self.reserve(group.clone());
-            waits.extend(group.into_iter().zip(flights));
-            groups.push(new);
-        }
-        Reserved {
-            cache: self.clone(),
-            groups,
-            waits,
-            paths,
-            required,
-        }
+        background
     }
 
     fn cancel_token(&self) -> CancellationToken {
         self.cancel.lock().expect("cancel lock holds no invariants").clone()
     }
 
-    /// Lets background fetches finish within `within`, then cancels the rest, so nothing is
-    /// mid-flight when the environment freezes. Returns how many were cancelled.
+    /// SHUTDOWN: lets every fetch (readers' and background ones) finish within `within`, then
+    /// cancels the rest. Returns how many were cancelled.
     pub async fn settle(&self, within: Duration) -> usize {
         self.tasks.close();
         let mut cancelled = 0;
@@ -564,86 +521,6 @@ impl Cache {
             entries: snap.entries,
             bytes: snap.bytes,
             items,
-        }
-    }
-}
-
-/// Prefetch flights registered but not started; see `Cache::reserve_prefetch`.
-pub struct Reserved {
-    cache: Arc<Cache>,
-    groups: Vec<Vec<NewFlight>>,
-    waits: Vec<(Key, Flight)>,
-    paths: Vec<(String, bool, bool)>,
-    required: HashMap<Key, bool>,
-}
-
-impl Reserved {
-    /// Starts every fetch now (batches in parallel); the future reports when all are done.
-    pub fn launch(mut self) -> impl Future<Output = PrefetchReport> + Send + 'static {
-        let cache = self.cache.clone();
-        let waits = std::mem::take(&mut self.waits);
-        let paths = std::mem::take(&mut self.paths);
-        let required = std::mem::take(&mut self.required);
-        for group in std::mem::take(&mut self.groups) {
-            cache.launch(group, Trigger::Prefetch);
-        }
-        let path_fetches: Vec<_> = paths
-            .into_iter()
-            .map(|(path, decrypt, required)| {
-                let this = cache.clone();
-                cache.tasks.spawn(async move {
-                    let cancel = this.cancel_token();
-                    let result = tokio::select! {
-                        r = this.fetch.fetch_path(&path, decrypt) => r,
-                        () = cancel.cancelled() => Err(cancelled()),
-                    };
-                    let now = this.clock.now_ms();
-                    let result = result.map(|items| {
-                        for item in items {
-                            if let Some(name) = item.name.clone() {
-                                this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                                this.install(&Key::parameter(&name, decrypt), item, now);
-                            }
-                        }
-                    });
-                    (path, result, required)
-                })
-            })
-            .collect();
-        async move {
-            let mut report = PrefetchReport::default();
-            for (key, flight) in waits {
-                match wait(flight).await {
-                    Ok(_) => report.loaded += 1,
-                    Err(e) => report
-                        .failed
-                        .push((key.to_string(), e, required.get(&key).copied().unwrap_or(false))),
-                }
-            }
-            for handle in path_fetches {
-                match handle.await {
-                    Ok((_, Ok(()), _)) => report.loaded += 1,
-                    Ok((path, Err(e), required)) => report.failed.push((format!("{path} (path)"), e, required)),
-                    Err(join) => report
-                        .failed
-                        .push(("path prefetch".into(), FetchError::Other(join.to_string()), false)),
-                }
-            }
-            report
-        }
-    }
-}
-
-impl Drop for Reserved {
-    /// Never launched (init failed first): unregister the flights so later reads fetch.
-    fn drop(&mut self) {
-        if self.groups.is_empty() {
-            return;
-        }
-        let mut in_flight = self.cache.flights.lock().expect("flight table lock holds no invariants");
-        for (key, tx) in self.groups.drain(..).flatten() {
-            in_flight.remove(&key);
-            let _ = tx.send(Some(Err(cancelled())));
         }
     }
 }

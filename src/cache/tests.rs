@@ -287,7 +287,7 @@ async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
     for n in ["pinned", "a", "b", "c"] {
         fetch.set(n, Ok(n));
     }
-    cache.prefetch(&file).await;
+    cache.prefetch(&file).finish().await;
     clock.advance(Duration::from_secs(2));
     cache.get(key("a"), false).await.unwrap();
     clock.advance(Duration::from_secs(2));
@@ -353,7 +353,7 @@ async fn prefetch_batches_and_early_readers_join_it() {
     // A read issued before prefetch completes joins its flight: a miss, but no extra call.
     let early = cache.get(key("s7"), false).await.unwrap();
     assert_eq!(early.result, CacheResult::Miss);
-    let report = prefetch.await;
+    let report = prefetch.finish().await;
     assert_eq!((report.loaded, report.failed.len()), (26, 0));
     assert_eq!(*fetch.batches.lock().unwrap(), vec![20, 5]);
     assert_eq!(fetch.calls.load(SeqCst), 3, "two batches and one path");
@@ -376,10 +376,37 @@ async fn prefetch_reports_required_failures() {
         ..Default::default()
     };
     let (cache, _, _, _) = setup(policy(), &file);
-    let report = cache.prefetch(&file).await;
+    let report = cache.prefetch(&file).finish().await;
     let failures: Vec<_> = report.required_failures().collect();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].1.code(), "ResourceNotFoundException");
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_waits_for_required_entries_only() {
+    let item = |id: &str, required| SecretItem {
+        id: id.into(),
+        version: SecretVersion::Stage("AWSPREVIOUS".into()),
+        ttl: None,
+        required,
+    };
+    // Pinned versions are fetched one by one, so the two items are two fetches.
+    let file = FileConfig {
+        secrets: vec![item("needed", true), item("later", false)],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(policy(), &file);
+    fetch.set("needed", Ok("n"));
+    fetch.set("later", Ok("l"));
+    fetch.delay_ms.store(100, SeqCst);
+    let started = tokio::time::Instant::now();
+    let mut prefetch = cache.prefetch(&file);
+    let required = prefetch.required().await;
+    assert_eq!((required.loaded, required.failed.len()), (1, 0));
+    assert_eq!(prefetch.len(), 1, "the optional entry is still to come");
+    let rest = prefetch.finish().await;
+    assert_eq!(rest.loaded, 1);
+    assert_eq!(started.elapsed(), Duration::from_millis(100), "the two ran in parallel");
 }
 
 #[tokio::test]
@@ -389,12 +416,13 @@ async fn refresh_ahead_refreshes_due_entries_in_batches() {
         fetch.set(n, Ok("one"));
         cache.get(key(n), false).await.unwrap();
     }
-    assert_eq!(cache.refresh_ahead(), 0, "nothing is due yet");
+    assert_eq!(cache.refresh_ahead().len(), 0, "nothing is due yet");
     fetch.set("a", Ok("two"));
     clock.advance(Duration::from_secs(270)); // 90 % of the TTL: past 80 % ± 10 %
-    assert_eq!(cache.refresh_ahead(), 3);
-    cache.tasks().close();
-    cache.tasks().wait().await;
+    let refresh = cache.refresh_ahead();
+    assert_eq!(refresh.len(), 3);
+    let report = refresh.finish().await;
+    assert_eq!((report.loaded, report.failed.len()), (3, 0));
     assert_eq!(*fetch.batches.lock().unwrap(), vec![3]);
     let s = cache.get(key("a"), false).await.unwrap();
     assert_eq!((s.result, body(&s)), (CacheResult::Hit, "two"));
@@ -416,21 +444,22 @@ async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
     let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
+    let within = |d: Duration| tokio::time::Instant::now() + d;
 
     // Past the refresh-ahead point; a refresh that takes 50 ms finishes within the bound.
     clock.advance(Duration::from_secs(270)); // past 0.8 × 300 s + 10 % jitter
     fetch.set("a", Ok("two"));
     fetch.delay_ms.store(50, SeqCst);
-    assert_eq!(cache.refresh_ahead(), 1);
-    assert_eq!(cache.settle(Duration::from_secs(1)).await, 0);
+    let report = cache.refresh_ahead().settle(within(Duration::from_secs(1))).await;
+    assert_eq!((report.loaded, report.cancelled), (1, 0));
     assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "two");
 
     // One that would take 10 s is cancelled at the bound: the old value stays, no back-off.
     clock.advance(Duration::from_secs(270)); // past 0.8 × 300 s + 10 % jitter
     fetch.set("a", Ok("three"));
     fetch.delay_ms.store(10_000, SeqCst);
-    assert_eq!(cache.refresh_ahead(), 1);
-    assert_eq!(cache.settle(Duration::from_millis(200)).await, 1);
+    let report = cache.refresh_ahead().settle(within(Duration::from_millis(200))).await;
+    assert_eq!((report.loaded, report.cancelled), (0, 1));
     assert!(cache.tasks().is_empty(), "nothing left in flight");
     let entry = cache.get(key("a"), false).await.unwrap();
     assert_eq!((entry.result, body(&entry)), (CacheResult::Hit, "two"));
@@ -438,9 +467,30 @@ async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
 
     // The cache still works afterwards: the next refresh is not born cancelled.
     fetch.delay_ms.store(0, SeqCst);
-    assert_eq!(cache.refresh_ahead(), 1);
-    assert_eq!(cache.settle(Duration::from_secs(1)).await, 0);
+    let report = cache.refresh_ahead().settle(within(Duration::from_secs(1))).await;
+    assert_eq!((report.loaded, report.cancelled), (1, 0));
     assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "three");
+}
+
+#[tokio::test(start_paused = true)]
+async fn settling_refresh_ahead_never_cancels_a_readers_fetch() {
+    // `/next` comes while the function still runs: settling the INVOKE's own work must not
+    // cut a fetch the function's read is waiting on.
+    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    fetch.set("b", Ok("bee"));
+    cache.get(key("a"), false).await.unwrap();
+    clock.advance(Duration::from_secs(270));
+    fetch.delay_ms.store(1000, SeqCst);
+    let c = cache.clone();
+    let reader = tokio::spawn(async move { c.get(key("b"), false).await });
+    tokio::task::yield_now().await;
+    let refresh = cache.refresh_ahead();
+    assert_eq!(refresh.len(), 1, "only a is due");
+    let report = refresh.settle(tokio::time::Instant::now() + Duration::from_millis(200)).await;
+    assert_eq!(report.cancelled, 1, "the slow refresh of a is cancelled");
+    let read = reader.await.unwrap().expect("the reader's own fetch went on");
+    assert_eq!((read.result, body(&read)), (CacheResult::Miss, "bee"));
 }
 
 #[tokio::test]
@@ -471,7 +521,7 @@ async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
     let early = tokio::spawn(async move { c.get(key("a"), false).await });
     tokio::task::yield_now().await;
     assert_eq!(fetch.calls.load(SeqCst), 0, "nothing fetched before launch");
-    let report = reserved.launch().await;
+    let report = reserved.launch().finish().await;
     assert_eq!(report.loaded, 1);
     assert_eq!(early.await.unwrap().unwrap().result, CacheResult::Miss);
     assert_eq!(fetch.calls.load(SeqCst), 1, "the early read joined");

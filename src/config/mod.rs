@@ -20,6 +20,10 @@ pub const DEFAULT_PORT: u16 = 2773;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 pub const DEFAULT_CONFIG_PATH: &str = "/var/task/config.yaml";
+/// The async runtime's threads (`SECRETS_CACHE_WORKER_THREADS`); see the README's Performance.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// Extension mode: the least time between exports at the start of invocations.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(20);
 /// Checked in this order; the first one set is the token (SPEC §2).
 pub const TOKEN_VARIABLES: [&str; 3] = ["AWS_TOKEN", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN"];
 
@@ -103,6 +107,10 @@ pub struct Config {
     pub max_upstream_connections: NonZeroUsize,
     /// Concurrent inbound connections before 429.
     pub max_inbound_connections: NonZeroUsize,
+    /// The async runtime: `1` runs everything on the main thread (tokio's current-thread
+    /// runtime); more is a work-stealing runtime with that many workers
+    /// (`SECRETS_CACHE_WORKER_THREADS`).
+    pub worker_threads: NonZeroUsize,
     pub log_level: LogLevel,
     pub token: Token,
     pub config_path: PathBuf,
@@ -114,7 +122,7 @@ pub struct Config {
     pub init_type: InitType,
     /// Extension mode: the host the Telemetry API listener binds and subscribes with.
     pub sandbox_host: String,
-    /// Extension mode: how long `/next` is held for `platform.runtimeDone` while the Telemetry
+    /// Extension mode, policy `end`: how long `/next` is held for `platform.runtimeDone` while the Telemetry
     /// API has delivered nothing (no subscription, a local emulator).
     pub runtime_done_wait: Duration,
     /// OTLP export, from the standard `OTEL_*` variables; `None` = off.
@@ -301,6 +309,9 @@ impl Config {
         let cache_size = c.integer("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", 0, 1_000_000).unwrap_or(1000) as usize;
         let max_upstream = c.integer("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", 1, 1000).unwrap_or(3) as usize;
         let max_inbound = c.integer("SECRETS_CACHE_MAX_INBOUND_CONNECTIONS", 1, 10_000).unwrap_or(800) as usize;
+        let worker_threads = c
+            .integer("SECRETS_CACHE_WORKER_THREADS", 1, 64)
+            .unwrap_or(DEFAULT_WORKER_THREADS as u64) as usize;
         let log_level = match c.var("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL").map(|v| v.to_ascii_lowercase()) {
             None => LogLevel::Info,
             Some(v) => match v.as_str() {
@@ -373,15 +384,15 @@ impl Config {
         });
 
         // At the start of invocations, at most every OTEL_METRIC_EXPORT_INTERVAL (20 s unless set).
-        let flush_interval = otel.as_ref().map_or(Duration::from_secs(20), |o| {
+        let flush_interval = otel.as_ref().map_or(DEFAULT_FLUSH_INTERVAL, |o| {
             if env.get("OTEL_METRIC_EXPORT_INTERVAL").is_some() {
                 o.interval
             } else {
-                Duration::from_secs(20)
+                DEFAULT_FLUSH_INTERVAL
             }
         });
         let flush = match c.var("SECRETS_CACHE_FLUSH") {
-            None => crate::lifecycle::flush::FlushPolicy::Adaptive(flush_interval),
+            None => crate::lifecycle::flush::FlushPolicy::Periodic(flush_interval),
             Some(v) => crate::lifecycle::flush::FlushPolicy::parse(&v, flush_interval).unwrap_or_else(|e| {
                 c.bad("SECRETS_CACHE_FLUSH", e);
                 crate::lifecycle::flush::FlushPolicy::End
@@ -446,6 +457,7 @@ impl Config {
             refresh_interval,
             max_upstream_connections: NonZeroUsize::new(max_upstream).expect("range starts at 1"),
             max_inbound_connections: NonZeroUsize::new(max_inbound).expect("range starts at 1"),
+            worker_threads: NonZeroUsize::new(worker_threads).expect("range starts at 1"),
             log_level,
             token: token.expect("checked above"),
             config_path,
@@ -491,6 +503,14 @@ impl Config {
         );
         let _ = writeln!(out, "upstream connections:   {} per service", self.max_upstream_connections);
         let _ = writeln!(out, "inbound connections:    {}", self.max_inbound_connections);
+        let _ = writeln!(
+            out,
+            "async runtime:          {}",
+            match self.worker_threads.get() {
+                1 => "current-thread (the main thread)".to_string(),
+                n => format!("multi-thread, {n} workers"),
+            }
+        );
         let _ = writeln!(out, "log level:              {}", self.log_level.as_filter());
         let _ = writeln!(out, "token from:             {}", self.token.source);
         let _ = writeln!(out, "initialization type:    {}", self.init_type.as_str());

@@ -253,7 +253,8 @@ fn expect_ok(call: &'static str, answer: Answer) -> Result<Answer, LifecycleErro
 }
 
 /// Platform events only (function and extension logs would include our own output: a loop),
-/// and the smallest buffering delay the API allows: `platform.runtimeDone` gates `/next`.
+/// and the smallest buffering delay the API allows: under `SECRETS_CACHE_FLUSH=end`
+/// `platform.runtimeDone` gates `/next`.
 pub fn subscription_body(schema: &str, destination: &str) -> String {
     serde_json::json!({
         "schemaVersion": schema,

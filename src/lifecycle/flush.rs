@@ -1,102 +1,101 @@
-//! When to export in extension mode (`SECRETS_CACHE_FLUSH`). Exporting before `/next` costs
-//! billed time but never caller latency; exporting at the start of an invocation overlaps the
-//! export with the function's own run. `adaptive` (the default, as rotel and Datadog do it)
-//! flushes at the end while traffic is sporadic, and at the start — at most every interval —
-//! once invocations are frequent. Decisions use the wall clock: the process is frozen between
-//! invocations and no timer can be trusted.
+//! When to export in extension mode (`SECRETS_CACHE_FLUSH`). The time between the function's
+//! response and our `/next` is billed to the user, so the default never waits for the
+//! function: what earlier invocations recorded is exported at the start of an invocation,
+//! overlapping the function's own run (`periodic`, at most every interval), and at SHUTDOWN.
+//! `end` waits for `platform.runtimeDone` and exports before `/next`, for users who want every
+//! invocation's data at once and accept its cost. After a failed export the next one waits,
+//! doubling up to five minutes, so a collector that is down or hung costs one timeout per
+//! back-off period rather than one per invocation. Decisions use the wall clock: the process is
+//! frozen between invocations and no timer can be trusted.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushPolicy {
     /// After `platform.runtimeDone`, before every `/next`.
     End,
-    /// At the start of an invocation, at most every `interval`.
+    /// At the start of an invocation, at most every `interval` (zero: every invocation).
     Periodic(Duration),
-    /// `End` until invocations are frequent, then `Periodic(interval)`.
-    Adaptive(Duration),
 }
 
 impl FlushPolicy {
+    /// `periodic`, `periodic:<ms>` or `end`; `interval` is what a bare `periodic` means.
+    /// `adaptive`, the earlier default, is read as `periodic`.
     pub fn parse(value: &str, interval: Duration) -> Result<FlushPolicy, String> {
         match value.trim() {
             "end" => Ok(FlushPolicy::End),
-            "adaptive" => Ok(FlushPolicy::Adaptive(interval)),
+            "periodic" | "adaptive" => Ok(FlushPolicy::Periodic(interval)),
             other => match other.strip_prefix("periodic:").map(str::parse::<u64>) {
-                Some(Ok(ms)) if ms >= 100 => Ok(FlushPolicy::Periodic(Duration::from_millis(ms))),
-                _ => Err(format!("{other:?} is not end, adaptive or periodic:<ms ≥ 100>")),
+                Some(Ok(ms)) => Ok(FlushPolicy::Periodic(Duration::from_millis(ms))),
+                _ => Err(format!("{other:?} is not periodic, periodic:<ms> or end")),
             },
         }
     }
 }
 
-/// Invocations considered for "frequent".
-const WINDOW: usize = 20;
-/// Frequent = the last `WINDOW` invocations came at least once a minute on average.
-const FREQUENT: Duration = Duration::from_secs(60);
-/// A gap this long means the traffic pattern starts over.
-const IDLE_RESET: Duration = Duration::from_secs(300);
+/// The longest wait after consecutive failed exports.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The first wait after a failure under `end` (which has no interval of its own).
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct FlushControl {
     policy: FlushPolicy,
-    recent: VecDeque<u64>,
-    last_flush_ms: u64,
+    /// Wall-clock ms of the last export attempt.
+    last_ms: Option<u64>,
+    /// Consecutive failed exports.
+    failures: u32,
 }
 
 impl FlushControl {
     pub fn new(policy: FlushPolicy) -> FlushControl {
         FlushControl {
             policy,
-            recent: VecDeque::with_capacity(WINDOW),
-            last_flush_ms: 0,
+            last_ms: None,
+            failures: 0,
         }
     }
 
-    /// Records an INVOKE at `now_ms`; true when a flush should start now.
-    pub fn on_invoke(&mut self, now_ms: u64) -> bool {
-        if self
-            .recent
-            .back()
-            .is_some_and(|&last| now_ms.saturating_sub(last) > IDLE_RESET.as_millis() as u64)
-        {
-            self.recent.clear();
-        }
-        if self.recent.len() == WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(now_ms);
-        match self.at_start_every() {
-            Some(interval) => now_ms.saturating_sub(self.last_flush_ms) >= interval.as_millis() as u64,
-            None => false,
+    /// Whether `/next` waits for `platform.runtimeDone` (policy `end`).
+    pub fn waits_for_runtime_done(&self) -> bool {
+        self.policy == FlushPolicy::End
+    }
+
+    /// At an INVOKE: export now, overlapping the function's run?
+    pub fn at_start(&self, now_ms: u64) -> bool {
+        matches!(self.policy, FlushPolicy::Periodic(_)) && self.due(now_ms)
+    }
+
+    /// After runtimeDone: export before `/next`?
+    pub fn at_end(&self, now_ms: u64) -> bool {
+        self.policy == FlushPolicy::End && self.due(now_ms)
+    }
+
+    /// Records an export attempt that ended at `now_ms`.
+    pub fn exported(&mut self, now_ms: u64, ok: bool) {
+        self.last_ms = Some(now_ms);
+        self.failures = if ok { 0 } else { self.failures.saturating_add(1) };
+    }
+
+    fn due(&self, now_ms: u64) -> bool {
+        match self.last_ms {
+            None => true,
+            Some(last) => now_ms.saturating_sub(last) >= self.wait().as_millis() as u64,
         }
     }
 
-    /// Whether to flush before `/next` this time.
-    pub fn at_end(&self) -> bool {
-        self.at_start_every().is_none()
-    }
-
-    pub fn flushed(&mut self, now_ms: u64) {
-        self.last_flush_ms = now_ms;
-    }
-
-    /// `Some(interval)` while flushing at the start of invocations.
-    fn at_start_every(&self) -> Option<Duration> {
-        match self.policy {
-            FlushPolicy::End => None,
-            FlushPolicy::Periodic(interval) => Some(interval),
-            FlushPolicy::Adaptive(interval) => self.frequent().then_some(interval),
+    /// The gap required since the last attempt: the interval, or after `n` failures
+    /// `max(interval, 1 s) × 2ⁿ`, at most five minutes.
+    fn wait(&self) -> Duration {
+        let interval = match self.policy {
+            FlushPolicy::End => Duration::ZERO,
+            FlushPolicy::Periodic(interval) => interval,
+        };
+        if self.failures == 0 {
+            return interval;
         }
-    }
-
-    fn frequent(&self) -> bool {
-        if self.recent.len() < WINDOW {
-            return false;
-        }
-        let span = self.recent.back().copied().unwrap_or(0) - self.recent.front().copied().unwrap_or(0);
-        span / (WINDOW as u64 - 1) <= FREQUENT.as_millis() as u64
+        let base = interval.max(MIN_BACKOFF);
+        base.saturating_mul(1u32 << self.failures.min(16)).min(MAX_BACKOFF).max(interval)
     }
 }
 
@@ -107,73 +106,75 @@ mod tests {
     const S: u64 = 1000;
 
     #[test]
-    fn parses_the_three_policies() {
+    fn parses_the_policies() {
         let i = Duration::from_secs(20);
         assert_eq!(FlushPolicy::parse("end", i), Ok(FlushPolicy::End));
-        assert_eq!(FlushPolicy::parse("adaptive", i), Ok(FlushPolicy::Adaptive(i)));
+        assert_eq!(FlushPolicy::parse("periodic", i), Ok(FlushPolicy::Periodic(i)));
+        assert_eq!(FlushPolicy::parse("adaptive", i), Ok(FlushPolicy::Periodic(i)), "the old default");
         assert_eq!(
             FlushPolicy::parse("periodic:5000", i),
             Ok(FlushPolicy::Periodic(Duration::from_secs(5)))
         );
-        assert!(FlushPolicy::parse("periodic:5", i).is_err());
+        assert_eq!(FlushPolicy::parse("periodic:0", i), Ok(FlushPolicy::Periodic(Duration::ZERO)));
+        assert!(FlushPolicy::parse("periodic:soon", i).is_err());
         assert!(FlushPolicy::parse("sometimes", i).is_err());
     }
 
     #[test]
-    fn end_flushes_every_invocation_at_the_end() {
+    fn end_exports_after_every_invocation_and_never_at_the_start() {
         let mut c = FlushControl::new(FlushPolicy::End);
+        assert!(c.waits_for_runtime_done());
         for t in 0..50 {
-            assert!(!c.on_invoke(t * S));
-            assert!(c.at_end());
+            assert!(!c.at_start(t * S));
+            assert!(c.at_end(t * S));
+            c.exported(t * S, true);
         }
     }
 
     #[test]
-    fn periodic_flushes_at_the_start_at_most_every_interval() {
+    fn periodic_exports_at_the_start_at_most_every_interval() {
         let mut c = FlushControl::new(FlushPolicy::Periodic(Duration::from_secs(10)));
-        let mut flushes = Vec::new();
+        assert!(!c.waits_for_runtime_done());
+        let mut exports = Vec::new();
         for t in (0..60).map(|n| 1_000_000 + n * 2 * S) {
-            if c.on_invoke(t) {
-                c.flushed(t);
-                flushes.push(t);
+            assert!(!c.at_end(t));
+            if c.at_start(t) {
+                c.exported(t, true);
+                exports.push(t);
             }
-            assert!(!c.at_end());
         }
-        assert_eq!(flushes.len(), 12, "every 10 s over 120 s: {flushes:?}");
+        assert_eq!(exports.len(), 12, "every 10 s over 120 s: {exports:?}");
+        let mut every = FlushControl::new(FlushPolicy::Periodic(Duration::ZERO));
+        for t in 0..10 {
+            assert!(every.at_start(t));
+            every.exported(t, true);
+        }
     }
 
     #[test]
-    fn adaptive_switches_after_twenty_frequent_invocations_and_back_after_idle() {
-        let mut c = FlushControl::new(FlushPolicy::Adaptive(Duration::from_secs(20)));
+    fn failures_back_off_doubling_up_to_five_minutes_and_success_resets() {
+        // Under `end`: 2 s, 4 s, 8 s … 256 s, then 300 s.
+        let mut c = FlushControl::new(FlushPolicy::End);
         let mut t = 1_000_000;
-        for n in 0..WINDOW {
-            let start = c.on_invoke(t);
-            assert!(!start || n == WINDOW - 1);
-            if n < WINDOW - 1 {
-                assert!(c.at_end(), "sporadic until the window is full ({n})");
+        let mut gaps = Vec::new();
+        for _ in 0..10 {
+            c.exported(t, false);
+            let mut next = t + 1;
+            while !c.at_end(next) {
+                next += 1;
             }
-            t += 5 * S;
+            gaps.push((next - t) / S);
+            t = next;
         }
-        assert!(!c.at_end(), "frequent now: flush at the start");
-        // Every 5 s: a start flush every 20 s.
-        let mut flushes = 0;
-        for _ in 0..40 {
-            if c.on_invoke(t) {
-                c.flushed(t);
-                flushes += 1;
-            }
-            t += 5 * S;
-        }
-        assert_eq!(flushes, 10);
-        // Ten idle minutes: sporadic again.
-        t += 600 * S;
-        assert!(!c.on_invoke(t));
-        assert!(c.at_end());
-        // Slow traffic (every 2 minutes) never counts as frequent.
-        let mut c = FlushControl::new(FlushPolicy::Adaptive(Duration::from_secs(20)));
-        for n in 0..40 {
-            c.on_invoke(n * 120 * S);
-            assert!(c.at_end());
-        }
+        assert_eq!(gaps, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        c.exported(t, true);
+        assert!(c.at_end(t), "a success ends the back-off");
+
+        // Periodic every 20 s: 40 s, 80 s, 160 s, 300 s.
+        let mut c = FlushControl::new(FlushPolicy::Periodic(Duration::from_secs(20)));
+        c.exported(0, false);
+        assert!(!c.at_start(39 * S) && c.at_start(40 * S));
+        c.exported(40 * S, false);
+        assert!(!c.at_start(119 * S) && c.at_start(120 * S));
     }
 }

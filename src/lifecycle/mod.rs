@@ -1,7 +1,10 @@
 //! Lambda lifecycle (extension mode): the `/event/next` loop and what each event means for the
-//! cache. INVOKE starts refresh-ahead, then holds `/next` until the platform says the function
-//! is done (`platform.runtimeDone`, bounded) and nothing is left in flight; SHUTDOWN ends the
-//! loop. Time is judged by the wall clock: the process is frozen between events.
+//! cache. The time between the function's response and our `/next` is billed to the user, so
+//! INVOKE starts its work (refresh-ahead, an export of what earlier invocations recorded) to
+//! overlap the function's run and calls `/next` as soon as that work has settled, without
+//! waiting for the function; only the `end` flush policy waits for `platform.runtimeDone`.
+//! Nothing this loop started is in flight at `/next`. SHUTDOWN ends the loop. Time is judged by
+//! the wall clock: the process is frozen between events.
 
 pub mod client;
 pub mod event;
@@ -20,7 +23,7 @@ use tokio::time::Instant;
 pub use client::{ExtensionsApi, LifecycleError, Registration, Subscription};
 pub use event::{Event, Invoke, Shutdown, ShutdownReason, XRayHeader};
 
-use crate::cache::{Cache, Clock};
+use crate::cache::{Background, Cache, Clock};
 use crate::config::{Config, FileConfig, InitType};
 use crate::telemetry::Progress;
 
@@ -38,14 +41,16 @@ pub struct Invocation {
     pub coldstart: bool,
 }
 
-/// How an INVOKE's wait for `platform.runtimeDone` ended.
+/// What released an INVOKE's `/next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waited {
-    /// The function finished (runtimeDone for this request arrived).
+pub enum Released {
+    /// The invocation's own work settled (the default: the function is not waited for).
+    Settled,
+    /// Policy `end`: the function finished (runtimeDone for this request arrived).
     RuntimeDone,
-    /// The Telemetry API delivered nothing within `SECRETS_CACHE_RUNTIME_DONE_WAIT`.
+    /// Policy `end`: the Telemetry API delivered nothing within `SECRETS_CACHE_RUNTIME_DONE_WAIT`.
     NoTelemetry,
-    /// Telemetry works, but runtimeDone did not come before the deadline.
+    /// Policy `end`: telemetry works, but runtimeDone did not come before the deadline.
     Deadline,
 }
 
@@ -55,12 +60,15 @@ pub struct State {
     invocations: AtomicU64,
     current: ArcSwapOption<Invocation>,
     telemetry: Mutex<String>,
-    runtime_done: AtomicU64,
-    no_telemetry: AtomicU64,
-    deadline: AtomicU64,
+    /// The Telemetry API accepted our subscription: deliveries will come.
+    subscribed: AtomicBool,
+    /// INVOKEs by what released their `/next` (`Released` as index).
+    released: [AtomicU64; 4],
     cancelled_fetches: AtomicU64,
     /// SnapStart: the prefetch list, held until the first sign of a restore.
     deferred: Mutex<Option<FileConfig>>,
+    /// SnapStart: the prefetch started at the restore, for the INVOKE to settle before `/next`.
+    restore_prefetch: Mutex<Option<Background>>,
     /// Set once init is over; whoever sees activity first after that runs the prefetch.
     restore_armed: AtomicBool,
     /// The Telemetry API side, once the listener runs: what arrived, what was dropped.
@@ -74,8 +82,8 @@ pub struct StateSnapshot {
     pub invocations: u64,
     pub current_request_id: Option<String>,
     pub telemetry: String,
-    /// How each INVOKE's hold on `/next` ended.
-    pub next_released_by: Released,
+    /// What released each INVOKE's `/next`.
+    pub next_released_by: ReleasedCounts,
     pub cancelled_fetches: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry_in: Option<TelemetryIn>,
@@ -93,7 +101,8 @@ pub struct TelemetryIn {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Released {
+pub struct ReleasedCounts {
+    pub work_settled: u64,
     pub runtime_done: u64,
     pub no_telemetry: u64,
     pub deadline: u64,
@@ -106,11 +115,11 @@ impl State {
             invocations: AtomicU64::new(0),
             current: ArcSwapOption::empty(),
             telemetry: Mutex::new("not subscribed".into()),
-            runtime_done: AtomicU64::new(0),
-            no_telemetry: AtomicU64::new(0),
-            deadline: AtomicU64::new(0),
+            subscribed: AtomicBool::new(false),
+            released: Default::default(),
             cancelled_fetches: AtomicU64::new(0),
             deferred: Mutex::new(None),
+            restore_prefetch: Mutex::new(None),
             restore_armed: AtomicBool::new(false),
             telemetry_in: std::sync::OnceLock::new(),
         }
@@ -147,12 +156,33 @@ impl State {
         cache.clear();
         let prefetch = cache.prefetch(&file);
         drop(deferred);
-        tokio::spawn(async move { crate::app::log_prefetch(&prefetch.await) });
+        *self.restore_prefetch.lock().expect("restore prefetch lock holds no invariants") = Some(prefetch);
+    }
+
+    fn take_restore_prefetch(&self) -> Option<Background> {
+        self.restore_prefetch
+            .lock()
+            .expect("restore prefetch lock holds no invariants")
+            .take()
+    }
+
+    /// The function behind `request_id` has finished (`platform.runtimeDone`): reads from now on
+    /// belong to no invocation, unless the next INVOKE has already replaced it.
+    pub fn finished(&self, request_id: &str) {
+        let current = self.current.load();
+        if current.as_ref().is_some_and(|c| c.request_id == request_id) {
+            self.current.compare_and_swap(&*current, None);
+        }
     }
 
     /// The invocation in progress; `None` during init.
     pub fn current(&self) -> Option<Arc<Invocation>> {
         self.current.load_full()
+    }
+
+    /// The subscription succeeded.
+    pub fn set_subscribed(&self) {
+        self.subscribed.store(true, Relaxed);
     }
 
     pub fn set_telemetry(&self, description: impl Into<String>) {
@@ -170,10 +200,11 @@ impl State {
                 .lock()
                 .expect("telemetry description lock holds no invariants")
                 .clone(),
-            next_released_by: Released {
-                runtime_done: self.runtime_done.load(Relaxed),
-                no_telemetry: self.no_telemetry.load(Relaxed),
-                deadline: self.deadline.load(Relaxed),
+            next_released_by: ReleasedCounts {
+                work_settled: self.released[Released::Settled as usize].load(Relaxed),
+                runtime_done: self.released[Released::RuntimeDone as usize].load(Relaxed),
+                no_telemetry: self.released[Released::NoTelemetry as usize].load(Relaxed),
+                deadline: self.released[Released::Deadline as usize].load(Relaxed),
             },
             cancelled_fetches: self.cancelled_fetches.load(Relaxed),
             telemetry_in: self.telemetry_in.get().map(|(progress, dropped)| {
@@ -193,19 +224,29 @@ impl State {
 
 /// The `/event/next` loop after a successful init.
 pub struct Lifecycle {
-    pub api: ExtensionsApi,
-    pub id: String,
-    pub cache: Arc<Cache>,
-    pub state: Arc<State>,
-    pub progress: watch::Receiver<Progress>,
-    pub runtime_done_wait: Duration,
+    api: ExtensionsApi,
+    id: String,
+    cache: Arc<Cache>,
+    state: Arc<State>,
+    progress: watch::Receiver<Progress>,
+    runtime_done_wait: Duration,
     /// The longest a background fetch may need (the larger upstream timeout).
-    pub fetch_budget: Duration,
-    pub otel: Option<Arc<crate::telemetry::otlp::Otel>>,
-    pub flush: flush::FlushControl,
+    fetch_budget: Duration,
+    otel: Option<Arc<crate::telemetry::otlp::Otel>>,
+    flush: flush::FlushControl,
+    /// Work begun before the first INVOKE that Init did not wait for (the prefetch of entries
+    /// not marked `required`); the first INVOKE settles it before `/next`.
+    pending: Option<Background>,
+    /// The last INVOKE's request id: its `platform.report` is awaited at SHUTDOWN.
+    last_request_id: Option<String>,
 }
 
+/// Kept for the SHUTDOWN export out of the deadline's remainder: the wait for the last
+/// invocation's `platform.report` takes at most this share of it, and never more than this.
+const LAST_REPORT_WAIT: Duration = Duration::from_millis(300);
+
 impl Lifecycle {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         api: ExtensionsApi,
         id: String,
@@ -214,6 +255,7 @@ impl Lifecycle {
         progress: watch::Receiver<Progress>,
         config: &Config,
         otel: Option<Arc<crate::telemetry::otlp::Otel>>,
+        pending: Option<Background>,
     ) -> Self {
         Lifecycle {
             api,
@@ -225,6 +267,8 @@ impl Lifecycle {
             fetch_budget: config.secrets.timeout.max(config.ssm.timeout),
             otel,
             flush: flush::FlushControl::new(config.flush),
+            pending,
+            last_request_id: None,
         }
     }
 
@@ -237,6 +281,7 @@ impl Lifecycle {
                 Event::Invoke(invoke) => self.invoke(invoke).await,
                 Event::Shutdown(shutdown) => {
                     self.state.current.store(None);
+                    self.await_last_report(instant_of(shutdown.deadline_ms)).await;
                     return Ok(shutdown);
                 }
                 Event::Unknown(kind) => {
@@ -251,6 +296,7 @@ impl Lifecycle {
         let coldstart = self.state.invocations.fetch_add(1, Relaxed) == 0;
         let hard_stop = instant_of(invoke.deadline_ms).checked_sub(DEADLINE_MARGIN).unwrap_or(received);
         let request_id = invoke.request_id.clone();
+        self.last_request_id = Some(request_id.clone());
         self.state.current.store(Some(Arc::new(Invocation {
             request_id: invoke.request_id,
             deadline_ms: invoke.deadline_ms,
@@ -260,9 +306,9 @@ impl Lifecycle {
         })));
 
         self.state.restored(&self.cache);
-        // Frequent traffic: export what earlier invocations recorded while this one runs.
-        let start_flush = match &self.otel {
-            Some(otel) if self.flush.on_invoke(now_ms()) => {
+        // What earlier invocations recorded goes out while this one runs.
+        let mut export = match &self.otel {
+            Some(otel) if self.flush.at_start(now_ms()) => {
                 let otel = otel.clone();
                 let budget = hard_stop.saturating_duration_since(Instant::now());
                 Some(tokio::spawn(async move { otel.flush(budget).await }))
@@ -270,56 +316,94 @@ impl Lifecycle {
             _ => None,
         };
         // Refresh-ahead's AWS calls join the invocation's trace.
-        let due = {
+        let refresh = {
             let current = self.state.current();
             let _cx = crate::telemetry::trace::parent(&http::HeaderMap::new(), current.as_deref()).attach();
             self.cache.refresh_ahead()
         };
+        let due = refresh.len();
 
-        let waited = wait_runtime_done(self.progress.clone(), &request_id, received + self.runtime_done_wait, hard_stop).await;
-        match waited {
-            Waited::RuntimeDone => &self.state.runtime_done,
-            Waited::NoTelemetry => &self.state.no_telemetry,
-            Waited::Deadline => &self.state.deadline,
-        }
-        .fetch_add(1, Relaxed);
-
-        // Nothing may be mid-flight at the freeze: finish within the fetch budget, else cancel.
-        let settle_by = hard_stop.min(Instant::now() + self.fetch_budget);
-        let cancelled = self.cache.settle(settle_by.saturating_duration_since(Instant::now())).await;
-        self.state.cancelled_fetches.fetch_add(cancelled as u64, Relaxed);
-        // Reads from now on (the function's stray threads, or a read that beats the next INVOKE
-        // here) belong to no invocation rather than to the wrong one.
-        self.state.current.store(None);
-        // Nothing may be on the wire at `/next`: the process may freeze mid-request.
-        if let Some(mut started) = start_flush {
-            if tokio::time::timeout_at(hard_stop, &mut started).await.is_err() {
-                started.abort();
+        let released = match &self.otel {
+            Some(_) if self.flush.waits_for_runtime_done() => {
+                wait_runtime_done(self.progress.clone(), &request_id, received + self.runtime_done_wait, hard_stop).await
             }
-            self.flush.flushed(now_ms());
+            _ => Released::Settled,
+        };
+        self.state.released[released as usize].fetch_add(1, Relaxed);
+
+        // This invocation's own work, and what Init or a restore left running, ends before
+        // `/next`: the environment may freeze right after it. The function is not waited for.
+        let settle_by = hard_stop.min(Instant::now() + self.fetch_budget);
+        let mut cancelled = refresh.settle(settle_by).await.cancelled;
+        for prefetch in self.pending.take().into_iter().chain(self.state.take_restore_prefetch()) {
+            let report = prefetch.settle(settle_by).await;
+            report.log("prefetch");
+            cancelled += report.cancelled;
+        }
+        self.state.cancelled_fetches.fetch_add(cancelled as u64, Relaxed);
+        // Nothing may be on the wire at `/next`: the process may freeze mid-request.
+        if let Some(started) = export.as_mut() {
+            let ok = match tokio::time::timeout_at(hard_stop, &mut *started).await {
+                Ok(finished) => finished.unwrap_or(false),
+                Err(_) => {
+                    started.abort();
+                    false
+                }
+            };
+            self.flush.exported(now_ms(), ok);
         }
         if let Some(otel) = &self.otel
-            && self.flush.at_end()
+            && self.flush.at_end(now_ms())
         {
-            otel.flush(hard_stop.saturating_duration_since(Instant::now())).await;
-            self.flush.flushed(now_ms());
+            let ok = otel.flush(hard_stop.saturating_duration_since(Instant::now())).await;
+            self.flush.exported(now_ms(), ok);
         }
         tracing::debug!(
             request_id = %request_id,
             coldstart,
             refresh_ahead = due,
-            released_by = ?waited,
+            released_by = ?released,
+            exported = export.is_some(),
             cancelled,
             held_ms = received.elapsed().as_millis() as u64,
             "invoke done"
         );
+    }
+
+    /// SHUTDOWN: the last invocation's `platform.report` arrives only now (the platform sends
+    /// it after our `/next`). When telemetry works, give it a moment so the final export
+    /// counts that invocation too.
+    async fn await_last_report(&self, deadline: Instant) {
+        let (Some(_), Some(id)) = (&self.otel, &self.last_request_id) else {
+            return;
+        };
+        if !self.state.subscribed.load(Relaxed) {
+            return;
+        }
+        let bound = (deadline.saturating_duration_since(Instant::now()) / 4).min(LAST_REPORT_WAIT);
+        let mut progress = self.progress.clone();
+        let _ = tokio::time::timeout(bound, progress.wait_for(|p| p.reported(id))).await;
+    }
+}
+
+/// Clears the current invocation when the Telemetry API says its function finished, so a read
+/// after that (from a stray thread of the function) is attributed to no invocation rather
+/// than to the wrong one. Ends with the telemetry consumer.
+pub async fn track_finished(state: Arc<State>, mut progress: watch::Receiver<Progress>) {
+    while progress.changed().await.is_ok() {
+        let Some(current) = state.current() else {
+            continue;
+        };
+        if progress.borrow().runtime_done(&current.request_id).is_some() {
+            state.finished(&current.request_id);
+        }
     }
 }
 
 /// Holds until `platform.runtimeDone` for `request_id`. Telemetry must prove itself by
 /// `grace` (any delivery at all); if it has not, the function's end cannot be observed and the
 /// wait ends there. Never past `hard_stop`.
-pub async fn wait_runtime_done(mut progress: watch::Receiver<Progress>, request_id: &str, grace: Instant, hard_stop: Instant) -> Waited {
+pub async fn wait_runtime_done(mut progress: watch::Receiver<Progress>, request_id: &str, grace: Instant, hard_stop: Instant) -> Released {
     let grace = grace.min(hard_stop);
     let live = tokio::time::timeout_at(
         grace,
@@ -328,13 +412,13 @@ pub async fn wait_runtime_done(mut progress: watch::Receiver<Progress>, request_
     .await
     .is_ok_and(|r| r.is_ok());
     if !live {
-        return Waited::NoTelemetry;
+        return Released::NoTelemetry;
     }
     match tokio::time::timeout_at(hard_stop, progress.wait_for(|p| p.runtime_done(request_id).is_some())).await {
-        Ok(Ok(_)) => Waited::RuntimeDone,
+        Ok(Ok(_)) => Released::RuntimeDone,
         // The telemetry consumer ended: nothing more will come.
-        Ok(Err(_)) => Waited::NoTelemetry,
-        Err(_) => Waited::Deadline,
+        Ok(Err(_)) => Released::NoTelemetry,
+        Err(_) => Released::Deadline,
     }
 }
 
@@ -385,7 +469,7 @@ mod tests {
             &tx,
             r#"[{"type":"platform.runtimeDone","record":{"requestId":"r2","status":"error"}}]"#,
         );
-        assert_eq!(wait.await.unwrap(), Waited::RuntimeDone);
+        assert_eq!(wait.await.unwrap(), Released::RuntimeDone);
         assert_eq!(start.elapsed().as_secs(), 10);
     }
 
@@ -394,7 +478,7 @@ mod tests {
         let (_tx, rx) = watch::channel(Progress::default());
         let start = Instant::now();
         let waited = wait_runtime_done(rx, "r1", start + Duration::from_millis(100), start + Duration::from_secs(60)).await;
-        assert_eq!(waited, Waited::NoTelemetry);
+        assert_eq!(waited, Released::NoTelemetry);
         assert_eq!(start.elapsed(), Duration::from_millis(100));
     }
 
@@ -407,12 +491,12 @@ mod tests {
         );
         let start = Instant::now();
         let waited = wait_runtime_done(rx, "r1", start + Duration::from_millis(100), start + Duration::from_secs(3)).await;
-        assert_eq!(waited, Waited::Deadline);
+        assert_eq!(waited, Released::Deadline);
         assert_eq!(start.elapsed(), Duration::from_secs(3));
 
         let (_tx, rx) = watch::channel(Progress::default());
         let start = Instant::now();
         let waited = wait_runtime_done(rx, "r1", start + Duration::from_secs(5), start + Duration::from_secs(1)).await;
-        assert_eq!((waited, start.elapsed()), (Waited::NoTelemetry, Duration::from_secs(1)));
+        assert_eq!((waited, start.elapsed()), (Released::NoTelemetry, Duration::from_secs(1)));
     }
 }

@@ -32,6 +32,7 @@ pub struct Progress {
     pub unknown: u64,
     pub malformed: u64,
     done: VecDeque<(String, String)>,
+    reported: VecDeque<String>,
 }
 
 impl Progress {
@@ -40,10 +41,17 @@ impl Progress {
         self.done.iter().find(|(id, _)| id == request_id).map(|(_, s)| s.as_str())
     }
 
+    /// Whether `platform.report` for `request_id` has arrived: it comes after the extensions'
+    /// `/next`, so the last invocation's report reaches us at SHUTDOWN.
+    pub fn reported(&self, request_id: &str) -> bool {
+        self.reported.iter().any(|id| id == request_id)
+    }
+
     pub(crate) fn apply(&mut self, event: &PlatformEvent) {
         self.events += 1;
         match event {
             PlatformEvent::RuntimeDone { request_id, status, .. } => remember(&mut self.done, (request_id.clone(), status.clone())),
+            PlatformEvent::Report { request_id, .. } => remember(&mut self.reported, request_id.clone()),
             PlatformEvent::Other(_) => self.unknown += 1,
             _ => {}
         }

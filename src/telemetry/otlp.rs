@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::trace::TracerProvider;
-use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{MetricExporter, Protocol, RetryPolicy, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
@@ -179,9 +179,12 @@ pub struct Otel {
 impl Otel {
     /// Builds the pipeline; `instance` is this environment's `faas.instance`.
     pub fn new(config: OtelConfig, instance: &str) -> Result<Arc<Otel>, String> {
+        // No retries inside an export: a failed one is dropped and the lifecycle backs off, so
+        // a collector that is down costs one attempt, not a series of them within the timeout.
         let exporter = if config.grpc {
             MetricExporter::builder()
                 .with_tonic()
+                .with_retry_policy(RetryPolicy::disabled())
                 .with_endpoint(config.metrics_endpoint.clone())
                 .with_timeout(config.timeout)
                 .with_temporality(config.temporality)
@@ -189,6 +192,7 @@ impl Otel {
         } else {
             MetricExporter::builder()
                 .with_http()
+                .with_retry_policy(RetryPolicy::disabled())
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(config.metrics_endpoint.clone())
                 .with_timeout(config.timeout)
@@ -216,12 +220,14 @@ impl Otel {
                 let mut exporter = if config.grpc {
                     SpanExporter::builder()
                         .with_tonic()
+                        .with_retry_policy(RetryPolicy::disabled())
                         .with_endpoint(endpoint.clone())
                         .with_timeout(config.timeout)
                         .build()
                 } else {
                     SpanExporter::builder()
                         .with_http()
+                        .with_retry_policy(RetryPolicy::disabled())
                         .with_protocol(Protocol::HttpBinary)
                         .with_endpoint(endpoint.clone())
                         .with_timeout(config.timeout)

@@ -13,7 +13,9 @@ use lsc_devtools::platform::{FakeLambda, Faults, InitType, Options, runtime};
 
 fn usage() -> &'static str {
     "usage: lsc-dev demo [--extension PATH]
-       lsc-dev bench-flush [--extension PATH [--invocations N]]
+       lsc-dev bench-post-runtime [--extension PATH [--invocations N]]
+       lsc-dev bench-runtime [--extension PATH [ROUNDS RUNS SECONDS]]
+       lsc-dev null-extension [--name NAME]
        lsc-dev bench-http [--extension PATH [RUNS SECONDS]]
        lsc-dev lambda [--invocations N] [--timeout-ms MS] [--pause-ms MS] [--read PATH]...
                       [--snap-start] [--freeze] [--subscribe-status CODE] [--drop-runtime-done]
@@ -50,14 +52,37 @@ fn main() -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Some("bench-flush") => {
+        Some("bench-post-runtime") => {
             let (bin, n) = match &args[1..] {
                 [] => (lsc_devtools::extension::binary("release"), 200),
                 [flag, path] if flag == "--extension" => (PathBuf::from(path), 200),
                 [flag, path, n_flag, n] if flag == "--extension" && n_flag == "--invocations" => (PathBuf::from(path), n.parse()?),
                 _ => bail!("{}", usage()),
             };
-            runtime.block_on(lsc_devtools::bench::run(&bin, n))
+            let null = std::env::current_exe()?;
+            let report = runtime.block_on(lsc_devtools::bench::post_runtime::run(&bin, &null, n))?;
+            println!("{report}");
+            Ok(())
+        }
+        Some("bench-runtime") => {
+            let (bin, rounds, runs, seconds) = match &args[1..] {
+                [] => (lsc_devtools::extension::binary("release"), 5, 3, 5),
+                [flag, path] if flag == "--extension" => (PathBuf::from(path), 5, 3, 5),
+                [flag, path, rounds, runs, s] if flag == "--extension" => (PathBuf::from(path), rounds.parse()?, runs.parse()?, s.parse()?),
+                _ => bail!("{}", usage()),
+            };
+            let report = runtime.block_on(lsc_devtools::bench::runtime::run(&bin, rounds, runs, seconds))?;
+            println!("{report}");
+            Ok(())
+        }
+        Some("null-extension") => {
+            let name = match &args[1..] {
+                [] => "null-extension",
+                [flag, name] if flag == "--name" => name.as_str(),
+                _ => bail!("{}", usage()),
+            };
+            let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context("AWS_LAMBDA_RUNTIME_API is not set")?;
+            runtime.block_on(lsc_devtools::null_extension::run(&api, name))
         }
         _ => {
             eprintln!("{}", usage());

@@ -52,6 +52,8 @@ pub struct Faults {
     pub unknown_events: bool,
     /// Answer the n-th `/next` call (counted from 1 over all extensions) with this status.
     pub next_status: Option<(usize, u16)>,
+    /// Hold every telemetry delivery this much longer than the subscription's buffering.
+    pub telemetry_delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,8 @@ struct Extension {
     events: Vec<String>,
     pending: Option<oneshot::Sender<Reply>>,
     next_calls: Vec<Duration>,
+    /// When the last event was handed to it (since start).
+    event_at: Duration,
 }
 
 impl Extension {
@@ -180,9 +184,17 @@ struct Inner {
     runtime_pending: Option<oneshot::Sender<RuntimeInvoke>>,
     runtime_init_error: Option<Value>,
     responses: HashMap<String, oneshot::Sender<Result<Bytes, Bytes>>>,
+    /// When the runtime posted each invocation's response or error (since start).
+    responded_at: HashMap<String, Duration>,
+    /// Telemetry POSTs on the wire: the environment is not frozen in the middle of one.
+    delivering: usize,
     requests: Vec<Recorded>,
     /// Every platform event emitted, in order; subscribers deliver from here.
     events: Vec<Value>,
+    /// When each of `events` was emitted (since start).
+    emitted_at: Vec<Duration>,
+    /// Each Telemetry API subscriber's progress through `events`.
+    subscribers: Vec<telemetry::Cursor>,
     deliveries: Vec<Delivery>,
     invocations: usize,
     /// Processes to SIGSTOP between invocations and SIGCONT at the next event.
@@ -210,7 +222,10 @@ pub struct InvokeOutcome {
     pub status: &'static str,
     /// INVOKE → the runtime's response.
     pub function_duration: Duration,
-    /// The runtime's response → the last extension's `next` (billed, invisible to callers).
+    /// Post-runtime duration per extension (by name): from the runtime's response to that
+    /// extension's next `/next`, zero if it was back first. Billed, invisible to callers.
+    pub post_runtime: Vec<(String, Duration)>,
+    /// The longest of them: what Lambda adds to the billed duration.
     pub extensions_overhead: Duration,
     /// An extension had not called `next` by the deadline.
     pub extensions_timed_out: bool,
@@ -246,8 +261,12 @@ impl FakeLambda {
             runtime_pending: None,
             runtime_init_error: None,
             responses: HashMap::new(),
+            responded_at: HashMap::new(),
+            delivering: 0,
             requests: Vec::new(),
             events: Vec::new(),
+            emitted_at: Vec::new(),
+            subscribers: Vec::new(),
             deliveries: Vec::new(),
             invocations: 0,
             freeze: Vec::new(),
@@ -318,6 +337,11 @@ impl FakeLambda {
     /// When each `next` call of the first extension arrived (since start).
     pub fn next_calls(&self) -> Vec<Duration> {
         self.lock().extensions.first().map(|e| e.next_calls.clone()).unwrap_or_default()
+    }
+
+    /// When the runtime posted each response or error so far, by request id (since start).
+    pub fn responded_at(&self, request_id: &str) -> Option<Duration> {
+        self.lock().responded_at.get(request_id).copied()
     }
 
     /// Time since the platform started.
@@ -401,6 +425,12 @@ impl FakeLambda {
         if self.lock().phase == Phase::Snapshot {
             self.restore();
         }
+        // The next invocation goes to the runtime when it asks for one: after its last response
+        // it needs a moment to call `next` again.
+        self.wait_until(Duration::from_secs(10), "the runtime to call next", |i| {
+            i.runtime_pending.as_ref().is_some_and(|p| !p.is_closed()).then_some(())
+        })
+        .await?;
         let request_id = new_uuid();
         let trace = new_trace_header();
         let (deadline, response_rx, invoke_event, runtime, runtime_invoke, runtime_delay) = {
@@ -483,7 +513,6 @@ impl FakeLambda {
         }
         self.bump();
 
-        let responded = Instant::now();
         let all_back = self
             .wait_until(deadline.saturating_duration_since(Instant::now()), "extensions to call next", |i| {
                 i.extensions
@@ -493,10 +522,25 @@ impl FakeLambda {
                     .then_some(())
             })
             .await;
-        let extensions_overhead = responded.elapsed();
-        {
+        let (post_runtime, extensions_overhead) = {
             let mut inner = self.lock();
-            let total = function_duration + extensions_overhead;
+            let responded = inner
+                .responded_at
+                .get(&request_id)
+                .copied()
+                .unwrap_or_else(|| inner.started.elapsed());
+            let post_runtime: Vec<(String, Duration)> = inner
+                .extensions
+                .iter()
+                .filter(|e| e.wants("INVOKE"))
+                .map(|e| {
+                    let next = e.next_calls.iter().find(|&&at| at > e.event_at).copied();
+                    let post = next.unwrap_or_else(|| inner.started.elapsed()).saturating_sub(responded);
+                    (e.name.clone(), post)
+                })
+                .collect();
+            let max = post_runtime.iter().map(|(_, d)| *d).max().unwrap_or_default();
+            let total = function_duration + max;
             let mut metrics = json!({
                 "durationMs": ms(total),
                 "billedDurationMs": total.as_millis() as u64 + 1,
@@ -512,8 +556,18 @@ impl FakeLambda {
                 json!({"requestId": request_id, "status": status, "metrics": metrics,
                        "tracing": {"spanId": &new_id()[..16], "type": "X-Amzn-Trace-Id", "value": trace}}),
             );
-            inner.phase = Phase::Ready;
-        }
+            (post_runtime, max)
+        };
+        self.bump();
+        // The environment is not frozen while telemetry whose buffering time has passed is
+        // undelivered or on the wire (what is emitted after that waits for the next event);
+        // see `telemetry::deliver`.
+        let _ = self
+            .wait_until(Duration::from_secs(5), "telemetry deliveries to finish", |i| {
+                (i.delivering == 0 && i.subscribers.iter().all(|c| !c.overdue(i))).then_some(())
+            })
+            .await;
+        self.lock().phase = Phase::Ready;
         self.bump();
         self.signal_frozen("STOP");
         Ok(InvokeOutcome {
@@ -522,6 +576,7 @@ impl FakeLambda {
             response,
             status,
             function_duration,
+            post_runtime,
             extensions_overhead,
             extensions_timed_out: all_back.is_err(),
         })
@@ -575,9 +630,11 @@ impl FakeLambda {
             let unknown_first = {
                 let mut inner = self.lock();
                 let unknown_first = inner.options.faults.unknown_events && kind == "INVOKE";
+                let now = inner.started.elapsed();
                 if let Some(ext) = inner.extensions.iter_mut().find(|e| e.id == id)
                     && let Some(pending) = ext.pending.take()
                 {
+                    ext.event_at = now;
                     let reply = if unknown_first {
                         // An event type from the future; the real INVOKE follows on the next call.
                         json!({"eventType": "RESTORE_CHECK", "deadlineMs": epoch_ms() + 1000})
@@ -646,13 +703,16 @@ impl FakeLambda {
 
 impl Inner {
     fn emit(&mut self, kind: &str, record: Value) {
+        let at = self.started.elapsed();
         self.events
             .push(json!({"time": iso8601(SystemTime::now()), "type": kind, "record": record}));
+        self.emitted_at.push(at);
         if self.options.faults.unknown_events && kind.starts_with("platform.") {
             self.events
                 .push(json!({"time": iso8601(SystemTime::now()), "type": "platform.fromTheFuture",
                                     "record": {"note": "a type this extension cannot know", "nested": {"a": [1, 2]}},
                                     "extraTopLevelField": true}));
+            self.emitted_at.push(at);
         }
     }
 }

@@ -129,6 +129,7 @@ fn register(platform: &FakeLambda, name: Option<String>, features: Option<String
         events,
         pending: None,
         next_calls: Vec::new(),
+        event_at: std::time::Duration::ZERO,
     });
     let o = &inner.options;
     let mut answer = json!({"functionName": o.function_name, "functionVersion": o.function_version, "handler": "index.handler"});
@@ -263,13 +264,17 @@ fn runtime_result(platform: &FakeLambda, path: &str, body: Bytes) -> Answer {
         Some((id, "error")) => (id, Err(body)),
         _ => return error(StatusCode::NOT_FOUND, "InvalidRequest", "no such route"),
     };
-    let Some(tx) = platform.lock().responses.remove(request_id) else {
+    let mut inner = platform.lock();
+    let Some(tx) = inner.responses.remove(request_id) else {
         return error(
             StatusCode::BAD_REQUEST,
             "InvalidStateTransition",
             "no invocation with this id is running",
         );
     };
+    let at = inner.started.elapsed();
+    inner.responded_at.insert(request_id.to_string(), at);
+    drop(inner);
     let _ = tx.send(outcome);
     accepted()
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::FakeLambda;
+use super::{FakeLambda, Phase};
 
 /// One POST to a subscriber.
 #[derive(Debug, Clone)]
@@ -95,69 +95,119 @@ impl Subscription {
     }
 }
 
+/// A subscriber's place in the platform's event list.
+#[derive(Debug, Clone)]
+pub(super) struct Cursor {
+    /// Events before this index have been delivered (or skipped as not subscribed).
+    next: usize,
+    /// Buffering plus any scripted delay: how long an event waits before it goes out.
+    hold: Duration,
+}
+
+impl Cursor {
+    /// An event that should have gone out by now has not.
+    pub(super) fn overdue(&self, inner: &super::Inner) -> bool {
+        let now = inner.started.elapsed();
+        inner.emitted_at.get(self.next).is_some_and(|at| *at + self.hold <= now)
+    }
+}
+
 /// Delivers every matching event (including those emitted before the subscription) in
-/// batches after `timeoutMs` of buffering; a failed POST is retried twice, then the batch is
-/// dropped, as the platform does with a consumer that cannot keep up.
+/// batches after `timeoutMs` of buffering (plus any scripted delay), and only while the
+/// environment is not frozen: what is emitted between invocations (the last `runtimeDone` when
+/// the extension was back on `next` first, every `report`) arrives during the next event, as in
+/// Lambda. The environment is not frozen while a batch is due or on the wire. A failed POST is
+/// retried twice, then the batch is dropped, as the platform does with a consumer that cannot
+/// keep up.
 pub async fn deliver(platform: FakeLambda, subscription: Subscription) {
-    let mut cursor = 0;
     let mut changes = platform.changed.subscribe();
+    let index = {
+        let mut inner = platform.lock();
+        let hold = subscription.timeout + inner.options.faults.telemetry_delay.unwrap_or_default();
+        inner.subscribers.push(Cursor { next: 0, hold });
+        inner.subscribers.len() - 1
+    };
     loop {
-        let pending = platform.lock().events.len() > cursor;
+        let (pending, hold) = {
+            let inner = platform.lock();
+            let c = &inner.subscribers[index];
+            (inner.events.len() > c.next, c.hold)
+        };
         if !pending {
             if changes.changed().await.is_err() {
                 return;
             }
             continue;
         }
-        tokio::time::sleep(subscription.timeout).await;
-        let batch: Vec<Value> = {
-            let inner = platform.lock();
-            let mut batch = Vec::new();
-            while cursor < inner.events.len() && batch.len() < subscription.max_items {
-                if subscription.wants(&inner.events[cursor]) {
-                    batch.push(inner.events[cursor].clone());
-                }
-                cursor += 1;
-            }
-            batch
-        };
-        if batch.is_empty() {
-            continue;
-        }
-        let body = serde_json::to_vec(&batch).expect("values serialise");
-        let mut status = None;
-        for attempt in 0..3 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-            }
-            let sent = crate::client::request(
-                subscription.addr,
-                "POST",
-                &subscription.path,
-                &[("content-type", "application/json")],
-                body.clone(),
-            );
-            match tokio::time::timeout(Duration::from_secs(2), sent).await {
-                Ok(Ok(r)) => {
-                    status = Some(r.status);
-                    if r.status == 200 {
-                        break;
+        tokio::time::sleep(hold).await;
+        let batch: Vec<Value> = loop {
+            {
+                let mut inner = platform.lock();
+                if !matches!(inner.phase, Phase::Ready | Phase::Snapshot) {
+                    let mut batch = Vec::new();
+                    let mut next = inner.subscribers[index].next;
+                    while next < inner.events.len() && batch.len() < subscription.max_items {
+                        if subscription.wants(&inner.events[next]) {
+                            batch.push(inner.events[next].clone());
+                        }
+                        next += 1;
                     }
+                    inner.subscribers[index].next = next;
+                    inner.delivering += 1;
+                    break batch;
                 }
-                _ => status = None,
             }
-        }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        };
+        let status = if batch.is_empty() {
+            None
+        } else {
+            post(&subscription, &batch).await
+        };
         let mut inner = platform.lock();
-        let at = inner.started.elapsed();
-        inner.deliveries.push(Delivery {
-            at,
-            destination: subscription.uri.clone(),
-            status,
-            events: batch,
-        });
+        inner.delivering -= 1;
+        if !batch.is_empty() {
+            let at = inner.started.elapsed();
+            inner.deliveries.push(Delivery {
+                at,
+                destination: subscription.uri.clone(),
+                status,
+                events: batch,
+            });
+        }
         drop(inner);
         platform.bump();
     }
+}
+
+/// One batch, with two retries; the subscriber's last answer, `None` if it never answered.
+async fn post(subscription: &Subscription, batch: &[Value]) -> Option<u16> {
+    let body = serde_json::to_vec(batch).expect("values serialise");
+    let mut status = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        let sent = crate::client::request(
+            subscription.addr,
+            "POST",
+            &subscription.path,
+            &[("content-type", "application/json")],
+            body.clone(),
+        );
+        match tokio::time::timeout(Duration::from_secs(2), sent).await {
+            Ok(Ok(r)) => {
+                status = Some(r.status);
+                if r.status == 200 {
+                    break;
+                }
+            }
+            _ => status = None,
+        }
+    }
+    status
 }
 
 #[cfg(test)]

@@ -1,0 +1,15 @@
+//! Benchmarks behind `make bench`: `http` (cached reads against nginx serving the same bytes),
+//! `post_runtime` (what the extension adds to every invocation's bill, against a null
+//! extension in the same environment) and `runtime` (current-thread against multi-thread).
+
+pub mod http;
+pub mod post_runtime;
+pub mod runtime;
+
+/// The `p`th percentile (0–100) of `v`, nearest rank.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * p / 100.0).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
