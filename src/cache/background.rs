@@ -28,7 +28,6 @@ struct Item {
 
 /// A set of fetches started together, and the token that cancels the ones it launched.
 pub struct Background {
-    what: &'static str,
     items: Vec<Item>,
     cancel: CancellationToken,
 }
@@ -70,12 +69,8 @@ impl Report {
 }
 
 impl Background {
-    pub(super) fn new(what: &'static str, cancel: CancellationToken) -> Background {
-        Background {
-            what,
-            items: Vec::new(),
-            cancel,
-        }
+    pub(super) fn new(cancel: CancellationToken) -> Background {
+        Background { items: Vec::new(), cancel }
     }
 
     pub(super) fn push_flight(&mut self, label: String, required: bool, flight: Flight) {
@@ -84,11 +79,6 @@ impl Background {
             required,
             done: Box::pin(async move { wait(flight).await.map(drop) }),
         });
-    }
-
-    /// `prefetch` or `refresh-ahead`.
-    pub fn what(&self) -> &'static str {
-        self.what
     }
 
     /// Items not waited for yet.
@@ -204,7 +194,7 @@ impl Reserved {
     pub fn launch(mut self) -> Background {
         let cache = self.cache.clone();
         let cancel = cache.cancel_token().child_token();
-        let mut background = Background::new("prefetch", cancel.clone());
+        let mut background = Background::new(cancel.clone());
         for group in std::mem::take(&mut self.groups) {
             cache.launch(group, Trigger::Prefetch, cancel.clone());
         }

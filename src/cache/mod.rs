@@ -434,7 +434,7 @@ impl Cache {
     /// batch APIs. The handle says how many were due and lets the caller wait for them.
     pub fn refresh_ahead(self: &Arc<Self>) -> Background {
         let cancel = self.cancel_token().child_token();
-        let mut background = Background::new("refresh-ahead", cancel.clone());
+        let mut background = Background::new(cancel.clone());
         if !self.policy.enabled {
             return background;
         }
