@@ -39,6 +39,17 @@ pub enum AppError {
     InitFailed { error_type: &'static str, message: String },
 }
 
+/// The function-facing socket, bound before the config file is read (`bind`).
+pub type Bound = Result<std::net::TcpListener, (SocketAddr, std::io::Error)>;
+
+/// Binds 127.0.0.1:`port` (0: an ephemeral port). Called before the async runtime exists.
+pub fn bind(port: u16) -> Bound {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| (addr, e))?;
+    listener.set_nonblocking(true).map_err(|e| (addr, e))?;
+    Ok(listener)
+}
+
 /// The parts every mode shares: a bound listener and the cache behind it.
 pub struct Parts {
     pub listener: TcpListener,
@@ -51,12 +62,16 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// Binds the function-facing socket first (so it exists before anything else happens),
-    /// then builds the AWS clients and the cache. Nothing is fetched yet.
-    pub async fn build(config: &Config, lifecycle: Option<Arc<State>>) -> Result<Parts, AppError> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
-        let listener = TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| AppError::Bind { addr, source })?;
+    /// Takes the function-facing socket (`bound` early, else bound now, so it exists before
+    /// anything else happens), then builds the AWS clients and the cache. Nothing is fetched yet.
+    pub async fn build(config: &Config, bound: Option<Bound>, lifecycle: Option<Arc<State>>) -> Result<Parts, AppError> {
+        let configured = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+        let bind_failed = |addr, source| AppError::Bind { addr, source };
+        let std_listener = bound
+            .unwrap_or_else(|| bind(config.port))
+            .map_err(|(addr, e)| bind_failed(addr, e))?;
+        let addr = std_listener.local_addr().map_err(|e| bind_failed(configured, e))?;
+        let listener = TcpListener::from_std(std_listener).map_err(|e| bind_failed(addr, e))?;
         // The recorder goes in before `Metrics::new()` binds its handles to it.
         let otel = match &config.otel {
             Some(c) => match Otel::new(c.clone(), &instance_id()) {
@@ -114,8 +129,8 @@ fn instance_id() -> String {
 }
 
 /// Standalone mode: the same server, with refresh-ahead on a timer and prefetch at start.
-pub async fn serve(config: Config) -> Result<(), AppError> {
-    let parts = Parts::build(&config, None).await?;
+pub async fn serve(config: Config, bound: Option<Bound>) -> Result<(), AppError> {
+    let parts = Parts::build(&config, bound, None).await?;
     tracing::info!(addr = %parts.addr, mode = "standalone", "listening");
     let cancel = CancellationToken::new();
     let mut tasks: Tasks = JoinSet::new();
@@ -161,7 +176,7 @@ fn spawn_http(tasks: &mut Tasks, server: Arc<Server>, listener: TcpListener, can
 /// Extension mode, in the order of SPEC §5: config, bind the HTTP server and the telemetry
 /// listener, register, subscribe, prefetch, then the `/event/next` loop until SHUTDOWN.
 /// `name` is the executable's file name (the platform matches it against `/opt/extensions`).
-pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, name: &str) -> Result<(), AppError> {
+pub async fn extension(config: Result<Config, ConfigError>, bound: Option<Bound>, runtime_api: &str, name: &str) -> Result<(), AppError> {
     let api = ExtensionsApi::new(runtime_api);
     let config = match config {
         Ok(c) => c,
@@ -169,7 +184,7 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
     };
     let managed = config.init_type == InitType::ManagedInstances;
     let state = Arc::new(State::new(config.init_type));
-    let parts = match Parts::build(&config, Some(state.clone())).await {
+    let parts = match Parts::build(&config, bound, Some(state.clone())).await {
         Ok(p) => p,
         Err(e) => return Err(init_failure(&api, name, None, "Extension.BindFailed", e.to_string()).await),
     };
@@ -237,11 +252,11 @@ pub async fn extension(config: Result<Config, ConfigError>, runtime_api: &str, n
                 state.set_subscribed();
             }
             Subscription::NotSupported(body) => {
-                tracing::warn!(answer = %body.chars().take(200).collect::<String>(), "Telemetry API not supported here (202); running without telemetry");
+                tracing::warn!(answer = %crate::escape::escaped(body), "Telemetry API not supported here (202); running without telemetry");
                 state.set_telemetry("not supported (202)");
             }
             Subscription::Failed(why) => {
-                tracing::warn!(error = %why, "Telemetry API subscription failed; running without telemetry");
+                tracing::warn!(error = %crate::escape::escaped(why), "Telemetry API subscription failed; running without telemetry");
                 state.set_telemetry("subscription failed");
             }
         }

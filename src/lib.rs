@@ -11,6 +11,7 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod escape;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lambda_secrets_cache::app;
-use lambda_secrets_cache::config::{Config, Env, LogLevel, ProcessEnv, read_file_from_disk};
+use lambda_secrets_cache::config::{self, Config, Env, LogLevel, ProcessEnv, read_file_from_disk};
 
 const USAGE: &str = "usage: lambda-secrets-cache [serve | check [--config PATH] | --version | --help]
 
@@ -73,11 +73,13 @@ fn main() -> ExitCode {
 
 /// Standalone (`runtime_api` is `None`) or extension mode.
 fn run(runtime_api: Option<String>) -> ExitCode {
+    // The function-facing socket first: nothing about the config file can delay it.
+    let bound = config::http_port(&ProcessEnv).map(app::bind);
     let config = Config::load(&ProcessEnv, &read_file_from_disk);
     let level = config.as_ref().map_or(LogLevel::Info, |c| c.log_level);
     init_logging(level, runtime_api.is_some() || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
     forbid_core_dumps();
-    match serve(config, runtime_api) {
+    match serve(config, runtime_api, bound) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -86,7 +88,7 @@ fn run(runtime_api: Option<String>) -> ExitCode {
     }
 }
 
-fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, runtime_api: Option<String>) -> anyhow::Result<()> {
+fn serve(config: Result<Config, config::ConfigError>, runtime_api: Option<String>, bound: Option<app::Bound>) -> anyhow::Result<()> {
     let threads = config.as_ref().map_or(1, |c| c.worker_threads.get());
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
@@ -99,8 +101,8 @@ fn serve(config: Result<Config, lambda_secrets_cache::config::ConfigError>, runt
     let runtime = builder.enable_all().build().context("cannot start the async runtime")?;
     match runtime_api {
         // Config errors are reported to the platform (init/error) in extension mode.
-        Some(api) => runtime.block_on(app::extension(config, &api, &extension_name()))?,
-        None => runtime.block_on(app::serve(config?))?,
+        Some(api) => runtime.block_on(app::extension(config, bound, &api, &extension_name()))?,
+        None => runtime.block_on(app::serve(config?, bound))?,
     }
     Ok(())
 }

@@ -96,3 +96,50 @@ fn version_prints() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("lambda-secrets-cache "));
 }
+
+#[test]
+fn a_fifo_a_device_or_a_directory_as_config_is_a_clear_error_at_once() {
+    let dir = std::env::temp_dir().join(format!("lsc-check-special-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("config.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for (path, why) in [
+        (fifo.to_str().unwrap(), "a FIFO, not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        (dir.to_str().unwrap(), "a directory, not a regular file"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config", path])
+            .env_clear()
+            .env("AWS_TOKEN", "t")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{path}: {text}");
+        assert!(text.contains(why), "{path}: {text}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{path}: no hang");
+    }
+    // `serve` with the FIFO: a config error and exit, not a hang in open().
+    let mut child = std::process::Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("AWS_TOKEN", "t")
+        .env("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "0")
+        .env("SECRETS_CACHE_CONFIG", &fifo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve hung on a FIFO config");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

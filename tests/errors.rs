@@ -41,16 +41,46 @@ async fn malformed_requests_are_400() {
 }
 
 #[tokio::test]
-async fn forwarded_requests_are_400() {
+async fn relayed_requests_are_400() {
     let h = start(&[]).await;
-    let r = client::get(
-        h.ext.addr,
-        &secret_path("a"),
-        &[("X-Aws-Parameters-Secrets-Token", TOKEN), ("X-Forwarded-For", "10.0.0.1")],
-    )
-    .await
-    .unwrap();
-    assert_eq!((r.status, r.json()["__type"].as_str()), (400, Some("ForwardedRequestRejected")));
+    for (header, value) in [
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Port", "443"),
+        ("Forwarded", "for=10.0.0.1"),
+        ("X-Real-IP", "10.0.0.1"),
+        ("Via", "1.1 proxy"),
+    ] {
+        let r = client::get(
+            h.ext.addr,
+            &secret_path("a"),
+            &[("X-Aws-Parameters-Secrets-Token", TOKEN), (header, value)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.status, r.json()["__type"].as_str()),
+            (400, Some("ForwardedRequestRejected")),
+            "{header}"
+        );
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(&header.to_ascii_lowercase()),
+            "{header}"
+        );
+    }
+    // A request target in absolute form is how a client talks to a proxy.
+    let raw = format!(
+        "GET http://evil.example/secretsmanager/get?secretId=a HTTP/1.1\r\nHost: evil.example\r\nX-Aws-Parameters-Secrets-Token: {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(h.ext.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("absolute-form"), "{answer}");
+    assert_eq!(h.proxy.total_calls(), 0, "nothing relayed reaches AWS");
 }
 
 #[tokio::test]

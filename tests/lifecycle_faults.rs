@@ -134,6 +134,25 @@ async fn sigterm_in_extension_mode_exits_zero_and_exports_what_it_has() {
 }
 
 #[tokio::test]
+async fn sigterm_answers_a_read_still_waiting_on_aws() {
+    let h = start(&[]).await;
+    let name = unique("lf-inflight");
+    h.aws.create_secret(&name, "v").await.unwrap();
+    h.proxy
+        .inject(lsc_devtools::proxy::Fault::always(lsc_devtools::proxy::FaultKind::Delay(Duration::from_secs(5))).on("GetSecretValue"));
+    let addr = h.ext.addr;
+    let path = secret_path(&name);
+    let read = tokio::spawn(async move { lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ext = h.ext;
+    sigterm(ext.pid());
+    let r = read.await.unwrap().expect("answered, not cut off");
+    assert_eq!((r.status, r.json()["__type"].as_str()), (504, Some("ShuttingDown")), "{}", r.text());
+    let status = ext.wait_exit(Duration::from_secs(3)).await.unwrap().expect("exits");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
 async fn sigterm_in_standalone_mode_drains_and_exits_zero() {
     let h = start(&[]).await;
     let name = unique("lf-standalone");

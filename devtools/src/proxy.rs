@@ -1,6 +1,8 @@
 //! A loopback proxy to put between the extension and moto: it counts every AWS call by
-//! operation and can inject faults (an error status, a delay, a dropped connection), so tests
-//! can prove how many upstream calls were made and what readers get when AWS misbehaves.
+//! operation and can inject faults (an error status, a delay before or after the upstream
+//! answers, a dropped connection, any scripted answer: a status that is not an error, a body
+//! that is not the API's), so tests can prove how many upstream calls were made and what
+//! readers get when AWS, or something posing as it, misbehaves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,8 +22,32 @@ pub enum FaultKind {
     Status { status: u16, code: String },
     /// Wait this long, then forward.
     Delay(Duration),
+    /// Forward at once, then hold upstream's answer this long: the answer reflects upstream as
+    /// it was when asked, and arrives late.
+    DelayAnswer(Duration),
     /// Drop the connection without answering.
     Reset,
+    /// Answer with exactly this, whatever was asked.
+    Answer(Answer),
+}
+
+/// A scripted upstream answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// An AWS JSON-protocol answer with this status and body.
+    pub fn json(status: u16, body: impl Into<Bytes>) -> Answer {
+        Answer {
+            status,
+            headers: vec![("content-type".into(), "application/x-amz-json-1.1".into())],
+            body: body.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +198,17 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
         }
         Some(FaultKind::Reset) => return Err(Dropped),
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(FaultKind::Answer(a)) => {
+            let mut response = http::Response::new(Full::new(a.body));
+            *response.status_mut() = http::StatusCode::from_u16(a.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+            for (k, v) in &a.headers {
+                if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k.as_str()), http::HeaderValue::from_str(v)) {
+                    response.headers_mut().append(k, v);
+                }
+            }
+            return Ok(response);
+        }
+        Some(FaultKind::DelayAnswer(_)) | None => {}
     }
 
     let headers: Vec<(String, String)> = parts
@@ -183,7 +219,11 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
         .collect();
     let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    match client::request(upstream, parts.method.as_str(), path, &header_refs, body.to_vec()).await {
+    let answered = client::request(upstream, parts.method.as_str(), path, &header_refs, body.to_vec()).await;
+    if let Some(FaultKind::DelayAnswer(d)) = fault {
+        tokio::time::sleep(d).await;
+    }
+    match answered {
         Ok(up) => {
             let mut response = http::Response::new(Full::new(up.body));
             *response.status_mut() = http::StatusCode::from_u16(up.status).unwrap_or(http::StatusCode::BAD_GATEWAY);

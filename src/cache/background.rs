@@ -50,7 +50,7 @@ impl Report {
     /// One line for the whole prefetch, one per failed item (ids and error codes only).
     pub fn log(&self, what: &str) {
         for (item, error, required) in &self.failed {
-            tracing::warn!(item = %item, error = error.code(), required, "{what} failed");
+            tracing::warn!(item = %crate::escape::escaped(item), error = error.code(), required, "{what} failed");
         }
         tracing::info!(
             loaded = self.loaded,
@@ -170,7 +170,7 @@ impl Cache {
         let mut waits = Vec::new();
         let mut groups = Vec::new();
         for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
-            let (flights, new) = self.reserve(group.clone());
+            let (flights, new) = self.reserve(group.clone(), false);
             waits.extend(group.into_iter().zip(flights));
             groups.push(new);
         }
@@ -207,6 +207,7 @@ impl Reserved {
             let label = format!("{path} (path)");
             let this = cache.clone();
             let cancel = cancel.clone();
+            let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let task = cache.tasks.spawn(async move {
                 let result = tokio::select! {
                     r = this.fetch.fetch_path(&path, decrypt) => r,
@@ -217,7 +218,7 @@ impl Reserved {
                     for item in items {
                         if let Some(name) = item.name.clone() {
                             this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                            this.install(&Key::parameter(&name, decrypt), item, now);
+                            this.install(&Key::parameter(&name, decrypt), item, now, seq);
                         }
                     }
                 })
@@ -238,10 +239,9 @@ impl Drop for Reserved {
         if self.groups.is_empty() {
             return;
         }
-        let mut in_flight = self.cache.flights.lock().expect("flight table lock holds no invariants");
-        for (key, tx) in self.groups.drain(..).flatten() {
-            in_flight.remove(&key);
-            let _ = tx.send(Some(Err(super::cancelled())));
+        for f in self.groups.drain(..).flatten() {
+            self.cache.land(&f.key, f.seq);
+            let _ = f.tx.send(Some(Err(super::cancelled())));
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Entry {
     pub ttl_ms: u64,
     /// When refresh-ahead picks it up (jittered per entry).
     pub ahead_at_ms: u64,
+    /// The sequence number of the flight that fetched it (see `Cache::install`).
+    pub seq: u64,
     /// Named in the config file: never evicted.
     pub pinned: bool,
     pub stats: std::sync::Arc<EntryStats>,

@@ -9,7 +9,7 @@ pub mod entry;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,7 +105,13 @@ fn unique(map: &HashMap<Key, Arc<Entry>>) -> impl Iterator<Item = &Arc<Entry>> {
 
 type FlightResult = Result<Arc<Entry>, FetchError>;
 type Flight = watch::Receiver<Option<FlightResult>>;
-type NewFlight = (Key, watch::Sender<Option<FlightResult>>);
+/// A flight registered by `reserve` and not yet launched: its key, its sequence number (the
+/// order in which flights started), and where its result goes.
+struct NewFlight {
+    key: Key,
+    seq: u64,
+    tx: watch::Sender<Option<FlightResult>>,
+}
 
 /// A value handed to a reader, and how it was obtained.
 pub struct Served {
@@ -134,7 +140,11 @@ pub struct Cache {
     snapshot: ArcSwap<Snapshot>,
     /// Serialises writers; readers never take it.
     writer: Mutex<()>,
-    flights: Mutex<HashMap<Key, Flight>>,
+    /// In-flight fetches by key, with the sequence number each started with.
+    flights: Mutex<HashMap<Key, (u64, Flight)>>,
+    /// Gives every flight its place in time: an answer from a flight that started earlier
+    /// never replaces one from a flight that started later.
+    seq: AtomicU64,
     fetch: Arc<dyn Fetch>,
     policy: Policy,
     items: HashMap<Key, ItemPolicy>,
@@ -169,6 +179,7 @@ impl Cache {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             writer: Mutex::new(()),
             flights: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
             fetch,
             policy,
             items,
@@ -210,8 +221,12 @@ impl Cache {
 
         let trigger = if refresh_now { Trigger::RefreshNow } else { Trigger::Expired };
         let budget = self.policy.timeout[key.source.index()];
+        // One flight per item whatever alias it is asked by: once the item is known, its
+        // flight is keyed by the entry's first key. `refreshNow` starts a flight of its own:
+        // one that began before it was asked may carry the value it wants replaced.
+        let flight_key = cached.as_ref().map_or_else(|| key.to_owned(), |e| e.primary().clone());
         let flight = self
-            .start(vec![key.to_owned()], trigger, self.cancel_token())
+            .start(vec![flight_key], trigger, refresh_now, self.cancel_token())
             .pop()
             .expect("one key in, one flight out");
         let result = match tokio::time::timeout(budget, wait(flight)).await {
@@ -241,31 +256,43 @@ impl Cache {
         now < entry.expires_at_ms().saturating_add(self.policy.max_stale.as_millis() as u64)
     }
 
-    /// Joins or starts one flight per key; new ones are fetched together in one task (a batch
-    /// call when there are several), cancelled by `cancel`. Returns a flight per key, in order.
-    fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger, cancel: CancellationToken) -> Vec<Flight> {
-        let (flights, new) = self.reserve(keys);
+    /// Joins or starts one flight per key (`fresh`: always starts); new ones are fetched
+    /// together in one task (a batch call when there are several), cancelled by `cancel`.
+    /// Returns a flight per key, in order.
+    fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger, fresh: bool, cancel: CancellationToken) -> Vec<Flight> {
+        let (flights, new) = self.reserve(keys, fresh);
         self.launch(new, trigger, cancel);
         flights
     }
 
-    /// Joins or registers a flight per key; returns them, and the senders of the new ones
-    /// (whoever holds those must `launch` them).
-    fn reserve(&self, keys: Vec<Key>) -> (Vec<Flight>, Vec<NewFlight>) {
+    /// Joins or registers a flight per key; returns them, and the new ones (whoever holds
+    /// those must `launch` them). `fresh` never joins: a flight registered now replaces the
+    /// one in the table, whose waiters still get its result.
+    fn reserve(&self, keys: Vec<Key>, fresh: bool) -> (Vec<Flight>, Vec<NewFlight>) {
         let mut flights = Vec::with_capacity(keys.len());
         let mut new = Vec::new();
+        let seq = self.seq.fetch_add(1, Relaxed) + 1;
         let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
         for key in keys {
-            if let Some(f) = in_flight.get(&key) {
-                flights.push(f.clone());
-            } else {
-                let (tx, rx) = watch::channel(None);
-                in_flight.insert(key.clone(), rx.clone());
-                flights.push(rx);
-                new.push((key, tx));
+            match in_flight.get(&key) {
+                Some((_, f)) if !fresh => flights.push(f.clone()),
+                _ => {
+                    let (tx, rx) = watch::channel(None);
+                    in_flight.insert(key.clone(), (seq, rx.clone()));
+                    flights.push(rx);
+                    new.push(NewFlight { key, seq, tx });
+                }
             }
         }
         (flights, new)
+    }
+
+    /// Removes `key`'s flight from the table if it is still the one that started at `seq`.
+    fn land(&self, key: &Key, seq: u64) {
+        let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
+        if in_flight.get(key).is_some_and(|(s, _)| *s == seq) {
+            in_flight.remove(key);
+        }
     }
 
     fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
@@ -279,7 +306,7 @@ impl Cache {
     }
 
     async fn run(self: Arc<Self>, flights: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
-        let keys: Vec<Key> = flights.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = flights.iter().map(|f| f.key.clone()).collect();
         let fetch = async {
             if let [one] = keys.as_slice() {
                 vec![self.fetch.fetch(one).await]
@@ -291,31 +318,35 @@ impl Cache {
             results = fetch => results,
             () = cancel.cancelled() => {
                 // Not an upstream failure: no back-off, no metric; waiters may serve stale.
-                let mut in_flight = self.flights.lock().expect("flight table lock holds no invariants");
-                for (key, tx) in flights {
-                    in_flight.remove(&key);
-                    let _ = tx.send(Some(Err(cancelled())));
+                for f in flights {
+                    self.land(&f.key, f.seq);
+                    let _ = f.tx.send(Some(Err(cancelled())));
                 }
                 return;
             }
         };
         let now = self.clock.now_ms();
-        for ((key, tx), result) in flights.into_iter().zip(results) {
-            self.metrics.refresh(key.source, trigger, result.is_ok());
+        for (f, result) in flights.into_iter().zip(results) {
+            self.metrics.refresh(f.key.source, trigger, result.is_ok());
             let result = match result {
-                Ok(fetched) => Ok(self.install(&key, fetched, now)),
+                Ok(fetched) => Ok(self.install(&f.key, fetched, now, f.seq)),
                 Err(e) => {
-                    self.note_failure(&key, &e, now);
+                    self.note_failure(&f.key, &e, now);
                     if trigger != Trigger::Expired && trigger != Trigger::RefreshNow {
-                        tracing::warn!(key = %key, trigger = trigger.as_str(), error = e.code(), "background fetch failed");
+                        tracing::warn!(
+                            key = %crate::escape::escaped(&f.key.to_string()),
+                            trigger = trigger.as_str(),
+                            error = e.code(),
+                            "background fetch failed"
+                        );
                     }
                     Err(e)
                 }
             };
             // Installed first, then the flight removed: a reader arriving in between finds
             // either the flight or the new entry, never neither.
-            self.flights.lock().expect("flight table lock holds no invariants").remove(&key);
-            let _ = tx.send(Some(result));
+            self.land(&f.key, f.seq);
+            let _ = f.tx.send(Some(result));
         }
     }
 
@@ -347,8 +378,11 @@ impl Cache {
         (self.jitter.hash_one(key) % 2001) as f64 / 10_000.0 - 0.1
     }
 
-    /// Replaces the snapshot with one that holds `fetched` under `key`, its name and its ARN.
-    fn install(&self, key: &Key, fetched: Fetched, now: u64) -> Arc<Entry> {
+    /// Replaces the snapshot with one that holds `fetched` under `key`, its name and its ARN,
+    /// unless one of those keys already holds an entry fetched by a flight that started later
+    /// (`seq`): then that newer entry stays and is returned instead, so an entry never goes
+    /// back to an older answer whichever alias fetched it.
+    fn install(&self, key: &Key, fetched: Fetched, now: u64, seq: u64) -> Arc<Entry> {
         let item = self.item_policy(key, &fetched);
         let ttl_ms = item.ttl.as_millis() as u64;
         let mut keys = vec![key.clone()];
@@ -361,6 +395,15 @@ impl Cache {
         let ahead_ms = (ttl_ms as f64 * self.policy.refresh_ahead * (1.0 + self.jitter(key))) as u64;
         let _writer = self.writer.lock().expect("writer lock holds no invariants");
         let snap = self.snapshot.load_full();
+        if self.policy.enabled
+            && let Some(newer) = keys
+                .iter()
+                .filter_map(|k| snap.map.get(k))
+                .filter(|e| e.seq > seq)
+                .max_by_key(|e| e.seq)
+        {
+            return newer.clone();
+        }
         let stats = keys
             .iter()
             .find_map(|k| snap.map.get(k))
@@ -377,6 +420,7 @@ impl Cache {
             fetched_at_ms: now,
             ttl_ms,
             ahead_at_ms: now + ahead_ms,
+            seq,
             pinned: item.pinned,
             stats,
         });
@@ -444,7 +488,7 @@ impl Cache {
             .map(|e| e.primary().clone())
             .collect();
         for group in batches(due) {
-            let flights = self.start(group.clone(), Trigger::Ahead, cancel.clone());
+            let flights = self.start(group.clone(), Trigger::Ahead, false, cancel.clone());
             for (key, flight) in group.into_iter().zip(flights) {
                 background.push_flight(key.to_string(), false, flight);
             }

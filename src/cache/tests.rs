@@ -62,11 +62,14 @@ impl FakeFetch {
 }
 
 impl Fetch for FakeFetch {
+    /// The answer is what upstream holds when the call arrives; `delay_ms` holds it back on
+    /// the way to the cache (a slow network, not a slow lookup).
     fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
+            let answer = self.answer(&key.id);
             self.pause().await;
-            self.answer(&key.id)
+            answer
         })
     }
 
@@ -74,8 +77,9 @@ impl Fetch for FakeFetch {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
             self.batches.lock().unwrap().push(keys.len());
+            let answers = keys.iter().map(|k| self.answer(&k.id)).collect();
             self.pause().await;
-            keys.iter().map(|k| self.answer(&k.id)).collect()
+            answers
         })
     }
 
@@ -491,6 +495,68 @@ async fn settling_refresh_ahead_never_cancels_a_readers_fetch() {
     assert_eq!(report.cancelled, 1, "the slow refresh of a is cancelled");
     let read = reader.await.unwrap().expect("the reader's own fetch went on");
     assert_eq!((read.result, body(&read)), (CacheResult::Miss, "bee"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_answer_by_name_never_rolls_back_what_a_later_fetch_by_arn_installed() {
+    // Issue 14, case 3: a refresh by name whose V1 answer is delayed; meanwhile the secret is
+    // rotated and a refresh by ARN installs V2 under both aliases; then V1 lands.
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("V1"));
+    cache.get(key("a"), false).await.unwrap();
+    fetch.delay_ms.store(2000, SeqCst);
+    let c = cache.clone();
+    let by_name = tokio::spawn(async move { c.get(key("a"), true).await });
+    tokio::task::yield_now().await;
+    fetch.delay_ms.store(0, SeqCst);
+    fetch.set("a", Ok("V2"));
+    let by_arn = cache.get(key("arn:a"), true).await.unwrap();
+    assert_eq!(body(&by_arn), "V2");
+    let late = by_name.await.unwrap().unwrap();
+    assert_eq!(
+        body(&late),
+        "V2",
+        "the older answer is not installed; its caller gets the newer entry"
+    );
+    for id in ["a", "arn:a"] {
+        let s = cache.get(key(id), false).await.unwrap();
+        assert_eq!((s.result, body(&s)), (CacheResult::Hit, "V2"), "{id}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_now_never_joins_a_fetch_that_started_before_it() {
+    // Issue 14, case 4: a miss is in flight with the old value when the secret is rotated;
+    // refreshNow must fetch again, and the late old answer must not replace the new one.
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("b", Ok("old"));
+    fetch.delay_ms.store(1000, SeqCst);
+    let c = cache.clone();
+    let miss = tokio::spawn(async move { c.get(key("b"), false).await });
+    tokio::task::yield_now().await;
+    fetch.delay_ms.store(0, SeqCst);
+    fetch.set("b", Ok("new"));
+    let refreshed = cache.get(key("b"), true).await.unwrap();
+    assert_eq!((refreshed.result, body(&refreshed)), (CacheResult::Refresh, "new"));
+    assert_eq!(fetch.calls.load(SeqCst), 2, "refreshNow made its own call");
+    let _ = miss.await.unwrap();
+    let s = cache.get(key("b"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Hit, "new"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_by_name_and_by_arn_share_one_flight_once_the_aliases_are_known() {
+    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    clock.advance(Duration::from_secs(301));
+    fetch.delay_ms.store(100, SeqCst);
+    let (c1, c2) = (cache.clone(), cache.clone());
+    let by_name = tokio::spawn(async move { c1.get(key("a"), false).await });
+    let by_arn = tokio::spawn(async move { c2.get(key("arn:a"), false).await });
+    let (n, a) = (by_name.await.unwrap().unwrap(), by_arn.await.unwrap().unwrap());
+    assert_eq!((body(&n), body(&a)), ("one", "one"));
+    assert_eq!(fetch.calls.load(SeqCst), 2, "the first fetch, then one for both expired reads");
 }
 
 #[tokio::test]

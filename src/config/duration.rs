@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::escape::quoted;
+
 /// Parses `90`, `90s`, `1m30s`, `250ms`, `2h`, `1d`. Whitespace is not allowed inside.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -17,11 +19,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number before {rest:?}"));
+            return Err(format!(
+                "invalid duration {}: expected a number before {}",
+                quoted(text),
+                quoted(rest)
+            ));
         }
         let value: u64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+            .map_err(|_| format!("invalid duration {}: number too large", quoted(text)))?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
@@ -34,10 +40,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(value.saturating_mul(86_400)),
             "" => {
                 return Err(format!(
-                    "invalid duration {text:?}: missing unit after {value} (use ms, s, m, h or d)"
+                    "invalid duration {}: missing unit after {value} (use ms, s, m, h or d)",
+                    quoted(text)
                 ));
             }
-            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "invalid duration {}: unknown unit {} (use ms, s, m, h or d)",
+                    quoted(text),
+                    quoted(other)
+                ));
+            }
         };
         total = total.saturating_add(part);
     }

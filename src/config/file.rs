@@ -223,7 +223,7 @@ impl Walk {
             (None, Some((path, at))) => {
                 let path = path?;
                 if !path.starts_with('/') {
-                    self.problem(at, format!("`path` must start with `/`, got {path:?}"));
+                    self.problem(at, format!("`path` must start with `/`, got \"{}\"", crate::escape::escaped(&path)));
                     return None;
                 }
                 ParameterTarget::Path(path)
@@ -263,6 +263,7 @@ impl Walk {
                 }
                 YamlData::Value(Scalar::String(k)) => {
                     let hint = suggestion(k, allowed);
+                    let k = crate::escape::escaped(k);
                     self.problem(key, format!("unknown key `{k}` in {what}{hint} (allowed: {})", allowed.join(", ")));
                 }
                 _ => self.problem(key, format!("keys in {what} must be strings, got {}", kind(key))),

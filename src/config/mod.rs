@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use crate::escape::quoted;
+
 pub use file::{FileConfig, ParameterItem, ParameterTarget, SecretItem, SecretVersion};
 
 /// The largest TTL accepted anywhere (the AWS extension stops at 300 s; we allow a day).
@@ -199,13 +201,51 @@ impl fmt::Display for ConfigError {
 /// Reads the file at `path`; `None` when it does not exist.
 pub type ReadFile<'a> = &'a dyn Fn(&std::path::Path) -> std::io::Result<Option<String>>;
 
-/// Reads a file from disk, treating "not found" as absent.
+/// Reads the config file from disk, treating "not found" as absent. It is opened without
+/// blocking (a FIFO would otherwise wait in `open` for a writer, forever), must be a regular
+/// file (not a FIFO, device or directory), and at most `file::MAX_FILE_BYTES + 1` bytes are
+/// ever read (`/dev/zero` or a huge file costs nothing).
 pub fn read_file_from_disk(path: &std::path::Path) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else {
+            "a device or socket"
+        };
+        return Err(std::io::Error::other(format!("{what}, not a regular file")));
     }
+    let mut bytes = Vec::new();
+    file.take(file::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > file::MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {} bytes (1 MiB)", file::MAX_FILE_BYTES)));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
+const PORT_VAR: &str = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT";
+
+/// The loopback port alone, so the socket can be bound before anything else is read (the
+/// config file above all); `None` when the variable is invalid (`load` then says why).
+pub fn http_port(env: &dyn Env) -> Option<u16> {
+    let mut c = Collector { env, problems: Vec::new() };
+    let port = c.integer(PORT_VAR, 0, 65_535).map_or(DEFAULT_PORT, |p| p as u16);
+    c.problems.is_empty().then_some(port)
 }
 
 struct Collector<'e> {
@@ -235,7 +275,7 @@ impl Collector<'_> {
                 None
             }
             Err(_) => {
-                self.bad(name, format!("{raw:?} is not a whole number ({min}–{max})"));
+                self.bad(name, format!("{} is not a whole number ({min}–{max})", quoted(&raw)));
                 None
             }
         }
@@ -247,7 +287,7 @@ impl Collector<'_> {
             "true" | "1" | "yes" => Some(true),
             "false" | "0" | "no" => Some(false),
             _ => {
-                self.bad(name, format!("{raw:?} is not true or false"));
+                self.bad(name, format!("{} is not true or false", quoted(&raw)));
                 None
             }
         }
@@ -276,7 +316,7 @@ impl Collector<'_> {
         match raw.parse::<f64>() {
             Ok(v) if v > 0.0 && v <= 1.0 => Some(v),
             _ => {
-                self.bad(name, format!("{raw:?} is not a fraction in (0, 1] such as 0.8"));
+                self.bad(name, format!("{} is not a fraction in (0, 1] such as 0.8", quoted(&raw)));
                 None
             }
         }
@@ -301,10 +341,7 @@ impl Config {
     pub fn load_with_path(env: &dyn Env, read_file: ReadFile<'_>, path: Option<PathBuf>) -> Result<Config, ConfigError> {
         let mut c = Collector { env, problems: Vec::new() };
 
-        let port = match c.integer("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", 0, 65_535) {
-            Some(p) => p as u16,
-            None => DEFAULT_PORT,
-        };
+        let port = c.integer(PORT_VAR, 0, 65_535).map_or(DEFAULT_PORT, |p| p as u16);
         let cache_enabled = c.boolean("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED").unwrap_or(true);
         let cache_size = c.integer("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", 0, 1_000_000).unwrap_or(1000) as usize;
         let max_upstream = c.integer("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", 1, 1000).unwrap_or(3) as usize;
@@ -323,7 +360,7 @@ impl Config {
                 _ => {
                     c.bad(
                         "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL",
-                        format!("{v:?} is not one of debug, info, warn, error, none"),
+                        format!("{} is not one of debug, info, warn, error, none", quoted(&v)),
                     );
                     LogLevel::Info
                 }
@@ -710,6 +747,38 @@ mod tests {
         let err = Config::load(&env, &no_file).unwrap_err();
         assert!(err.to_string().contains("/nope.yaml: config file not found"));
         assert!(load(&[("AWS_TOKEN", "t")]).is_ok());
+    }
+
+    #[test]
+    fn the_config_file_must_be_a_regular_file_and_is_read_with_a_cap() {
+        let dir = std::env::temp_dir().join(format!("lsc-config-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let err = read_file_from_disk(&fifo).unwrap_err();
+        assert!(err.to_string().contains("a FIFO, not a regular file"), "{err}");
+        let err = read_file_from_disk(&dir).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let err = read_file_from_disk(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let big = dir.join("big.yaml");
+        std::fs::write(&big, vec![b'#'; file::MAX_FILE_BYTES + 10]).unwrap();
+        assert!(read_file_from_disk(&big).unwrap_err().to_string().contains("larger than"));
+        let ok = dir.join("ok.yaml");
+        std::fs::write(&ok, "secrets: []\n").unwrap();
+        assert_eq!(read_file_from_disk(&ok).unwrap().as_deref(), Some("secrets: []\n"));
+        assert_eq!(read_file_from_disk(&dir.join("absent.yaml")).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_port_alone_is_read_the_same_way() {
+        let env: HashMap<&str, &str> = [("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "2999")].into();
+        assert_eq!(http_port(&env), Some(2999));
+        assert_eq!(http_port(&HashMap::new()), Some(DEFAULT_PORT));
+        let env: HashMap<&str, &str> = [("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "99999")].into();
+        assert_eq!(http_port(&env), None);
     }
 
     #[test]

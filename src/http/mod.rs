@@ -30,14 +30,36 @@ use crate::metrics::{CacheResult, Metrics};
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-parameters-secrets-token");
 // Header names built once: a `&str` name is parsed and validated on every use.
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Headers a proxy adds when it relays a request. None of the AWS extension's clients (its
+/// documented calls, the Powertools parameters utility, middy) send one: a request carrying
+/// any of them came through a proxy (an `HTTP_PROXY` that does not exempt localhost, or an
+/// SSRF relaying through one) and is refused.
+const PROXY_HEADERS: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+    "via",
+];
 /// Request line plus headers; hyper answers 431 above it. Bodies are never read.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 /// A client that opens a connection and sends nothing is dropped after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish when the server stops.
+/// How long open connections get to finish when the server stops. Reads still waiting on AWS
+/// when `ANSWER_MARGIN` of it is left are answered `504 ShuttingDown`, so none goes unanswered.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+const ANSWER_MARGIN: Duration = Duration::from_millis(100);
+/// Descriptors kept out of the inbound budget: upstream connections (a few per service), the
+/// Telemetry API listener and its deliveries, OTLP exports, Extensions API calls, the
+/// runtime's own (epoll, timers) and stdio.
+const RESERVED_DESCRIPTORS: u64 = 64;
+/// The most sockets held open at once when `RLIMIT_NOFILE` is effectively unlimited.
+const MAX_DESCRIPTOR_BUDGET: u64 = 16_384;
+/// At most one "accept failed" warning per this (with a count of the ones in between).
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -50,7 +72,14 @@ pub struct Server {
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
     token: Token,
+    /// Connections served at once (`SECRETS_CACHE_MAX_INBOUND_CONNECTIONS`, within the
+    /// descriptor budget); more are answered 429 and closed at once.
     connections: Arc<Semaphore>,
+    /// Sockets open at once, served or being refused: when none is left, accepting pauses
+    /// (the kernel queues new connections) so upstream calls always have descriptors.
+    descriptors: usize,
+    /// Cancelled when the drain is nearly over: reads still waiting get 504.
+    answer_now: CancellationToken,
     /// Extension mode only: invocation and telemetry state for `/status`.
     lifecycle: Option<Arc<crate::lifecycle::State>>,
     otel: Option<Arc<crate::telemetry::otlp::Otel>>,
@@ -67,28 +96,41 @@ impl Server {
         lifecycle: Option<Arc<crate::lifecycle::State>>,
         otel: Option<Arc<crate::telemetry::otlp::Otel>>,
     ) -> Arc<Server> {
+        let descriptors = descriptor_budget();
         Arc::new(Server {
             cache,
             metrics,
             token,
-            connections: Arc::new(Semaphore::new(max_connections)),
+            connections: Arc::new(Semaphore::new(max_connections.min(descriptors))),
+            descriptors,
+            answer_now: CancellationToken::new(),
             lifecycle,
             tracer: otel.as_ref().and_then(|o| o.tracer()),
             otel,
         })
     }
 
-    /// Accepts until `cancel`, then lets open connections finish (bounded).
+    /// Accepts until `cancel`, then lets open connections finish (bounded); what is still
+    /// waiting near the end of the drain is answered `504 ShuttingDown`.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) -> Result<(), HttpError> {
         let connections = TaskTracker::new();
+        let descriptors = Arc::new(Semaphore::new(self.descriptors));
+        let mut accept_failures = RateLimited::new(ACCEPT_WARNING_EVERY);
         loop {
+            let descriptor = tokio::select! {
+                () = cancel.cancelled() => break,
+                permit = descriptors.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
             let (stream, _) = tokio::select! {
                 () = cancel.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
-                    // Out of file descriptors and the like: back off instead of spinning.
+                    // Out of descriptors (another part of the process, or the system) and the
+                    // like: back off instead of spinning, and say so once in a while.
                     Err(e) if is_transient_accept_error(&e) => {
-                        tracing::warn!(error = %e, "accept failed; retrying");
+                        if let Some(since) = accept_failures.tick() {
+                            tracing::warn!(error = %e, failures = since, "accept failed; retrying");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -96,7 +138,15 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let permit = self.connections.clone().try_acquire_owned().ok();
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                // Over the limit: answered at once, not after the client's request, so a
+                // client that sends nothing does not hold a descriptor for the header timeout.
+                connections.spawn(async move {
+                    refuse(stream).await;
+                    drop(descriptor);
+                });
+                continue;
+            };
             let this = self.clone();
             let cancel = cancel.clone();
             connections.spawn(async move {
@@ -106,18 +156,9 @@ impl Server {
                     .header_read_timeout(HEADER_READ_TIMEOUT)
                     .max_buf_size(MAX_HEADER_BYTES)
                     .max_headers(MAX_HEADERS);
-                let over_limit = permit.is_none();
-                if over_limit {
-                    builder.keep_alive(false);
-                }
                 let service = service_fn(move |req| {
                     let this = this.clone();
-                    async move {
-                        if over_limit {
-                            return Ok::<_, Infallible>(ApiError::TooManyConnections.into_response());
-                        }
-                        Ok(this.handle(req).await)
-                    }
+                    async move { Ok::<_, Infallible>(this.handle(req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
@@ -128,11 +169,17 @@ impl Server {
                         let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
                     }
                 }
-                drop(permit);
+                drop((permit, descriptor));
             });
         }
         connections.close();
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await;
+        if tokio::time::timeout(DRAIN_TIMEOUT - ANSWER_MARGIN, connections.wait())
+            .await
+            .is_err()
+        {
+            self.answer_now.cancel();
+            let _ = tokio::time::timeout(ANSWER_MARGIN, connections.wait()).await;
+        }
         Ok(())
     }
 
@@ -146,6 +193,12 @@ impl Server {
 
     async fn dispatch<B>(&self, req: &Request<B>) -> Result<Response<Full<Bytes>>, ApiError> {
         let uri = req.uri();
+        // `GET http://host/...` is how a client talks to a proxy, not to a local server.
+        if uri.scheme().is_some() || uri.authority().is_some() {
+            return Err(ApiError::BadRequest(
+                "absolute-form request targets are not accepted: send the path only".into(),
+            ));
+        }
         let endpoint = route::endpoint(uri.path()).ok_or_else(|| ApiError::NotFound(uri.path().chars().take(128).collect()))?;
         if req.method() != Method::GET {
             return Err(ApiError::MethodNotAllowed(req.method().as_str().chars().take(16).collect()));
@@ -166,9 +219,17 @@ impl Server {
         }
         let started = Instant::now();
         let key = read.key();
-        let result = match &self.tracer {
-            None => self.cache.get(key, read.refresh_now).await,
-            Some(tracer) => self.traced_get(tracer, req.headers(), key, read.refresh_now).await,
+        let get = async {
+            match &self.tracer {
+                None => self.cache.get(key, read.refresh_now).await,
+                Some(tracer) => self.traced_get(tracer, req.headers(), key, read.refresh_now).await,
+            }
+        };
+        // A hit is ready at the first poll; only a read waiting on AWS can see the shutdown.
+        let result = tokio::select! {
+            biased;
+            r = get => r.map_err(ApiError::Upstream),
+            () = self.answer_now.cancelled() => Err(ApiError::ShuttingDown),
         };
         match result {
             Ok(served) => {
@@ -182,7 +243,7 @@ impl Server {
             }
             Err(e) => {
                 self.metrics.request(key.source, CacheResult::Error, started.elapsed(), None);
-                Err(ApiError::Upstream(e))
+                Err(e)
             }
         }
     }
@@ -231,11 +292,11 @@ impl Server {
         result
     }
 
-    /// X-Forwarded-For means a proxy relayed the request: refuse (SSRF). Then the token,
-    /// compared in constant time.
+    /// A proxy header means the request was relayed: refuse (SSRF). Then the token, compared
+    /// in constant time.
     fn authorise(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        if headers.contains_key(X_FORWARDED_FOR) {
-            return Err(ApiError::Forwarded);
+        if let Some(name) = PROXY_HEADERS.into_iter().find(|h| headers.contains_key(*h)) {
+            return Err(ApiError::Forwarded(name));
         }
         let expected = self.token.value.as_bytes();
         let mut presented = headers.get_all(TOKEN_HEADER).iter();
@@ -277,6 +338,72 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
+}
+
+/// The 429 for a connection over the limit, written as soon as it is accepted. The request, if
+/// one comes, is read and dropped before closing, so the client is not reset before it can
+/// read the answer; all of it bounded to a second.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = ApiError::TooManyConnections.body();
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&body).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
+}
+
+/// How many sockets may be open at once: the soft `RLIMIT_NOFILE` less what the rest of the
+/// process needs (Lambda's is 1 024).
+fn descriptor_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let budget = if soft > RESERVED_DESCRIPTORS * 2 {
+        soft - RESERVED_DESCRIPTORS
+    } else {
+        soft / 2
+    };
+    budget.clamp(1, MAX_DESCRIPTOR_BUDGET) as usize
+}
+
+/// Says "now" at most once per period, and how many times it was asked in between.
+struct RateLimited {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+impl RateLimited {
+    fn new(every: Duration) -> RateLimited {
+        RateLimited {
+            every,
+            last: None,
+            count: 0,
+        }
+    }
+
+    fn tick(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now < last + self.every) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
 }
 
 fn is_transient_accept_error(e: &std::io::Error) -> bool {

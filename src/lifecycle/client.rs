@@ -177,8 +177,14 @@ impl ExtensionsApi {
             .await;
         match answer {
             Ok(a) if a.status == StatusCode::OK => Subscription::Subscribed,
-            Ok(a) if a.status == StatusCode::ACCEPTED => Subscription::NotSupported(String::from_utf8_lossy(&a.body).into_owned()),
-            Ok(a) => Subscription::Failed(format!("{}: {}", a.status.as_u16(), String::from_utf8_lossy(&a.body))),
+            Ok(a) if a.status == StatusCode::ACCEPTED => {
+                Subscription::NotSupported(crate::escape::escaped(&String::from_utf8_lossy(&a.body)))
+            }
+            Ok(a) => Subscription::Failed(format!(
+                "{}: {}",
+                a.status.as_u16(),
+                crate::escape::escaped(&String::from_utf8_lossy(&a.body))
+            )),
             Err(e) => Subscription::Failed(e.to_string()),
         }
     }
@@ -247,7 +253,7 @@ fn expect_ok(call: &'static str, answer: Answer) -> Result<Answer, LifecycleErro
         Err(LifecycleError::Status {
             call,
             status: answer.status.as_u16(),
-            body: String::from_utf8_lossy(&answer.body).chars().take(512).collect(),
+            body: crate::escape::escaped(&String::from_utf8_lossy(&answer.body)),
         })
     }
 }

@@ -27,7 +27,7 @@ impl FlushPolicy {
             "periodic" | "adaptive" => Ok(FlushPolicy::Periodic(interval)),
             other => match other.strip_prefix("periodic:").map(str::parse::<u64>) {
                 Some(Ok(ms)) => Ok(FlushPolicy::Periodic(Duration::from_millis(ms))),
-                _ => Err(format!("{other:?} is not periodic, periodic:<ms> or end")),
+                _ => Err(format!("{} is not periodic, periodic:<ms> or end", crate::escape::quoted(other))),
             },
         }
     }

@@ -285,7 +285,7 @@ impl Lifecycle {
                     return Ok(shutdown);
                 }
                 Event::Unknown(kind) => {
-                    tracing::warn!(event_type = %kind.chars().take(64).collect::<String>(), "unknown event type ignored")
+                    tracing::warn!(event_type = %crate::escape::escaped(&kind), "unknown event type ignored")
                 }
             }
         }

@@ -3,7 +3,6 @@
 //! secret value.
 
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +16,11 @@ pub enum FetchError {
     /// Could not reach AWS, or the connection broke.
     #[error("cannot reach upstream: {0}")]
     Network(String),
+    /// AWS (or something posing as it) answered, but not with what was asked for: a success
+    /// without the item or its value, another item, a body that is not the API's JSON, a
+    /// status that is not an error, an answer over the size cap. Never cached.
+    #[error("upstream answered with something that is not a valid answer: {0}")]
+    Invalid(String),
     /// Anything else: a malformed response, a request we could not build.
     #[error("unexpected upstream failure: {0}")]
     Other(String),
@@ -38,14 +42,10 @@ impl FetchError {
     /// Transient errors allow serving a stale value; permanent ones are returned to the caller.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Timeout(_) | FetchError::Network(_) => true,
+            FetchError::Timeout(_) | FetchError::Network(_) | FetchError::Invalid(_) => true,
             FetchError::Service { status, code, .. } => *status >= 500 || THROTTLING.contains(&code.as_str()),
             FetchError::Other(_) => false,
         }
-    }
-
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, FetchError::Service { code, .. } if code == "ResourceNotFoundException" || code == "ParameterNotFound" || code == "ParameterVersionNotFound")
     }
 
     /// The HTTP status the function sees.
@@ -53,7 +53,7 @@ impl FetchError {
         match self {
             FetchError::Service { status, .. } => *status,
             FetchError::Timeout(_) => 504,
-            FetchError::Network(_) => 502,
+            FetchError::Network(_) | FetchError::Invalid(_) => 502,
             FetchError::Other(_) => 500,
         }
     }
@@ -64,6 +64,7 @@ impl FetchError {
             FetchError::Service { code, .. } => code,
             FetchError::Timeout(_) => "TimeoutError",
             FetchError::Network(_) => "ConnectionError",
+            FetchError::Invalid(_) => "InvalidUpstreamResponse",
             FetchError::Other(_) => "InternalFailure",
         }
     }
@@ -78,45 +79,96 @@ impl FetchError {
     /// An error reported per item inside a batch answer (`Errors[]`, `InvalidParameters`),
     /// which carries a code but no HTTP status of its own.
     pub fn item(code: &str, message: &str) -> FetchError {
+        let code = error_code(code);
         let status = if code.starts_with("Internal") { 500 } else { 400 };
         FetchError::Service {
             status,
-            code: code.to_string(),
-            message: message.to_string(),
+            code,
+            message: error_message(message),
         }
     }
 
-    /// Classifies an SDK failure. Transport details are kept short: they name the failure
-    /// (reset, refused, malformed answer), never a response body.
+    /// Classifies an SDK failure. Only a real HTTP error status (400–599) is passed on as
+    /// AWS's: a "service error" with any other status (a 200 whose body is not the API's
+    /// JSON, a 3xx, a 1xx) is an invalid answer. Codes and messages from the wire are
+    /// sanitised here, once. Transport details are kept short: they name the failure (reset,
+    /// refused, malformed answer), never a response body.
     pub fn from_sdk<E>(err: SdkError<E, HttpResponse>, budget_ms: u64) -> FetchError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        if too_large(&err) {
+            return FetchError::Invalid(format!("the answer is larger than {} bytes", super::answer::MAX_ANSWER));
+        }
         match &err {
             SdkError::ServiceError(ctx) => {
                 let e = ctx.err();
+                let status = ctx.raw().status().as_u16();
+                if !(400..=599).contains(&status) {
+                    return FetchError::Invalid(format!("status {status} with a body that is not a valid answer"));
+                }
                 FetchError::Service {
-                    status: ctx.raw().status().as_u16(),
-                    code: e.code().unwrap_or("UnknownError").to_string(),
-                    message: e.message().unwrap_or("").to_string(),
+                    status,
+                    code: error_code(e.code().unwrap_or("UnknownError")),
+                    message: error_message(e.message().unwrap_or("")),
                 }
             }
             SdkError::TimeoutError(_) => FetchError::Timeout(budget_ms),
             SdkError::DispatchFailure(d) if d.is_timeout() => FetchError::Timeout(budget_ms),
+            // A success whose body could not be read as the API's answer.
+            SdkError::ResponseError(ctx) if ctx.raw().status().is_success() => {
+                FetchError::Invalid(format!("the answer could not be read: {}", describe(&err)))
+            }
             SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => FetchError::Network(describe(&err)),
             _ => FetchError::Other(describe(&err)),
         }
     }
 }
 
+/// An AWS error code is an identifier (`ResourceNotFoundException`); anything else from the
+/// wire becomes `UnknownError` rather than reaching a log line or the function's `__type`.
+fn error_code(code: &str) -> String {
+    let identifier = !code.is_empty()
+        && code.len() <= 128
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'#'));
+    if identifier { code } else { "UnknownError" }.to_string()
+}
+
+/// AWS's error message, without control characters and at most 512 characters.
+fn error_message(message: &str) -> String {
+    message.chars().take(512).map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// The answer overran the cap on its size (`answer::MAX_ANSWER`).
+fn too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 type HttpResponse = aws_smithy_runtime_api::http::Response;
 
+/// The error and its causes, each by its `Display`, at most 300 characters. Never `Debug`: the
+/// SDK's debug form of a response error includes the raw response, body and all, and a body
+/// can hold a value.
 fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = DisplayErrorContext(err).to_string();
-    if let Some((i, _)) = text.char_indices().nth(300) {
-        text.truncate(i);
+    let mut parts = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        next = e.source();
     }
-    text
+    error_message(&parts.join(": ")).chars().take(300).collect()
 }
 
 #[cfg(test)]
@@ -141,7 +193,21 @@ mod tests {
         assert!(!service(400, "ResourceNotFoundException").is_transient());
         assert!(!service(400, "AccessDeniedException").is_transient());
         assert!(!service(400, "DecryptionFailure").is_transient());
-        assert!(service(400, "ParameterNotFound").is_not_found());
+    }
+
+    #[test]
+    fn codes_and_messages_from_the_wire_are_sanitised() {
+        let e = FetchError::item("Bad\nCode\0", "line one\nline two\u{7}");
+        assert_eq!(e.code(), "UnknownError");
+        assert_eq!(e.message(), "line one line two ");
+        assert_eq!(
+            FetchError::item("ResourceNotFoundException", "").code(),
+            "ResourceNotFoundException"
+        );
+        let long = FetchError::item("X", &"m".repeat(2000));
+        assert_eq!(long.message().len(), 512);
+        assert_eq!(FetchError::Invalid("x".into()).http_status(), 502);
+        assert!(FetchError::Invalid("x".into()).is_transient(), "stale-if-error applies");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! once into the response body the function will receive (see `render`), and every failure is
 //! classified (see `error`). The cache talks to this layer only through the `Fetch` trait.
 
+pub mod answer;
 pub mod error;
 pub mod key;
 pub mod render;
@@ -16,7 +17,6 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
-use zeroize::Zeroize;
 
 pub use error::FetchError;
 pub use key::{Key, KeyRef, SelectorKind, Source};
@@ -104,10 +104,12 @@ impl Upstream {
         let secrets = aws_sdk_secretsmanager::config::Builder::from(&shared)
             .timeout_config(timeouts(config.secrets.timeout))
             .retry_config(retries.clone())
+            .interceptor(CapAnswers)
             .build();
         let ssm = aws_sdk_ssm::config::Builder::from(&shared)
             .timeout_config(timeouts(config.ssm.timeout))
             .retry_config(retries)
+            .interceptor(CapAnswers)
             .build();
         let permits = config.max_upstream_connections.get();
         Upstream {
@@ -119,8 +121,16 @@ impl Upstream {
         }
     }
 
-    /// Runs one SDK call under the service's concurrency limit, timed and classified.
-    async fn call<T, E, F>(&self, source: Source, method: &'static str, call: F) -> Result<T, FetchError>
+    /// Runs one SDK call under the service's concurrency limit, timed and classified; `read`
+    /// turns the SDK's output into what the caller trusts (an answer it rejects makes the
+    /// call a failed one, in the span and the metrics too).
+    async fn call<T, R, E, F>(
+        &self,
+        source: Source,
+        method: &'static str,
+        call: F,
+        read: impl FnOnce(T) -> Result<R, FetchError>,
+    ) -> Result<R, FetchError>
     where
         F: Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -158,7 +168,7 @@ impl Upstream {
                         id.to_string(),
                     ));
                 }
-                raw.map_err(|e| FetchError::from_sdk(e, budget.as_millis() as u64))
+                raw.map_err(|e| FetchError::from_sdk(e, budget.as_millis() as u64)).and_then(read)
             }
             Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
         };
@@ -177,6 +187,9 @@ impl Upstream {
             .upstream_call(source, method, result.as_ref().err().map(FetchError::code), started.elapsed());
         if let Err(e) = &result {
             tracing::debug!(source = source.as_str(), method, error = %e.code(), "upstream call failed");
+            if let FetchError::Invalid(why) = e {
+                tracing::warn!(source = source.as_str(), method, why = %why, "upstream answer rejected");
+            }
         }
         result
     }
@@ -188,26 +201,10 @@ impl Upstream {
             SelectorKind::VersionStage => req = req.version_stage(&*key.selector),
             _ => {}
         }
-        let out = self.call(Source::SecretsManager, "GetSecretValue", req.send()).await?;
-        let aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput {
-            arn,
-            name,
-            version_id,
-            secret_binary,
-            secret_string,
-            version_stages,
-            created_date,
-            ..
-        } = out;
-        Ok(secret_fetched(
-            arn,
-            name,
-            version_id,
-            secret_string,
-            secret_binary,
-            version_stages,
-            created_date,
-        ))
+        self.call(Source::SecretsManager, "GetSecretValue", req.send(), |out| {
+            answer::secret(key, out.into())
+        })
+        .await
     }
 
     async fn batch_secrets(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
@@ -220,35 +217,24 @@ impl Upstream {
                 .batch_get_secret_value()
                 .set_secret_id_list(Some(ids.clone()))
                 .set_next_token(next_token.take());
-            let out = match self.call(Source::SecretsManager, "BatchGetSecretValue", req.send()).await {
+            let out = match self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
                 Ok(out) => out,
                 // No permission for the batch API, or an old endpoint: fall back to one call each.
                 Err(e) if !e.is_transient() => break,
                 Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
             };
             for v in out.secret_values.unwrap_or_default() {
-                let Some(i) = keys.iter().position(|k| secret_matches(&k.id, v.name.as_deref(), v.arn.as_deref())) else {
+                let matched = keys
+                    .iter()
+                    .position(|k| answer::secret_matches(&k.id, v.name.as_deref(), v.arn.as_deref()));
+                let Some(i) = matched else {
                     continue;
                 };
-                let aws_sdk_secretsmanager::types::SecretValueEntry {
-                    arn,
-                    name,
-                    version_id,
-                    secret_binary,
-                    secret_string,
-                    version_stages,
-                    created_date,
-                    ..
-                } = v;
-                results[i] = Some(Ok(secret_fetched(
-                    arn,
-                    name,
-                    version_id,
-                    secret_string,
-                    secret_binary,
-                    version_stages,
-                    created_date,
-                )));
+                let result = answer::secret(&keys[i], v.into());
+                if let Err(FetchError::Invalid(why)) = &result {
+                    tracing::warn!(method = "BatchGetSecretValue", why = %why, "upstream answer rejected");
+                }
+                results[i] = Some(result);
             }
             for e in out.errors.unwrap_or_default() {
                 if let Some(i) = keys.iter().position(|k| Some(&*k.id) == e.secret_id()) {
@@ -268,15 +254,17 @@ impl Upstream {
 
     async fn get_parameter(&self, key: &Key) -> Result<Fetched, FetchError> {
         let req = self.ssm.get_parameter().name(key.ssm_name()).with_decryption(key.decrypt);
-        let out = self.call(Source::Ssm, "GetParameter", req.send()).await?;
-        let mut p = out
-            .parameter
-            .ok_or_else(|| FetchError::Other("GetParameter answered without a parameter".into()))?;
-        // AWS echoes the selector (`:3`, `:label`); some stand-ins (moto) do not. Keep the shape.
-        if p.selector.as_deref().is_none_or(str::is_empty) && matches!(key.kind, SelectorKind::Version | SelectorKind::Label) {
-            p.selector = Some(format!(":{}", key.selector));
-        }
-        Ok(parameter_fetched(p))
+        self.call(Source::Ssm, "GetParameter", req.send(), |out| {
+            let mut p = out
+                .parameter
+                .ok_or_else(|| FetchError::Invalid("GetParameter answered without a parameter".into()))?;
+            // AWS echoes the selector (`:3`, `:label`); some stand-ins (moto) do not. Keep the shape.
+            if p.selector.as_deref().is_none_or(str::is_empty) && matches!(key.kind, SelectorKind::Version | SelectorKind::Label) {
+                p.selector = Some(format!(":{}", key.selector));
+            }
+            answer::parameter(answer::Wanted::Key(key), p)
+        })
+        .await
     }
 
     async fn batch_parameters(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
@@ -289,7 +277,7 @@ impl Upstream {
             }
             let names: Vec<String> = group.iter().map(|&i| keys[i].ssm_name()).collect();
             let req = self.ssm.get_parameters().set_names(Some(names.clone())).with_decryption(decrypt);
-            let out = match self.call(Source::Ssm, "GetParameters", req.send()).await {
+            let out = match self.call(Source::Ssm, "GetParameters", req.send(), Ok).await {
                 Ok(out) => out,
                 Err(e) if !e.is_transient() => continue,
                 Err(e) => {
@@ -308,7 +296,11 @@ impl Upstream {
                     .find(|(_, n)| **n == full || Some(n.as_str()) == arn.as_deref())
                     .map(|(i, _)| i)
                 {
-                    results[i] = Some(Ok(parameter_fetched(p)));
+                    let result = answer::parameter(answer::Wanted::Key(&keys[i]), p);
+                    if let Err(FetchError::Invalid(why)) = &result {
+                        tracing::warn!(method = "GetParameters", why = %why, "upstream answer rejected");
+                    }
+                    results[i] = Some(result);
                 }
             }
             for invalid in out.invalid_parameters.unwrap_or_default() {
@@ -353,9 +345,21 @@ impl Upstream {
                 .recursive(true)
                 .with_decryption(decrypt)
                 .set_next_token(next_token.take());
-            let page = self.call(Source::Ssm, "GetParametersByPath", req.send()).await?;
-            out.extend(page.parameters.unwrap_or_default().into_iter().map(parameter_fetched));
-            next_token = page.next_token;
+            // One parameter that is not a valid answer under the path fails the whole path:
+            // nothing from it is installed.
+            let (items, next) = self
+                .call(Source::Ssm, "GetParametersByPath", req.send(), |page| {
+                    let items = page
+                        .parameters
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| answer::parameter(answer::Wanted::Under(path), p))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((items, page.next_token))
+                })
+                .await?;
+            out.extend(items);
+            next_token = next;
             if next_token.is_none() {
                 return Ok(out);
             }
@@ -386,75 +390,53 @@ impl Fetch for Upstream {
     }
 }
 
-/// A batch result belongs to a requested id if the id is its name, its ARN, or a partial ARN
-/// (the ARN without the six random characters Secrets Manager appends).
-fn secret_matches(id: &str, name: Option<&str>, arn: Option<&str>) -> bool {
-    Some(id) == name
-        || Some(id) == arn
-        || arn.is_some_and(|a| a.strip_prefix(id).is_some_and(|rest| rest.len() == 7 && rest.starts_with('-')))
-}
-
-/// Renders a secret and wipes the SDK's copies of the value.
-fn secret_fetched(
-    arn: Option<String>,
-    name: Option<String>,
-    version_id: Option<String>,
-    mut secret_string: Option<String>,
-    secret_binary: Option<aws_smithy_types::Blob>,
-    version_stages: Option<Vec<String>>,
-    created_date: Option<aws_smithy_types::DateTime>,
-) -> Fetched {
-    let mut binary = secret_binary.map(aws_smithy_types::Blob::into_inner);
-    let stages = version_stages.unwrap_or_default();
-    let body = render::secret(&render::SecretParts {
-        arn: arn.as_deref(),
-        name: name.as_deref(),
-        version_id: version_id.as_deref(),
-        secret_string: secret_string.as_deref(),
-        secret_binary: binary.as_deref(),
-        version_stages: &stages,
-        created_date: created_date.as_ref(),
-    });
-    secret_string.zeroize();
-    binary.zeroize();
-    Fetched {
-        body,
-        name,
-        arn,
-        version: version_id,
+impl From<aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput> for answer::Secret {
+    fn from(out: aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput) -> Self {
+        answer::Secret {
+            arn: out.arn,
+            name: out.name,
+            version_id: out.version_id,
+            secret_string: out.secret_string,
+            secret_binary: out.secret_binary,
+            version_stages: out.version_stages,
+            created_date: out.created_date,
+        }
     }
 }
 
-fn parameter_fetched(mut p: aws_sdk_ssm::types::Parameter) -> Fetched {
-    let body = render::parameter(&p);
-    p.value.zeroize();
-    Fetched {
-        body,
-        name: p.name,
-        arn: p.arn,
-        version: Some(p.version.to_string()),
+impl From<aws_sdk_secretsmanager::types::SecretValueEntry> for answer::Secret {
+    fn from(v: aws_sdk_secretsmanager::types::SecretValueEntry) -> Self {
+        answer::Secret {
+            arn: v.arn,
+            name: v.name,
+            version_id: v.version_id,
+            secret_string: v.secret_string,
+            secret_binary: v.secret_binary,
+            version_stages: v.version_stages,
+            created_date: v.created_date,
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Caps every answer's body at `answer::MAX_ANSWER` before the SDK reads it into memory: an
+/// endpoint that streams megabytes costs one rejected call, not the function's memory.
+#[derive(Debug)]
+struct CapAnswers;
 
-    #[test]
-    fn batch_results_match_names_arns_and_partial_arns() {
-        let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
-        assert!(secret_matches("prod/db", Some("prod/db"), Some(arn)));
-        assert!(secret_matches(arn, Some("prod/db"), Some(arn)));
-        assert!(secret_matches(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db",
-            Some("prod/db"),
-            Some(arn)
-        ));
-        assert!(!secret_matches("prod", Some("prod/db"), Some(arn)));
-        assert!(!secret_matches(
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod",
-            Some("prod/db"),
-            Some(arn)
-        ));
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CapAnswers {
+    fn name(&self) -> &'static str {
+        "CapAnswers"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let body = context.response_mut().body_mut();
+        let taken = std::mem::replace(body, aws_smithy_types::body::SdkBody::taken());
+        *body = aws_smithy_types::body::SdkBody::from_body_1_x(http_body_util::Limited::new(taken, answer::MAX_ANSWER));
+        Ok(())
     }
 }

@@ -110,7 +110,8 @@ struct ParameterFields<'a> {
     version: i64,
 }
 
-pub fn parameter(p: &aws_sdk_ssm::types::Parameter) -> Bytes {
+/// `value` is passed apart: the caller holds it in a buffer it wipes.
+pub fn parameter(p: &aws_sdk_ssm::types::Parameter, value: Option<&str>) -> Bytes {
     to_secret_bytes(&ParameterBody {
         parameter: ParameterFields {
             arn: p.arn(),
@@ -120,7 +121,7 @@ pub fn parameter(p: &aws_sdk_ssm::types::Parameter) -> Bytes {
             selector: p.selector(),
             source_result: p.source_result(),
             kind: p.r#type().map(|t| t.as_str()),
-            value: p.value(),
+            value,
             version: p.version(),
         },
         result_metadata: Empty {},
@@ -217,7 +218,7 @@ mod tests {
             .last_modified_date(DateTime::from_secs(0))
             .build();
         assert_eq!(
-            std::str::from_utf8(&parameter(&p)).unwrap(),
+            std::str::from_utf8(&parameter(&p, p.value())).unwrap(),
             r#"{"Parameter":{"ARN":"arn:p","DataType":"text","LastModifiedDate":"1970-01-01T00:00:00.000Z","Name":"/a","Selector":null,"SourceResult":null,"Type":"SecureString","Value":"v","Version":3},"ResultMetadata":{}}"#
         );
     }

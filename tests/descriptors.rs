@@ -1,0 +1,110 @@
+//! File descriptors under Lambda's limit (`RLIMIT_NOFILE` 1024): 1 100 connections that send
+//! nothing must not starve the extension. Accepting pauses before the upstream calls run out
+//! of descriptors, connections over the limit are answered 429 at once instead of being held,
+//! and a miss still reaches AWS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use lsc_devtools::extension::{Extension, base_env};
+use lsc_devtools::moto::Moto;
+use lsc_devtools::proxy::FaultProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Descriptors the process holds now.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+async fn exchange(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    // One response: the head, then its Content-Length body.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("answered within 5 s")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn idle_connections_above_the_descriptor_limit_do_not_starve_upstream_calls() {
+    let proxy = FaultProxy::start(Moto::shared().addr).await.unwrap();
+    let name = unique("fd-miss");
+    aws().create_secret(&name, "fd-value").await.unwrap();
+    let mut env = base_env(&proxy.endpoint(), TOKEN);
+    env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
+    env.push(("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL".into(), "info".into()));
+    // Lambda's limit, soft and hard, as the extension sees it there.
+    let ext = Extension::start("sh".as_ref(), &["-c", "ulimit -n 1024 && exec \"$0\" serve", BIN], &env)
+        .await
+        .unwrap();
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", ext.pid())).unwrap();
+    assert!(
+        limit.lines().any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),
+        "{limit}"
+    );
+
+    // The function's own keep-alive connection, opened first.
+    let mut function = TcpStream::connect(ext.addr).await.unwrap();
+    let ping = "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert!(exchange(&mut function, ping).await.starts_with("HTTP/1.1 200"));
+
+    // 1 100 connections that send nothing.
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        idle.push(TcpStream::connect(ext.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = open_descriptors(ext.pid());
+    assert!(held <= 1024 - 32, "room is left for upstream calls: {held} descriptors open");
+
+    // A miss still reaches AWS: its connection gets a descriptor.
+    let read = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-Aws-Parameters-Secrets-Token: {TOKEN}\r\n\r\n",
+        secret_path(&name)
+    );
+    let answer = exchange(&mut function, &read).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("fd-value"));
+
+    // A new connection is answered at once (the limit is full of idle ones: 429), not after
+    // the idle ones time out.
+    let started = Instant::now();
+    let mut late = TcpStream::connect(ext.addr).await.unwrap();
+    let answer = exchange(&mut late, ping).await;
+    assert!(answer.starts_with("HTTP/1.1 429") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(1), "answered in {:?}", started.elapsed());
+
+    let warnings = ext.logs().iter().filter(|l| l.contains("accept failed")).count();
+    assert!(warnings <= 2, "{warnings} accept warnings:\n{}", ext.logs().join("\n"));
+    drop(idle);
+    // Once they are gone, new connections are served again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = TcpStream::connect(ext.addr).await.unwrap();
+    assert!(exchange(&mut again, ping).await.starts_with("HTTP/1.1 200"));
+}
