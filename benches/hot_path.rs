@@ -11,7 +11,8 @@ use lambda_secrets_cache::cache::{Cache, Policy, SystemClock};
 use lambda_secrets_cache::config::{FileConfig, Token};
 use lambda_secrets_cache::http::{Server, route};
 use lambda_secrets_cache::metrics::Metrics;
-use lambda_secrets_cache::source::{BoxFuture, Fetch, FetchError, Fetched, Key, KeyRef, SelectorKind};
+use lambda_secrets_cache::key::{Key, KeyRef, SelectorKind};
+use lambda_secrets_cache::source::{BoxFuture, Fetch, FetchError, Fetched};
 
 /// Answers every fetch with a fixed 4 KiB body (only the first read of each key fetches).
 struct Fixed(Bytes);

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod escape;
 pub mod http;
+pub mod key;
 pub mod lifecycle;
 pub mod metrics;
 pub mod source;

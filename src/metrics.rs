@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram, counter, histogram};
 use serde::Serialize;
 
-use crate::source::Source;
+use crate::key::Source;
 use crate::telemetry::names;
 
 /// `cache.result` of SPEC §6.
@@ -205,7 +205,7 @@ impl Metrics {
         let mut refreshes = Vec::new();
         for source in Source::ALL {
             let (ok, err) = self.upstream_calls(source);
-            upstream.push(Upstream {
+            upstream.push(UpstreamCalls {
                 source: source.as_str(),
                 ok,
                 error: err,
@@ -251,7 +251,7 @@ pub struct MetricsSnapshot {
     pub hit_ratio: f64,
     pub mean_request_micros: u64,
     pub requests: Vec<Count>,
-    pub upstream_calls: Vec<Upstream>,
+    pub upstream_calls: Vec<UpstreamCalls>,
     pub refreshes: Vec<Refreshes>,
     pub evictions: u64,
 }
@@ -264,8 +264,9 @@ pub struct Count {
     pub count: u64,
 }
 
+/// API calls to one service, by outcome.
 #[derive(Debug, Clone, Serialize)]
-pub struct Upstream {
+pub struct UpstreamCalls {
     pub source: &'static str,
     pub ok: u64,
     pub error: u64,

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Cache, Flight, NewFlight, batches, wait};
 use crate::config::{FileConfig, ParameterTarget};
 use crate::metrics::Trigger;
-use crate::source::{FetchError, Key, Source};
+use crate::key::{Key, Source};
+use crate::source::FetchError;
 
 type Done = Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send>>;
 

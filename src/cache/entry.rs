@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 
-use crate::source::Key;
+use crate::key::Key;
 
 pub struct Entry {
     /// The key it was fetched under first, then its aliases (name, ARN).

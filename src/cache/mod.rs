@@ -25,7 +25,8 @@ pub use entry::{Entry, EntryStats};
 
 use crate::config::{Config, FileConfig, ParameterTarget, SecretVersion};
 use crate::metrics::{CacheResult, Metrics, Trigger};
-use crate::source::{Fetch, FetchError, Fetched, Key, KeyRef, PARAMETERS_BATCH, SECRETS_BATCH, SelectorKind, Source};
+use crate::key::{Key, KeyRef, SelectorKind, Source};
+use crate::source::{Fetch, FetchError, Fetched, PARAMETERS_BATCH, SECRETS_BATCH};
 
 /// Wall-clock milliseconds. Lambda freezes the process between invokes, so TTLs are judged by
 /// the wall clock, never by timers or the monotonic clock. Injected so tests control time.

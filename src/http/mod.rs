@@ -253,7 +253,7 @@ impl Server {
         &self,
         tracer: &opentelemetry_sdk::trace::SdkTracer,
         headers: &HeaderMap,
-        key: crate::source::KeyRef<'_>,
+        key: crate::key::KeyRef<'_>,
         refresh_now: bool,
     ) -> Result<crate::cache::Served, crate::source::FetchError> {
         use opentelemetry::context::FutureExt;
@@ -263,8 +263,8 @@ impl Server {
         let mut attributes = crate::telemetry::trace::invocation_attributes(invocation.as_deref());
         attributes.push(opentelemetry::KeyValue::new(crate::telemetry::trace::SOURCE, key.source.as_str()));
         let name = match key.source {
-            crate::source::Source::SecretsManager => "GET /secretsmanager/get",
-            crate::source::Source::Ssm => "GET /systemsmanager/parameters/get",
+            crate::key::Source::SecretsManager => "GET /secretsmanager/get",
+            crate::key::Source::Ssm => "GET /systemsmanager/parameters/get",
         };
         let span = tracer
             .span_builder(name)

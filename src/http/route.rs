@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::error::ApiError;
-use crate::source::{KeyRef, SelectorKind, Source};
+use crate::key::{KeyRef, SelectorKind, Source, split_parameter_selector};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint<'a> {
@@ -175,11 +175,11 @@ pub fn parameter(query: Option<&str>) -> Result<Read<'_>, ApiError> {
     // The name may carry the selector itself (`/a/b:3`); it must not carry two.
     let (kind, id, selector) = match name {
         Cow::Borrowed(n) => {
-            let (id, kind, sel) = crate::source::key::split_parameter_selector(n);
+            let (id, kind, sel) = split_parameter_selector(n);
             (kind, Cow::Borrowed(id), Cow::Borrowed(sel))
         }
         Cow::Owned(n) => {
-            let (id, kind, sel) = crate::source::key::split_parameter_selector(&n);
+            let (id, kind, sel) = split_parameter_selector(&n);
             (kind, Cow::Owned(id.to_string()), Cow::Owned(sel.to_string()))
         }
     };

@@ -9,7 +9,8 @@ use aws_smithy_types::{Blob, DateTime};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::render;
-use super::{FetchError, Fetched, Key, SelectorKind};
+use super::{FetchError, Fetched};
+use crate::key::{Key, SelectorKind};
 
 /// `SecretString`, or `SecretBinary` decoded: AWS allows 64 KiB.
 pub const MAX_SECRET_VALUE: usize = 128 * 1024;

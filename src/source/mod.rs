@@ -4,7 +4,6 @@
 
 pub mod answer;
 pub mod error;
-pub mod key;
 pub mod render;
 
 use std::future::Future;
@@ -19,9 +18,9 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 pub use error::FetchError;
-pub use key::{Key, KeyRef, SelectorKind, Source};
 
 use crate::config::Config;
+use crate::key::{Key, SelectorKind, Source};
 use crate::metrics::Metrics;
 
 /// One item as fetched: its rendered body and the ids it can also be found by.

@@ -1,5 +1,6 @@
-//! The identity of one upstream item: which service, which id, which version. The cache is
-//! keyed by it, and a request builds a borrowed `KeyRef` so a lookup allocates nothing.
+//! Shared vocabulary: the identity of one upstream item (which service, which id, which
+//! version). Sources fetch by it, the cache is keyed by it, metrics are labelled by its
+//! source, and a request builds a borrowed `KeyRef` so a lookup allocates nothing.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
