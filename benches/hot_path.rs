@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use lambda_secrets_cache::cache::{Cache, Policy, SystemClock};
-use lambda_secrets_cache::config::{FileConfig, Token};
-use lambda_secrets_cache::http::{Server, route};
-use lambda_secrets_cache::metrics::Metrics;
+use lambda_secrets_cache::cache::{Cache, SystemClock};
+use lambda_secrets_cache::config::{BySource, CacheConfig, FileConfig, HttpConfig, Token};
+use lambda_secrets_cache::http::{Hooks, Server, route};
 use lambda_secrets_cache::key::{Key, KeyRef, SelectorKind};
+use lambda_secrets_cache::metrics::Metrics;
 use lambda_secrets_cache::source::{BoxFuture, Fetch, FetchError, Fetched};
 
 /// Answers every fetch with a fixed 4 KiB body (only the first read of each key fetches).
@@ -46,14 +46,17 @@ impl Fetch for Fixed {
     }
 }
 
-fn policy() -> Policy {
-    Policy {
+fn policy() -> CacheConfig {
+    let both = |d| BySource { secrets: d, ssm: d };
+    CacheConfig {
         enabled: true,
         capacity: 1000,
-        ttl: [std::time::Duration::from_secs(3600); 2],
-        timeout: [std::time::Duration::from_secs(3); 2],
+        ttl: both(std::time::Duration::from_secs(3600)),
+        read_timeout: both(std::time::Duration::from_secs(3)),
         max_stale: std::time::Duration::from_secs(900),
         refresh_ahead: 0.8,
+        refresh_interval: std::time::Duration::from_secs(10),
+        prefetch: FileConfig::default(),
     }
 }
 
@@ -62,8 +65,7 @@ fn benches(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::new());
     let cache = Cache::new(
         Arc::new(Fixed(Bytes::from(vec![b'x'; 4096]))),
-        policy(),
-        &FileConfig::default(),
+        &policy(),
         metrics.clone(),
         Arc::new(SystemClock),
     );
@@ -96,7 +98,12 @@ fn benches(c: &mut Criterion) {
         value: zeroize::Zeroizing::new("bench-token".to_string()),
         source: "AWS_TOKEN",
     };
-    let server = Server::new(cache.clone(), metrics, token, 800, None, None);
+    let http = HttpConfig {
+        port: 0,
+        token,
+        max_inbound_connections: std::num::NonZeroUsize::new(800).unwrap(),
+    };
+    let server = Server::new(cache.clone(), metrics, &http, Hooks::default(), None);
     c.bench_function("whole request: route + token + hit + response (4 KiB)", |b| {
         b.iter(|| {
             let req = http::Request::get("/secretsmanager/get?secretId=prod%2Fservice-42%2Fcredentials")

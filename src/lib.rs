@@ -14,6 +14,7 @@ pub mod config;
 pub mod escape;
 pub mod http;
 pub mod key;
+pub mod lambda;
 pub mod lifecycle;
 pub mod metrics;
 pub mod source;

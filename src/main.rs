@@ -76,7 +76,7 @@ fn run(runtime_api: Option<String>) -> ExitCode {
     // The function-facing socket first: nothing about the config file can delay it.
     let bound = config::http_port(&ProcessEnv).map(app::bind);
     let config = Config::load(&ProcessEnv, &read_file_from_disk);
-    let level = config.as_ref().map_or(LogLevel::Info, |c| c.log_level);
+    let level = config.as_ref().map_or(LogLevel::Info, |c| c.process.log_level);
     init_logging(level, runtime_api.is_some() || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
     forbid_core_dumps();
     match serve(config, runtime_api, bound) {
@@ -89,7 +89,7 @@ fn run(runtime_api: Option<String>) -> ExitCode {
 }
 
 fn serve(config: Result<Config, config::ConfigError>, runtime_api: Option<String>, bound: Option<app::Bound>) -> anyhow::Result<()> {
-    let threads = config.as_ref().map_or(1, |c| c.worker_threads.get());
+    let threads = config.as_ref().map_or(1, |c| c.process.worker_threads.get());
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use lambda_secrets_cache::config::file;
 use lambda_secrets_cache::http::route;
-use lambda_secrets_cache::telemetry::parse_batch;
+use lambda_secrets_cache::lambda::telemetry_api::parse_batch;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, RngSeed, TestRunner};
 

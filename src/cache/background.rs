@@ -5,31 +5,26 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hashbrown::HashMap;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cache, Flight, NewFlight, batches, wait};
-use crate::config::{FileConfig, ParameterTarget};
-use crate::metrics::Trigger;
-use crate::key::{Key, Source};
+use super::flight::{Flight, wait};
 use crate::source::FetchError;
 
-type Done = Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send>>;
+pub(super) type Done = Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send>>;
 
-struct Item {
+pub(super) struct Item {
     /// What it fetches, for logs and init errors (an id or a path; never a value).
-    label: String,
-    required: bool,
-    done: Done,
+    pub(super) label: String,
+    pub(super) required: bool,
+    pub(super) done: Done,
 }
 
 /// A set of fetches started together, and the token that cancels the ones it launched.
 pub struct Background {
-    items: Vec<Item>,
+    pub(super) items: Vec<Item>,
     cancel: CancellationToken,
 }
 
@@ -138,111 +133,5 @@ impl Background {
             let _ = tokio::time::timeout(Duration::from_millis(100), item.done).await;
         }
         report
-    }
-}
-
-/// Prefetch flights registered but not started; see `Cache::reserve_prefetch`.
-pub struct Reserved {
-    pub(super) cache: Arc<Cache>,
-    pub(super) groups: Vec<Vec<NewFlight>>,
-    pub(super) waits: Vec<(Key, Flight)>,
-    pub(super) paths: Vec<(String, bool, bool)>,
-    pub(super) required: HashMap<Key, bool>,
-}
-
-impl Cache {
-    /// The first half of a prefetch: flights for the configured items exist from now on (a
-    /// read joins them and waits), but nothing is fetched until `Reserved::launch`. Extension
-    /// mode reserves before it registers and launches after, so registration is never delayed
-    /// and a read from the function's init can never miss the prefetch.
-    pub fn reserve_prefetch(self: &Arc<Self>, file: &FileConfig) -> Reserved {
-        let mut keys: Vec<(Key, bool)> = Vec::new();
-        let mut paths = Vec::new();
-        if self.policy.enabled {
-            keys.extend(file.secrets.iter().map(|s| (super::secret_key(&s.id, &s.version), s.required)));
-            for p in &file.parameters {
-                match &p.target {
-                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption), p.required)),
-                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.required)),
-                }
-            }
-        }
-        let required: HashMap<Key, bool> = keys.iter().cloned().collect();
-        let mut waits = Vec::new();
-        let mut groups = Vec::new();
-        for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
-            let (flights, new) = self.reserve(group.clone(), false);
-            waits.extend(group.into_iter().zip(flights));
-            groups.push(new);
-        }
-        Reserved {
-            cache: self.clone(),
-            groups,
-            waits,
-            paths,
-            required,
-        }
-    }
-
-    /// Reserves and launches at once.
-    pub fn prefetch(self: &Arc<Self>, file: &FileConfig) -> Background {
-        self.reserve_prefetch(file).launch()
-    }
-}
-
-impl Reserved {
-    /// Starts every fetch now, the batches in parallel.
-    pub fn launch(mut self) -> Background {
-        let cache = self.cache.clone();
-        let cancel = cache.cancel_token().child_token();
-        let mut background = Background::new(cancel.clone());
-        for group in std::mem::take(&mut self.groups) {
-            cache.launch(group, Trigger::Prefetch, cancel.clone());
-        }
-        let required = std::mem::take(&mut self.required);
-        for (key, flight) in std::mem::take(&mut self.waits) {
-            let is_required = required.get(&key).copied().unwrap_or(false);
-            background.push_flight(key.to_string(), is_required, flight);
-        }
-        for (path, decrypt, required) in std::mem::take(&mut self.paths) {
-            let label = format!("{path} (path)");
-            let this = cache.clone();
-            let cancel = cancel.clone();
-            let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let task = cache.tasks.spawn(async move {
-                let result = tokio::select! {
-                    r = this.fetch.fetch_path(&path, decrypt) => r,
-                    () = cancel.cancelled() => Err(super::cancelled()),
-                };
-                let now = this.clock.now_ms();
-                result.map(|items| {
-                    for item in items {
-                        if let Some(name) = item.name.clone() {
-                            this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                            this.install(&Key::parameter(&name, decrypt), item, now, seq);
-                        }
-                    }
-                })
-            });
-            background.items.push(Item {
-                label,
-                required,
-                done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
-            });
-        }
-        background
-    }
-}
-
-impl Drop for Reserved {
-    /// Never launched (init failed first): unregister the flights so later reads fetch.
-    fn drop(&mut self) {
-        if self.groups.is_empty() {
-            return;
-        }
-        for f in self.groups.drain(..).flatten() {
-            self.cache.land(&f.key, f.seq);
-            let _ = f.tx.send(Some(Err(super::cancelled())));
-        }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::{FileConfig, ParameterItem, SecretItem};
+use crate::config::{BySource, CacheConfig, FileConfig, ParameterItem, ParameterTarget, SecretItem, SecretVersion};
+use crate::key::{Key, KeyRef, SelectorKind};
 use crate::source::BoxFuture;
 
 #[derive(Default)]
@@ -99,22 +100,29 @@ impl Fetch for FakeFetch {
     }
 }
 
-fn policy() -> Policy {
-    Policy {
+fn both<T: Copy>(v: T) -> BySource<T> {
+    BySource { secrets: v, ssm: v }
+}
+
+fn policy() -> CacheConfig {
+    CacheConfig {
         enabled: true,
         capacity: 100,
-        ttl: [Duration::from_secs(300); 2],
-        timeout: [Duration::from_secs(3); 2],
+        ttl: both(Duration::from_secs(300)),
+        read_timeout: both(Duration::from_secs(3)),
         max_stale: Duration::from_secs(900),
         refresh_ahead: 0.8,
+        refresh_interval: Duration::from_secs(10),
+        prefetch: FileConfig::default(),
     }
 }
 
-fn setup(policy: Policy, file: &FileConfig) -> (Arc<Cache>, Arc<FakeFetch>, Arc<TestClock>, Arc<Metrics>) {
+fn setup(mut config: CacheConfig, file: &FileConfig) -> (Arc<Cache>, Arc<FakeFetch>, Arc<TestClock>, Arc<Metrics>) {
     let fetch = Arc::new(FakeFetch::default());
     let clock = Arc::new(TestClock(AtomicU64::new(1_700_000_000_000)));
     let metrics = Arc::new(Metrics::new());
-    let cache = Cache::new(fetch.clone(), policy, file, metrics.clone(), clock.clone());
+    config.prefetch = file.clone();
+    let cache = Cache::new(fetch.clone(), &config, metrics.clone(), clock.clone());
     (cache, fetch, clock, metrics)
 }
 
@@ -236,7 +244,7 @@ async fn permanent_failure_is_returned_not_hidden() {
 #[tokio::test(start_paused = true)]
 async fn a_hung_upstream_costs_a_reader_at_most_the_budget() {
     let mut p = policy();
-    p.timeout = [Duration::from_millis(200); 2];
+    p.read_timeout = both(Duration::from_millis(200));
     let (cache, fetch, clock, _) = setup(p, &FileConfig::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
@@ -291,7 +299,7 @@ async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
     for n in ["pinned", "a", "b", "c"] {
         fetch.set(n, Ok(n));
     }
-    cache.prefetch(&file).finish().await;
+    cache.prefetch().finish().await;
     clock.advance(Duration::from_secs(2));
     cache.get(key("a"), false).await.unwrap();
     clock.advance(Duration::from_secs(2));
@@ -308,7 +316,7 @@ async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
 #[tokio::test]
 async fn ttl_zero_and_disabled_cache_pass_through() {
     let mut p = policy();
-    p.ttl = [Duration::ZERO; 2];
+    p.ttl = both(Duration::ZERO);
     let (cache, fetch, _, _) = setup(p, &FileConfig::default());
     fetch.set("a", Ok("one"));
     for _ in 0..3 {
@@ -353,7 +361,7 @@ async fn prefetch_batches_and_early_readers_join_it() {
     }
     fetch.set("/app/x", Ok("p"));
     fetch.delay_ms.store(100, SeqCst);
-    let prefetch = cache.prefetch(&file);
+    let prefetch = cache.prefetch();
     // A read issued before prefetch completes joins its flight: a miss, but no extra call.
     let early = cache.get(key("s7"), false).await.unwrap();
     assert_eq!(early.result, CacheResult::Miss);
@@ -380,7 +388,7 @@ async fn prefetch_reports_required_failures() {
         ..Default::default()
     };
     let (cache, _, _, _) = setup(policy(), &file);
-    let report = cache.prefetch(&file).finish().await;
+    let report = cache.prefetch().finish().await;
     let failures: Vec<_> = report.required_failures().collect();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].1.code(), "ResourceNotFoundException");
@@ -404,7 +412,7 @@ async fn init_waits_for_required_entries_only() {
     fetch.set("later", Ok("l"));
     fetch.delay_ms.store(100, SeqCst);
     let started = tokio::time::Instant::now();
-    let mut prefetch = cache.prefetch(&file);
+    let mut prefetch = cache.prefetch();
     let required = prefetch.required().await;
     assert_eq!((required.loaded, required.failed.len()), (1, 0));
     assert_eq!(prefetch.len(), 1, "the optional entry is still to come");
@@ -582,7 +590,7 @@ async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
     };
     let (cache, fetch, _, _) = setup(policy(), &file);
     fetch.set("a", Ok("one"));
-    let reserved = cache.reserve_prefetch(&file);
+    let reserved = cache.reserve_prefetch();
     let c = cache.clone();
     let early = tokio::spawn(async move { c.get(key("a"), false).await });
     tokio::task::yield_now().await;
@@ -595,7 +603,7 @@ async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
     // A reservation dropped unlaunched (init failed first) leaves nothing behind.
     let (cache, fetch, _, _) = setup(policy(), &file);
     fetch.set("a", Ok("one"));
-    drop(cache.reserve_prefetch(&file));
+    drop(cache.reserve_prefetch());
     assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
     assert_eq!(fetch.calls.load(SeqCst), 1);
 }

@@ -72,6 +72,43 @@ type Node<'a> = MarkedYaml<'a>;
 /// A config file lists ids; one larger than this is a mistake (or something else entirely).
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 
+/// Reads the config file from disk, treating "not found" as absent. It is opened without
+/// blocking (a FIFO would otherwise wait in `open` for a writer, forever), must be a regular
+/// file (not a FIFO, device or directory), and at most `MAX_FILE_BYTES + 1` bytes are
+/// ever read (`/dev/zero` or a huge file costs nothing).
+pub fn read_file_from_disk(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else {
+            "a device or socket"
+        };
+        return Err(std::io::Error::other(format!("{what}, not a regular file")));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {} bytes (1 MiB)", MAX_FILE_BYTES)));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
 /// Parses the whole file; on failure returns every problem found, in file order.
 pub fn parse(text: &str) -> Result<FileConfig, Vec<Problem>> {
     if text.len() > MAX_FILE_BYTES {

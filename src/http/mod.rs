@@ -1,6 +1,7 @@
 //! Data out: the loopback HTTP server the function calls (SPEC §2). A request is routed by a
 //! pure function (`route`), checked (forwarding, token), served from the cache, and every error
-//! is rendered by `ApiError`. The server owns no state beyond handles passed in.
+//! is rendered by `ApiError`. The server owns no state beyond handles passed in: what it reports
+//! of the lifecycle and the export comes through `Hooks`.
 
 pub mod error;
 pub mod route;
@@ -24,8 +25,9 @@ pub use error::ApiError;
 use route::Endpoint;
 
 use crate::cache::Cache;
-use crate::config::Token;
+use crate::config::{HttpConfig, Token};
 use crate::metrics::{CacheResult, Metrics};
+use crate::telemetry::trace::InvocationTrace;
 
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-parameters-secrets-token");
 // Header names built once: a `&str` name is parsed and validated on every use.
@@ -67,6 +69,17 @@ pub enum HttpError {
     Accept(#[source] std::io::Error),
 }
 
+/// What the server reports from outside the cache, injected so it holds no lifecycle or
+/// telemetry objects. Standalone mode has none.
+#[derive(Default)]
+pub struct Hooks {
+    /// Sections `/status` shows beside `cache` and `metrics` (extension mode: `lifecycle`,
+    /// and `otlp` with an exporter).
+    pub status: Option<Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>>,
+    /// The invocation a read belongs to, for its span.
+    pub invocation: Option<Box<dyn Fn() -> Option<InvocationTrace> + Send + Sync>>,
+}
+
 /// Everything a request needs, shared by all connections.
 pub struct Server {
     cache: Arc<Cache>,
@@ -80,9 +93,7 @@ pub struct Server {
     descriptors: usize,
     /// Cancelled when the drain is nearly over: reads still waiting get 504.
     answer_now: CancellationToken,
-    /// Extension mode only: invocation and telemetry state for `/status`.
-    lifecycle: Option<Arc<crate::lifecycle::State>>,
-    otel: Option<Arc<crate::telemetry::otlp::Otel>>,
+    hooks: Hooks,
     /// Set when traces are exported: each read gets a SERVER span.
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
@@ -91,22 +102,20 @@ impl Server {
     pub fn new(
         cache: Arc<Cache>,
         metrics: Arc<Metrics>,
-        token: Token,
-        max_connections: usize,
-        lifecycle: Option<Arc<crate::lifecycle::State>>,
-        otel: Option<Arc<crate::telemetry::otlp::Otel>>,
+        config: &HttpConfig,
+        hooks: Hooks,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     ) -> Arc<Server> {
         let descriptors = descriptor_budget();
         Arc::new(Server {
             cache,
             metrics,
-            token,
-            connections: Arc::new(Semaphore::new(max_connections.min(descriptors))),
+            token: config.token.clone(),
+            connections: Arc::new(Semaphore::new(config.max_inbound_connections.get().min(descriptors))),
             descriptors,
             answer_now: CancellationToken::new(),
-            lifecycle,
-            tracer: otel.as_ref().and_then(|o| o.tracer()),
-            otel,
+            hooks,
+            tracer,
         })
     }
 
@@ -214,9 +223,6 @@ impl Server {
             Endpoint::Parameter => route::parameter(uri.query())?,
             Endpoint::SecretPath(id) => route::secret_path(id, uri.query())?,
         };
-        if let Some(lifecycle) = &self.lifecycle {
-            lifecycle.restored(&self.cache);
-        }
         let started = Instant::now();
         let key = read.key();
         let get = async {
@@ -258,9 +264,9 @@ impl Server {
     ) -> Result<crate::cache::Served, crate::source::FetchError> {
         use opentelemetry::context::FutureExt;
         use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-        let invocation = self.lifecycle.as_ref().and_then(|l| l.current());
-        let parent = crate::telemetry::trace::parent(headers, invocation.as_deref());
-        let mut attributes = crate::telemetry::trace::invocation_attributes(invocation.as_deref());
+        let invocation = self.hooks.invocation.as_ref().and_then(|current| current());
+        let parent = crate::telemetry::trace::parent(headers, invocation.as_ref().and_then(|i| i.xray.as_ref()));
+        let mut attributes = invocation.map(|i| i.attributes()).unwrap_or_default();
         attributes.push(opentelemetry::KeyValue::new(crate::telemetry::trace::SOURCE, key.source.as_str()));
         let name = match key.source {
             crate::key::Source::SecretsManager => "GET /secretsmanager/get",
@@ -307,22 +313,16 @@ impl Server {
     }
 
     fn status(&self) -> Response<Full<Bytes>> {
-        #[derive(serde::Serialize)]
-        struct Status {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            lifecycle: Option<crate::lifecycle::StateSnapshot>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            otlp: Option<crate::telemetry::otlp::ExportSnapshot>,
-            cache: crate::cache::CacheStatus,
-            metrics: crate::metrics::MetricsSnapshot,
-        }
-        let body = serde_json::to_vec_pretty(&Status {
-            lifecycle: self.lifecycle.as_ref().map(|l| l.snapshot()),
-            otlp: self.otel.as_ref().map(|o| o.snapshot()),
-            cache: self.cache.status(),
-            metrics: self.metrics.snapshot(),
-        })
-        .expect("status serialises");
+        let mut body = self.hooks.status.as_ref().map(|sections| sections()).unwrap_or_default();
+        body.insert(
+            "cache".into(),
+            serde_json::to_value(self.cache.status()).expect("status serialises"),
+        );
+        body.insert(
+            "metrics".into(),
+            serde_json::to_value(self.metrics.snapshot()).expect("status serialises"),
+        );
+        let body = serde_json::to_vec_pretty(&body).expect("status serialises");
         let mut response = Response::new(Full::new(Bytes::from(body)));
         response
             .headers_mut()

@@ -10,28 +10,7 @@
 
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlushPolicy {
-    /// After `platform.runtimeDone`, before every `/next`.
-    End,
-    /// At the start of an invocation, at most every `interval` (zero: every invocation).
-    Periodic(Duration),
-}
-
-impl FlushPolicy {
-    /// `periodic`, `periodic:<ms>` or `end`; `interval` is what a bare `periodic` means.
-    /// `adaptive`, the earlier default, is read as `periodic`.
-    pub fn parse(value: &str, interval: Duration) -> Result<FlushPolicy, String> {
-        match value.trim() {
-            "end" => Ok(FlushPolicy::End),
-            "periodic" | "adaptive" => Ok(FlushPolicy::Periodic(interval)),
-            other => match other.strip_prefix("periodic:").map(str::parse::<u64>) {
-                Some(Ok(ms)) => Ok(FlushPolicy::Periodic(Duration::from_millis(ms))),
-                _ => Err(format!("{} is not periodic, periodic:<ms> or end", crate::escape::quoted(other))),
-            },
-        }
-    }
-}
+use crate::config::FlushPolicy;
 
 /// The longest wait after consecutive failed exports.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -104,21 +83,6 @@ mod tests {
     use super::*;
 
     const S: u64 = 1000;
-
-    #[test]
-    fn parses_the_policies() {
-        let i = Duration::from_secs(20);
-        assert_eq!(FlushPolicy::parse("end", i), Ok(FlushPolicy::End));
-        assert_eq!(FlushPolicy::parse("periodic", i), Ok(FlushPolicy::Periodic(i)));
-        assert_eq!(FlushPolicy::parse("adaptive", i), Ok(FlushPolicy::Periodic(i)), "the old default");
-        assert_eq!(
-            FlushPolicy::parse("periodic:5000", i),
-            Ok(FlushPolicy::Periodic(Duration::from_secs(5)))
-        );
-        assert_eq!(FlushPolicy::parse("periodic:0", i), Ok(FlushPolicy::Periodic(Duration::ZERO)));
-        assert!(FlushPolicy::parse("periodic:soon", i).is_err());
-        assert!(FlushPolicy::parse("sometimes", i).is_err());
-    }
 
     #[test]
     fn end_exports_after_every_invocation_and_never_at_the_start() {

@@ -6,9 +6,10 @@
 //! Nothing this loop started is in flight at `/next`. SHUTDOWN ends the loop. Time is judged by
 //! the wall clock: the process is frozen between events.
 
-pub mod client;
-pub mod event;
 pub mod flush;
+mod init;
+
+pub use init::report_init_failure;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -20,12 +21,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub use client::{ExtensionsApi, LifecycleError, Registration, Subscription};
-pub use event::{Event, Invoke, Shutdown, ShutdownReason, XRayHeader};
-
 use crate::cache::{Background, Cache, Clock};
-use crate::config::{Config, FileConfig, InitType};
-use crate::telemetry::Progress;
+use crate::config::{InitType, LifecycleConfig};
+use crate::lambda::telemetry_api::{Dropped, Progress};
+use crate::lambda::{Event, ExtensionsApi, Invoke, PlatformError, Shutdown, Subscription};
+use crate::telemetry::trace::InvocationTrace;
 
 /// Kept back from `deadlineMs` so `/next` is called before the platform gives up on us.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
@@ -33,12 +33,10 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 /// The invocation being served, for attributing cache reads (spans, logs) to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    pub request_id: String,
+    /// Its request id, whether it is the cold start, its X-Ray header.
+    pub trace: InvocationTrace,
     pub deadline_ms: u64,
     pub invoked_function_arn: Option<String>,
-    pub trace: Option<XRayHeader>,
-    /// The first invocation this process serves.
-    pub coldstart: bool,
 }
 
 /// What released an INVOKE's `/next`.
@@ -65,14 +63,8 @@ pub struct State {
     /// INVOKEs by what released their `/next` (`Released` as index).
     released: [AtomicU64; 4],
     cancelled_fetches: AtomicU64,
-    /// SnapStart: the prefetch list, held until the first sign of a restore.
-    deferred: Mutex<Option<FileConfig>>,
-    /// SnapStart: the prefetch started at the restore, for the INVOKE to settle before `/next`.
-    restore_prefetch: Mutex<Option<Background>>,
-    /// Set once init is over; whoever sees activity first after that runs the prefetch.
-    restore_armed: AtomicBool,
     /// The Telemetry API side, once the listener runs: what arrived, what was dropped.
-    telemetry_in: std::sync::OnceLock<(watch::Receiver<Progress>, Arc<crate::telemetry::listener::Dropped>)>,
+    telemetry_in: std::sync::OnceLock<(watch::Receiver<Progress>, Arc<Dropped>)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,59 +110,20 @@ impl State {
             subscribed: AtomicBool::new(false),
             released: Default::default(),
             cancelled_fetches: AtomicU64::new(0),
-            deferred: Mutex::new(None),
-            restore_prefetch: Mutex::new(None),
-            restore_armed: AtomicBool::new(false),
             telemetry_in: std::sync::OnceLock::new(),
         }
     }
 
     /// Lets `/status` report the Telemetry API deliveries.
-    pub fn observe_telemetry(&self, progress: watch::Receiver<Progress>, dropped: Arc<crate::telemetry::listener::Dropped>) {
+    pub fn observe_telemetry(&self, progress: watch::Receiver<Progress>, dropped: Arc<Dropped>) {
         let _ = self.telemetry_in.set((progress, dropped));
-    }
-
-    /// SnapStart: keep `file` for after the restore instead of fetching it now.
-    pub fn defer_prefetch(&self, file: FileConfig) {
-        *self.deferred.lock().expect("deferred prefetch lock holds no invariants") = Some(file);
-    }
-
-    /// Called on every cache request and on INVOKE. After a SnapStart init, the first of
-    /// them is the first thing that happens after the restore: it drops whatever was fetched
-    /// before the snapshot and starts the prefetch (registered before it returns, so the
-    /// caller's own read joins it). Costs one atomic load otherwise.
-    pub fn restored(&self, cache: &Arc<Cache>) {
-        if !self.restore_armed.load(Relaxed) {
-            return;
-        }
-        // Held until the flights are registered: a reader that loses the race waits here and
-        // then joins them, instead of fetching on its own.
-        let mut deferred = self.deferred.lock().expect("deferred prefetch lock holds no invariants");
-        if !self.restore_armed.swap(false, Relaxed) {
-            return;
-        }
-        let Some(file) = deferred.take() else {
-            return;
-        };
-        tracing::info!("first activity after restore: prefetching");
-        cache.clear();
-        let prefetch = cache.prefetch(&file);
-        drop(deferred);
-        *self.restore_prefetch.lock().expect("restore prefetch lock holds no invariants") = Some(prefetch);
-    }
-
-    fn take_restore_prefetch(&self) -> Option<Background> {
-        self.restore_prefetch
-            .lock()
-            .expect("restore prefetch lock holds no invariants")
-            .take()
     }
 
     /// The function behind `request_id` has finished (`platform.runtimeDone`): reads from now on
     /// belong to no invocation, unless the next INVOKE has already replaced it.
     pub fn finished(&self, request_id: &str) {
         let current = self.current.load();
-        if current.as_ref().is_some_and(|c| c.request_id == request_id) {
+        if current.as_ref().is_some_and(|c| c.trace.request_id == request_id) {
             self.current.compare_and_swap(&*current, None);
         }
     }
@@ -180,9 +133,24 @@ impl State {
         self.current.load_full()
     }
 
-    /// The subscription succeeded.
-    pub fn set_subscribed(&self) {
-        self.subscribed.store(true, Relaxed);
+    /// How the Telemetry API subscription to `uri` went, logged once and kept for `/status`;
+    /// only `Subscribed` means deliveries will come.
+    pub fn subscription(&self, outcome: &Subscription, uri: &str) {
+        match outcome {
+            Subscription::Subscribed => {
+                tracing::info!(destination = %uri, "subscribed to the Telemetry API");
+                self.set_telemetry(format!("subscribed ({uri})"));
+                self.subscribed.store(true, Relaxed);
+            }
+            Subscription::NotSupported(body) => {
+                tracing::warn!(answer = %crate::escape::escaped(body), "Telemetry API not supported here (202); running without telemetry");
+                self.set_telemetry("not supported (202)");
+            }
+            Subscription::Failed(why) => {
+                tracing::warn!(error = %crate::escape::escaped(why), "Telemetry API subscription failed; running without telemetry");
+                self.set_telemetry("subscription failed");
+            }
+        }
     }
 
     pub fn set_telemetry(&self, description: impl Into<String>) {
@@ -194,7 +162,7 @@ impl State {
             mode: "extension",
             initialization_type: self.init_type.as_str(),
             invocations: self.invocations.load(Relaxed),
-            current_request_id: self.current().map(|i| i.request_id.clone()),
+            current_request_id: self.current().map(|i| i.trace.request_id.clone()),
             telemetry: self
                 .telemetry
                 .lock()
@@ -246,14 +214,14 @@ pub struct Lifecycle {
 const LAST_REPORT_WAIT: Duration = Duration::from_millis(300);
 
 impl Lifecycle {
-    #[allow(clippy::too_many_arguments)]
+    /// `api` and `id`: the registered extension; `progress`: what the Telemetry API delivers
+    /// (never changes without it); `pending`: what Init left running.
     pub fn new(
-        api: ExtensionsApi,
-        id: String,
+        (api, id): (ExtensionsApi, String),
+        config: &LifecycleConfig,
         cache: Arc<Cache>,
         state: Arc<State>,
         progress: watch::Receiver<Progress>,
-        config: &Config,
         otel: Option<Arc<crate::telemetry::otlp::Otel>>,
         pending: Option<Background>,
     ) -> Self {
@@ -264,7 +232,7 @@ impl Lifecycle {
             state,
             progress,
             runtime_done_wait: config.runtime_done_wait,
-            fetch_budget: config.secrets.timeout.max(config.ssm.timeout),
+            fetch_budget: config.fetch_budget,
             otel,
             flush: flush::FlushControl::new(config.flush),
             pending,
@@ -273,9 +241,9 @@ impl Lifecycle {
     }
 
     /// Runs until SHUTDOWN (returned) or an Extensions API failure.
-    pub async fn run(mut self) -> Result<Shutdown, LifecycleError> {
+    pub async fn run(mut self) -> Result<Shutdown, PlatformError> {
         // The first `next` ends Init; with SnapStart the snapshot is taken while we wait.
-        self.state.restore_armed.store(true, Relaxed);
+        self.cache.arm_restore();
         loop {
             match self.api.next(&self.id).await? {
                 Event::Invoke(invoke) => self.invoke(invoke).await,
@@ -298,14 +266,16 @@ impl Lifecycle {
         let request_id = invoke.request_id.clone();
         self.last_request_id = Some(request_id.clone());
         self.state.current.store(Some(Arc::new(Invocation {
-            request_id: invoke.request_id,
+            trace: InvocationTrace {
+                request_id: invoke.request_id,
+                coldstart,
+                xray: invoke.trace,
+            },
             deadline_ms: invoke.deadline_ms,
             invoked_function_arn: invoke.invoked_function_arn,
-            trace: invoke.trace,
-            coldstart,
         })));
 
-        self.state.restored(&self.cache);
+        self.cache.restored();
         // What earlier invocations recorded goes out while this one runs.
         let mut export = match &self.otel {
             Some(otel) if self.flush.at_start(now_ms()) => {
@@ -318,7 +288,8 @@ impl Lifecycle {
         // Refresh-ahead's AWS calls join the invocation's trace.
         let refresh = {
             let current = self.state.current();
-            let _cx = crate::telemetry::trace::parent(&http::HeaderMap::new(), current.as_deref()).attach();
+            let xray = current.as_ref().and_then(|c| c.trace.xray.as_ref());
+            let _cx = crate::telemetry::trace::parent(&http::HeaderMap::new(), xray).attach();
             self.cache.refresh_ahead()
         };
         let due = refresh.len();
@@ -335,7 +306,7 @@ impl Lifecycle {
         // `/next`: the environment may freeze right after it. The function is not waited for.
         let settle_by = hard_stop.min(Instant::now() + self.fetch_budget);
         let mut cancelled = refresh.settle(settle_by).await.cancelled;
-        for prefetch in self.pending.take().into_iter().chain(self.state.take_restore_prefetch()) {
+        for prefetch in self.pending.take().into_iter().chain(self.cache.take_restore_prefetch()) {
             let report = prefetch.settle(settle_by).await;
             report.log("prefetch");
             cancelled += report.cancelled;
@@ -394,8 +365,8 @@ pub async fn track_finished(state: Arc<State>, mut progress: watch::Receiver<Pro
         let Some(current) = state.current() else {
             continue;
         };
-        if progress.borrow().runtime_done(&current.request_id).is_some() {
-            state.finished(&current.request_id);
+        if progress.borrow().runtime_done(&current.trace.request_id).is_some() {
+            state.finished(&current.trace.request_id);
         }
     }
 }
@@ -437,7 +408,7 @@ mod tests {
     use super::*;
 
     fn delivered(tx: &watch::Sender<Progress>, body: &str) {
-        let (events, _) = crate::telemetry::parse_batch(body.as_bytes());
+        let (events, _) = crate::lambda::telemetry_api::parse_batch(body.as_bytes());
         tx.send_modify(|p| {
             p.deliveries += 1;
             for e in &events {

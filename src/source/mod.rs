@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 pub use error::FetchError;
 
-use crate::config::Config;
+use crate::config::UpstreamConfig;
 use crate::key::{Key, SelectorKind, Source};
 use crate::metrics::Metrics;
 
@@ -76,7 +76,7 @@ pub struct Upstream {
 impl Upstream {
     /// Builds SDK clients from the standard AWS environment (region, credentials, and
     /// `AWS_ENDPOINT_URL` for local stand-ins), with our time budgets.
-    pub async fn from_env(config: &Config, metrics: Arc<Metrics>) -> Upstream {
+    pub async fn from_env(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Upstream {
         use aws_smithy_http_client::tls;
         // Idle connections go stale across a Lambda freeze; keep them briefly and let the
         // SDK's retry handle the reset that can still happen after a thaw.
@@ -101,21 +101,21 @@ impl Upstream {
             .with_initial_backoff(Duration::from_millis(50))
             .with_max_backoff(Duration::from_millis(500));
         let secrets = aws_sdk_secretsmanager::config::Builder::from(&shared)
-            .timeout_config(timeouts(config.secrets.timeout))
+            .timeout_config(timeouts(config.timeout.secrets))
             .retry_config(retries.clone())
             .interceptor(CapAnswers)
             .build();
         let ssm = aws_sdk_ssm::config::Builder::from(&shared)
-            .timeout_config(timeouts(config.ssm.timeout))
+            .timeout_config(timeouts(config.timeout.ssm))
             .retry_config(retries)
             .interceptor(CapAnswers)
             .build();
-        let permits = config.max_upstream_connections.get();
+        let permits = config.max_connections.get();
         Upstream {
             secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
             limits: [Semaphore::new(permits), Semaphore::new(permits)],
-            budgets: [config.secrets.timeout, config.ssm.timeout],
+            budgets: [config.timeout.secrets, config.timeout.ssm],
             metrics,
         }
     }

@@ -12,143 +12,15 @@ use opentelemetry::metrics::MeterProvider;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::{MetricExporter, Protocol, RetryPolicy, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
-use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use serde::Serialize;
 
 use super::export::SharedReader;
 use super::recorder::OtelRecorder;
 use super::trace::SpanBuffer;
-use crate::config::Env;
-
-/// What `OTEL_*` asks for, read through `Env` so tests pass a map.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OtelConfig {
-    /// `grpc` rather than the default `http/protobuf`.
-    pub grpc: bool,
-    pub metrics_endpoint: String,
-    /// `None` when only a metrics endpoint is configured.
-    pub traces_endpoint: Option<String>,
-    pub temporality: Temporality,
-    pub timeout: Duration,
-    /// Standalone mode only: the export period (`OTEL_METRIC_EXPORT_INTERVAL`).
-    pub interval: Duration,
-    /// Finished spans buffered between exports (`OTEL_BSP_MAX_QUEUE_SIZE`).
-    pub max_queued_spans: usize,
-    pub service_name: String,
-    pub attributes: Vec<(String, String)>,
-}
-
-impl OtelConfig {
-    /// `Ok(None)` when export is off; `Err` for a setting we cannot honour.
-    pub fn from_env(env: &dyn Env) -> Result<Option<OtelConfig>, String> {
-        if env.get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-            return Ok(None);
-        }
-        let protocol = env
-            .get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-            .or_else(|| env.get("OTEL_EXPORTER_OTLP_PROTOCOL"));
-        let grpc = match protocol.as_deref() {
-            None | Some("http/protobuf") => false,
-            Some("grpc") => true,
-            Some(p) => {
-                return Err(format!(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL={p:?} is not supported (http/protobuf or grpc)"
-                ));
-            }
-        };
-        // HTTP appends the signal's path to the base endpoint; gRPC uses the base as it is.
-        let signal = |specific: &str, path: &str| {
-            env.get(specific).or_else(|| {
-                env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(|base| {
-                    let base = base.trim_end_matches('/').to_string();
-                    if grpc { base } else { format!("{base}{path}") }
-                })
-            })
-        };
-        let Some(endpoint) = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics") else {
-            return Ok(None);
-        };
-        let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces");
-        for e in std::iter::once(&endpoint).chain(traces_endpoint.as_ref()) {
-            if !e.starts_with("http://") {
-                return Err(format!(
-                    "OTLP endpoint {e:?}: only http:// is supported (a collector in the same environment)"
-                ));
-            }
-        }
-        let temporality = match env
-            .get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
-            .map(|v| v.to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("delta") => Temporality::Delta,
-            Some("cumulative") => Temporality::Cumulative,
-            Some("lowmemory") => Temporality::LowMemory,
-            Some(other) => {
-                return Err(format!(
-                    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE={other:?} is not delta, cumulative or lowmemory"
-                ));
-            }
-        };
-        let timeout = match env.get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            None => Duration::from_millis(1000),
-            Some(ms) => Duration::from_millis(
-                ms.parse::<u64>()
-                    .map_err(|_| format!("OTEL_EXPORTER_OTLP_TIMEOUT={ms:?} is not milliseconds"))?,
-            ),
-        };
-        let interval = match env.get("OTEL_METRIC_EXPORT_INTERVAL") {
-            None => Duration::from_secs(60),
-            Some(ms) => match ms.parse::<u64>() {
-                Ok(ms) if ms >= 100 => Duration::from_millis(ms),
-                _ => return Err(format!("OTEL_METRIC_EXPORT_INTERVAL={ms:?} is not milliseconds ≥ 100")),
-            },
-        };
-        let max_queued_spans = match env.get("OTEL_BSP_MAX_QUEUE_SIZE") {
-            None => super::trace::DEFAULT_MAX_QUEUED,
-            Some(n) => match n.parse::<usize>() {
-                Ok(n) if (1..=65_536).contains(&n) => n,
-                _ => return Err(format!("OTEL_BSP_MAX_QUEUE_SIZE={n:?} is not a number from 1 to 65536")),
-            },
-        };
-        let function = env.get("AWS_LAMBDA_FUNCTION_NAME");
-        let service_name = env
-            .get("OTEL_SERVICE_NAME")
-            .or_else(|| function.clone())
-            .unwrap_or_else(|| "lambda-secrets-cache".into());
-        let mut attributes = vec![
-            ("cloud.provider".to_string(), "aws".to_string()),
-            ("cloud.platform".to_string(), "aws_lambda".to_string()),
-        ];
-        let mut add = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                attributes.push((k.to_string(), v));
-            }
-        };
-        add("cloud.region", env.get("AWS_REGION"));
-        add("faas.name", function);
-        add("faas.version", env.get("AWS_LAMBDA_FUNCTION_VERSION"));
-        add(
-            "faas.max_memory",
-            env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-                .and_then(|mb| mb.parse::<u64>().ok())
-                .map(|mb| (mb * 1_048_576).to_string()),
-        );
-        Ok(Some(OtelConfig {
-            grpc,
-            metrics_endpoint: endpoint,
-            traces_endpoint,
-            temporality,
-            timeout,
-            interval,
-            max_queued_spans,
-            service_name,
-            attributes,
-        }))
-    }
-}
+use crate::config::OtelConfig;
 
 /// How the last exports went, for `/status`.
 #[derive(Debug, Default)]
@@ -178,7 +50,8 @@ pub struct Otel {
 
 impl Otel {
     /// Builds the pipeline; `instance` is this environment's `faas.instance`.
-    pub fn new(config: OtelConfig, instance: &str) -> Result<Arc<Otel>, String> {
+    pub fn new(config: &OtelConfig, instance: &str) -> Result<Arc<Otel>, String> {
+        let config = config.clone();
         // No retries inside an export: a failed one is dropped and the lifecycle backs off, so
         // a collector that is down costs one attempt, not a series of them within the timeout.
         let exporter = if config.grpc {
@@ -334,74 +207,5 @@ impl Otel {
             failures: self.stats.failures.load(Relaxed),
             last_export_micros: self.stats.last_micros.load(Relaxed),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn load(vars: &[(&str, &str)]) -> Result<Option<OtelConfig>, String> {
-        let env: HashMap<&str, &str> = vars.iter().copied().collect();
-        OtelConfig::from_env(&env)
-    }
-
-    #[test]
-    fn no_endpoint_means_no_export() {
-        assert_eq!(load(&[]), Ok(None));
-        assert_eq!(
-            load(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SDK_DISABLED", "true")]),
-            Ok(None)
-        );
-    }
-
-    #[test]
-    fn reads_the_standard_variables() {
-        let c = load(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
-            ("OTEL_SERVICE_NAME", "svc"),
-            ("AWS_LAMBDA_FUNCTION_NAME", "fn"),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
-            ("AWS_REGION", "eu-west-1"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(c.metrics_endpoint, "http://127.0.0.1:4318/v1/metrics");
-        assert_eq!(c.temporality, Temporality::Delta, "delta by default");
-        assert_eq!(c.service_name, "svc");
-        assert!(c.attributes.contains(&("faas.max_memory".into(), "134217728".into())));
-        assert!(c.attributes.contains(&("cloud.platform".into(), "aws_lambda".into())));
-
-        let c = load(&[
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:9/m"),
-            ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Cumulative"),
-            ("AWS_LAMBDA_FUNCTION_NAME", "fn"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            (c.metrics_endpoint.as_str(), c.temporality),
-            ("http://c:9/m", Temporality::Cumulative)
-        );
-        assert_eq!(c.service_name, "fn");
-    }
-
-    #[test]
-    fn unsupported_settings_are_errors() {
-        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
-        assert!(load(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_err());
-        let grpc = load(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317/"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert!(grpc.grpc);
-        assert_eq!(grpc.metrics_endpoint, "http://c:4317", "gRPC takes the base endpoint as it is");
-        assert_eq!(grpc.traces_endpoint.as_deref(), Some("http://c:4317"));
-        assert!(load(&[base, ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sideways")]).is_err());
-        assert!(load(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]).is_err());
     }
 }

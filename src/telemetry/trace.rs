@@ -13,12 +13,6 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
 use super::names;
-use crate::lifecycle::{Invocation, XRayHeader};
-
-/// Finished spans kept between flushes by default (`OTEL_BSP_MAX_QUEUE_SIZE`, the OTel
-/// specification's default); beyond it they are dropped and counted. While one batch is being
-/// exported the next can fill, so up to twice this many spans are in memory.
-pub const DEFAULT_MAX_QUEUED: usize = 2048;
 
 pub const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
 pub const RPC_SERVICE: Key = Key::from_static_str("rpc.service");
@@ -32,6 +26,8 @@ pub const FAAS_INVOCATION_ID: Key = Key::from_static_str("faas.invocation_id");
 pub const FAAS_COLDSTART: Key = Key::from_static_str("faas.coldstart");
 
 /// A span processor that only buffers; `take` hands the spans to the exporter at flush time.
+/// At most `max` wait (`OTEL_BSP_MAX_QUEUE_SIZE`); beyond it they are dropped and counted.
+/// While one batch is being exported the next can fill, so up to twice this many are in memory.
 #[derive(Debug, Clone)]
 pub struct SpanBuffer {
     spans: Arc<Mutex<Vec<SpanData>>>,
@@ -74,14 +70,69 @@ impl SpanProcessor for SpanBuffer {
     }
 }
 
+/// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=557abcec3ee5a047;Sampled=1`, as in the
+/// INVOKE event, `platform.*` records and the `X-Amzn-Trace-Id` request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XRayHeader {
+    /// The OpenTelemetry trace id: the two hex groups of `Root` after `1-`, 32 lowercase hex.
+    pub trace_id: String,
+    /// 16 lowercase hex, when present.
+    pub parent_id: Option<String>,
+    /// `Sampled=1` / `0`; `None` when absent or `?` (decide locally).
+    pub sampled: Option<bool>,
+}
+
+impl XRayHeader {
+    pub fn parse(value: &str) -> Option<XRayHeader> {
+        let (mut root, mut parent, mut sampled) = (None, None, None);
+        for part in value.split(';') {
+            let (k, v) = part.trim().split_once('=')?;
+            match k.trim() {
+                "Root" => root = Some(v.trim()),
+                "Parent" => parent = Some(v.trim()),
+                "Sampled" => {
+                    sampled = match v.trim() {
+                        "1" => Some(true),
+                        "0" => Some(false),
+                        _ => None,
+                    }
+                }
+                _ => {} // Lineage= and future keys
+            }
+        }
+        let mut groups = root?.split('-');
+        let (version, time, random) = (groups.next()?, groups.next()?, groups.next()?);
+        if version != "1" || groups.next().is_some() || time.len() != 8 || random.len() != 24 {
+            return None;
+        }
+        let trace_id = format!("{time}{random}").to_ascii_lowercase();
+        if !is_hex(&trace_id) || trace_id.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        let parent_id = parent
+            .map(str::to_ascii_lowercase)
+            .filter(|p| p.len() == 16 && is_hex(p) && p != "0000000000000000");
+        Some(XRayHeader {
+            trace_id,
+            parent_id,
+            sampled,
+        })
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The parent of a cache request's span: the request's own `traceparent`, else its
-/// `X-Amzn-Trace-Id`, else the current invocation's X-Ray header; else none (a new root).
-pub fn parent(headers: &HeaderMap, invocation: Option<&Invocation>) -> Context {
+/// `X-Amzn-Trace-Id`, else `invocation`'s X-Ray header (the INVOKE event's); else none (a new
+/// root).
+pub fn parent(headers: &HeaderMap, invocation: Option<&XRayHeader>) -> Context {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let remote = header("traceparent")
         .and_then(traceparent)
         .or_else(|| header("x-amzn-trace-id").and_then(XRayHeader::parse).and_then(|x| xray(&x)))
-        .or_else(|| invocation.and_then(|i| i.trace.as_ref()).and_then(xray));
+        .or_else(|| invocation.and_then(xray));
     match remote {
         Some(sc) => Context::new().with_remote_span_context(sc),
         None => Context::new(),
@@ -126,14 +177,23 @@ fn xray(x: &XRayHeader) -> Option<SpanContext> {
     Some(SpanContext::new(trace_id, span_id, flags, true, TraceState::default()))
 }
 
-/// `faas.invocation_id` and `faas.coldstart` of the current invocation, if any.
-pub fn invocation_attributes(invocation: Option<&Invocation>) -> Vec<KeyValue> {
-    match invocation {
-        Some(i) => vec![
-            KeyValue::new(FAAS_INVOCATION_ID, i.request_id.clone()),
-            KeyValue::new(FAAS_COLDSTART, i.coldstart),
-        ],
-        None => Vec::new(),
+/// What a span needs to know about the invocation a read belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationTrace {
+    pub request_id: String,
+    /// The first invocation this process serves.
+    pub coldstart: bool,
+    /// The INVOKE event's X-Ray header, when tracing is on.
+    pub xray: Option<XRayHeader>,
+}
+
+impl InvocationTrace {
+    /// `faas.invocation_id` and `faas.coldstart`.
+    pub fn attributes(&self) -> Vec<KeyValue> {
+        vec![
+            KeyValue::new(FAAS_INVOCATION_ID, self.request_id.clone()),
+            KeyValue::new(FAAS_COLDSTART, self.coldstart),
+        ]
     }
 }
 
@@ -166,13 +226,7 @@ mod tests {
 
     #[test]
     fn parent_prefers_the_request_then_the_invocation() {
-        let invocation = Invocation {
-            request_id: "r1".into(),
-            deadline_ms: 0,
-            invoked_function_arn: None,
-            trace: XRayHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"),
-            coldstart: true,
-        };
+        let invocation = XRayHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1").unwrap();
         let mut headers = HeaderMap::new();
         let cx = parent(&headers, Some(&invocation));
         assert_eq!(cx.span().span_context().trace_id().to_string(), "5759e988bd862e3fe1be46a994272793");
@@ -196,5 +250,32 @@ mod tests {
         assert_eq!(cx.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
 
         assert!(!parent(&HeaderMap::new(), None).has_active_span());
+    }
+
+    #[test]
+    fn xray_headers() {
+        let h = XRayHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=557abcec3ee5a047;Sampled=1;Lineage=a:1").unwrap();
+        assert_eq!(
+            (h.trace_id.as_str(), h.parent_id.as_deref(), h.sampled),
+            ("5759e988bd862e3fe1be46a994272793", Some("557abcec3ee5a047"), Some(true))
+        );
+        let h = XRayHeader::parse("Root=1-5759E988-BD862E3FE1BE46A994272793;Sampled=?").unwrap();
+        assert_eq!(
+            (h.trace_id.as_str(), h.parent_id, h.sampled),
+            ("5759e988bd862e3fe1be46a994272793", None, None)
+        );
+        assert_eq!(XRayHeader::parse("Parent=557abcec3ee5a047"), None, "no root");
+        assert_eq!(
+            XRayHeader::parse("Root=2-5759e988-bd862e3fe1be46a994272793"),
+            None,
+            "unknown version"
+        );
+        assert_eq!(XRayHeader::parse("Root=1-5759e988-bd86"), None, "short");
+        assert_eq!(
+            XRayHeader::parse("Root=1-00000000-000000000000000000000000"),
+            None,
+            "all-zero id is invalid in OTel"
+        );
+        assert_eq!(XRayHeader::parse("garbage"), None);
     }
 }

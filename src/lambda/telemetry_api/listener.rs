@@ -24,7 +24,7 @@ const MAX_DELIVERY: usize = 4 << 20;
 /// Deliveries waiting to be parsed; each is at most one buffering window.
 pub const QUEUE: usize = 256;
 
-pub struct TelemetryListener {
+pub struct Listener {
     listener: TcpListener,
     pub addr: SocketAddr,
     /// The destination URI to subscribe with: the configured host name, the bound port.
@@ -37,9 +37,9 @@ pub struct Dropped {
     pub too_large: AtomicU64,
 }
 
-impl TelemetryListener {
+impl Listener {
     /// Binds `host` (a name such as `sandbox.localdomain`, or an address) on an ephemeral port.
-    pub async fn bind(host: &str) -> std::io::Result<TelemetryListener> {
+    pub async fn bind(host: &str) -> std::io::Result<Listener> {
         let listener = TcpListener::bind((host, 0)).await?;
         let addr = listener.local_addr()?;
         let host_part = if host.contains(':') {
@@ -48,7 +48,7 @@ impl TelemetryListener {
             host.to_string()
         };
         let uri = format!("http://{host_part}:{}/", addr.port());
-        Ok(TelemetryListener { listener, addr, uri })
+        Ok(Listener { listener, addr, uri })
     }
 
     pub async fn run(self, queue: mpsc::Sender<Bytes>, dropped: Arc<Dropped>, cancel: CancellationToken) -> std::io::Result<()> {
@@ -115,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_200_queues_bodies_and_counts_what_does_not_fit() {
-        let listener = TelemetryListener::bind("127.0.0.1").await.unwrap();
+        let listener = Listener::bind("127.0.0.1").await.unwrap();
         assert_eq!(listener.uri, format!("http://127.0.0.1:{}/", listener.addr.port()));
         let addr = listener.addr;
         let (tx, mut rx) = mpsc::channel(1);

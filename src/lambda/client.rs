@@ -30,7 +30,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
+pub enum PlatformError {
     #[error("cannot reach the Extensions API at {addr}: {source}")]
     Connect { addr: String, source: std::io::Error },
     #[error("HTTP exchange with the Extensions API failed: {0}")]
@@ -92,7 +92,7 @@ impl ExtensionsApi {
     }
 
     /// `POST /register` for `events`; `name` must be the executable's file name.
-    pub async fn register(&self, name: &str, events: &[&str]) -> Result<Registration, LifecycleError> {
+    pub async fn register(&self, name: &str, events: &[&str]) -> Result<Registration, PlatformError> {
         let body = serde_json::json!({ "events": events }).to_string();
         let answer = self
             .call(
@@ -109,7 +109,7 @@ impl ExtensionsApi {
             )
             .await?;
         let answer = expect_ok("register", answer)?;
-        let id = answer.identifier.ok_or(LifecycleError::NoIdentifier)?;
+        let id = answer.identifier.ok_or(PlatformError::NoIdentifier)?;
         // An unexpected body costs us only function metadata, which the environment also has.
         let mut registration: Registration = serde_json::from_slice(&answer.body).unwrap_or_default();
         registration.id = id;
@@ -117,7 +117,7 @@ impl ExtensionsApi {
     }
 
     /// `GET /event/next`: blocks until the platform has an event. No timeout, no retry.
-    pub async fn next(&self, id: &str) -> Result<Event, LifecycleError> {
+    pub async fn next(&self, id: &str) -> Result<Event, PlatformError> {
         let answer = self
             .call(
                 "next",
@@ -133,16 +133,16 @@ impl ExtensionsApi {
     }
 
     /// `POST /init/error`: only during Init; the platform fails the init and expects us to exit.
-    pub async fn init_error(&self, id: &str, error_type: &str, message: &str) -> Result<(), LifecycleError> {
+    pub async fn init_error(&self, id: &str, error_type: &str, message: &str) -> Result<(), PlatformError> {
         self.report_error("init/error", INIT_ERROR, id, error_type, message).await
     }
 
     /// `POST /exit/error`: after Init, before exiting because of an error.
-    pub async fn exit_error(&self, id: &str, error_type: &str, message: &str) -> Result<(), LifecycleError> {
+    pub async fn exit_error(&self, id: &str, error_type: &str, message: &str) -> Result<(), PlatformError> {
         self.report_error("exit/error", EXIT_ERROR, id, error_type, message).await
     }
 
-    async fn report_error(&self, call: &'static str, path: &str, id: &str, error_type: &str, message: &str) -> Result<(), LifecycleError> {
+    async fn report_error(&self, call: &'static str, path: &str, id: &str, error_type: &str, message: &str) -> Result<(), PlatformError> {
         let body = serde_json::json!({ "errorMessage": message, "errorType": error_type, "stackTrace": [] }).to_string();
         let answer = self
             .call(
@@ -197,27 +197,27 @@ impl ExtensionsApi {
         headers: &[(&str, &str)],
         body: Bytes,
         timeout: Option<Duration>,
-    ) -> Result<Answer, LifecycleError> {
+    ) -> Result<Answer, PlatformError> {
         let exchange = self.exchange(method, path, headers, body);
         match timeout {
             Some(t) => tokio::time::timeout(t, exchange)
                 .await
-                .map_err(|_| LifecycleError::Timeout { call, timeout: t })?,
+                .map_err(|_| PlatformError::Timeout { call, timeout: t })?,
             None => exchange.await,
         }
     }
 
-    async fn exchange(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Answer, LifecycleError> {
+    async fn exchange(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Answer, PlatformError> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
-            .map_err(|source| LifecycleError::Connect {
+            .map_err(|source| PlatformError::Connect {
                 addr: self.authority.clone(),
                 source,
             })?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| LifecycleError::Http(e.to_string()))?;
+            .map_err(|e| PlatformError::Http(e.to_string()))?;
         tokio::spawn(async move {
             // The connection ends with the exchange; its error, if any, is the exchange's.
             let _ = conn.await;
@@ -229,8 +229,8 @@ impl ExtensionsApi {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(body)).map_err(|e| LifecycleError::Http(e.to_string()))?;
-        let response = sender.send_request(req).await.map_err(|e| LifecycleError::Http(e.to_string()))?;
+        let req = req.body(Full::new(body)).map_err(|e| PlatformError::Http(e.to_string()))?;
+        let response = sender.send_request(req).await.map_err(|e| PlatformError::Http(e.to_string()))?;
         let status = response.status();
         let identifier = response
             .headers()
@@ -240,17 +240,17 @@ impl ExtensionsApi {
         let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| LifecycleError::Http(e.to_string()))?
+            .map_err(|e| PlatformError::Http(e.to_string()))?
             .to_bytes();
         Ok(Answer { status, identifier, body })
     }
 }
 
-fn expect_ok(call: &'static str, answer: Answer) -> Result<Answer, LifecycleError> {
+fn expect_ok(call: &'static str, answer: Answer) -> Result<Answer, PlatformError> {
     if answer.status.is_success() {
         Ok(answer)
     } else {
-        Err(LifecycleError::Status {
+        Err(PlatformError::Status {
             call,
             status: answer.status.as_u16(),
             body: crate::escape::escaped(&String::from_utf8_lossy(&answer.body)),

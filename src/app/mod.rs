@@ -1,0 +1,208 @@
+//! Wiring: builds the parts from a validated `Config`, each from its own slice, and runs them.
+//! The only place that spawns long-lived tasks: one `CancellationToken`, one `JoinSet`, one
+//! `select!` per mode (`standalone`, `extension`). A task that ends before shutdown is an error,
+//! not silence.
+
+mod extension;
+mod standalone;
+
+pub use extension::extension;
+pub use standalone::serve;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{Cache, SystemClock};
+use crate::config::Config;
+use crate::http::{Hooks, HttpError, Server};
+use crate::lambda::PlatformError;
+use crate::lifecycle::State;
+use crate::metrics::Metrics;
+use crate::source::Upstream;
+use crate::telemetry::otlp::Otel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{0} stopped unexpectedly")]
+    TaskEnded(&'static str),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("init failed ({error_type}): {message}")]
+    InitFailed { error_type: &'static str, message: String },
+}
+
+/// The function-facing socket, bound before the config file is read (`bind`).
+pub type Bound = Result<std::net::TcpListener, (SocketAddr, std::io::Error)>;
+
+/// Binds 127.0.0.1:`port` (0: an ephemeral port). Called before the async runtime exists.
+pub fn bind(port: u16) -> Bound {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| (addr, e))?;
+    listener.set_nonblocking(true).map_err(|e| (addr, e))?;
+    Ok(listener)
+}
+
+/// The parts every mode shares: a bound listener and the cache behind it.
+struct Parts {
+    listener: TcpListener,
+    addr: SocketAddr,
+    cache: Arc<Cache>,
+    server: Arc<Server>,
+    /// The OTLP pipeline, when an endpoint is configured.
+    otel: Option<Arc<Otel>>,
+}
+
+impl Parts {
+    /// Takes the function-facing socket (`bound` early, else bound now, so it exists before
+    /// anything else happens), then builds the OTLP pipeline, the AWS clients, the cache and
+    /// the server (with what `/status` shows of `lifecycle`, in extension mode). Nothing is
+    /// fetched yet.
+    async fn build(config: &Config, bound: Option<Bound>, lifecycle: Option<Arc<State>>) -> Result<Parts, AppError> {
+        let configured = SocketAddr::from((Ipv4Addr::LOCALHOST, config.http.port));
+        let bind_failed = |addr, source| AppError::Bind { addr, source };
+        let std_listener = bound
+            .unwrap_or_else(|| bind(config.http.port))
+            .map_err(|(addr, e)| bind_failed(addr, e))?;
+        let addr = std_listener.local_addr().map_err(|e| bind_failed(configured, e))?;
+        let listener = TcpListener::from_std(std_listener).map_err(|e| bind_failed(addr, e))?;
+        // The recorder goes in before `Metrics::new()` binds its handles to it.
+        let otel = config.otel.as_ref().and_then(|c| match Otel::new(c, &instance_id()) {
+            Ok(otel) => {
+                otel.install_globals();
+                tracing::info!(endpoint = %c.metrics_endpoint, "OTLP metrics export on");
+                Some(otel)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "OTLP export disabled");
+                None
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Arc::new(Upstream::from_env(&config.upstream, metrics.clone()).await);
+        let cache = Cache::new(upstream, &config.cache, metrics.clone(), Arc::new(SystemClock));
+        let hooks = hooks(otel.clone(), lifecycle);
+        let tracer = otel.as_ref().and_then(|o| o.tracer());
+        let server = Server::new(cache.clone(), metrics, &config.http, hooks, tracer);
+        Ok(Parts {
+            listener,
+            addr,
+            cache,
+            server,
+            otel,
+        })
+    }
+}
+
+/// What `/status` shows beside the cache (the OTLP export, the lifecycle) and the current
+/// invocation for spans, as the server's hooks.
+fn hooks(otel: Option<Arc<Otel>>, lifecycle: Option<Arc<State>>) -> Hooks {
+    let current = lifecycle.clone();
+    Hooks {
+        status: Some(Box::new(move || {
+            let mut sections = serde_json::Map::new();
+            if let Some(state) = &lifecycle {
+                sections.insert(
+                    "lifecycle".into(),
+                    serde_json::to_value(state.snapshot()).expect("status serialises"),
+                );
+            }
+            if let Some(otel) = &otel {
+                sections.insert("otlp".into(), serde_json::to_value(otel.snapshot()).expect("status serialises"));
+            }
+            sections
+        })),
+        invocation: current.map(|state| Box::new(move || state.current().map(|i| i.trace.clone())) as Box<dyn Fn() -> _ + Send + Sync>),
+    }
+}
+
+/// This environment's `faas.instance`: the platform does not tell extensions their log
+/// stream, so a random id per process.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}{:08x}", h.finish(), std::process::id())
+}
+
+type Tasks = JoinSet<(&'static str, Result<(), AppError>)>;
+
+fn spawn_http(tasks: &mut Tasks, server: Arc<Server>, listener: TcpListener, cancel: CancellationToken) {
+    tasks.spawn(async move { ("http server", server.run(listener, cancel).await.map_err(AppError::from)) });
+}
+
+/// SHUTDOWN: stop accepting, let background fetches end, a final export, drop every value,
+/// all before `deadline` (less a margin for process exit).
+async fn finish(
+    cache: &Arc<Cache>,
+    otel: Option<&Arc<Otel>>,
+    cancel: &CancellationToken,
+    tasks: &mut Tasks,
+    deadline: tokio::time::Instant,
+) {
+    let stop_by = deadline.checked_sub(Duration::from_millis(200)).unwrap_or(deadline);
+    let left = || stop_by.saturating_duration_since(tokio::time::Instant::now());
+    cancel.cancel();
+    let _ = tokio::time::timeout(left() / 3, async { while tasks.join_next().await.is_some() {} }).await;
+    cache.settle(left() / 3).await;
+    if let Some(otel) = otel {
+        otel.flush(left()).await;
+    }
+    cache.clear();
+}
+
+fn task_outcome(ended: Result<(&'static str, Result<(), AppError>), tokio::task::JoinError>) -> AppError {
+    match ended {
+        Ok((name, Ok(()))) => AppError::TaskEnded(name),
+        Ok((_, Err(e))) => e,
+        Err(_) => AppError::TaskEnded("a task (it panicked)"),
+    }
+}
+
+fn log_task_error(task: &'static str, e: std::io::Error) -> &'static str {
+    tracing::error!(task, error = %e, "task failed");
+    task
+}
+
+/// Refresh-ahead on a timer; in extension mode INVOKE events drive it instead.
+async fn refresh_timer(cache: Arc<Cache>, every: Duration, cancel: CancellationToken) -> Result<(), AppError> {
+    let mut tick = tokio::time::interval(every);
+    // After a pause (a laptop sleeping, a frozen container) run once, not a burst of ticks.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let due = cache.refresh_ahead().len();
+                if due > 0 {
+                    tracing::debug!(due, "refresh-ahead started");
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, with the signal's name.
+async fn shutdown_signal() -> Result<&'static str, AppError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        _ = int.recv() => Ok("SIGINT"),
+    }
+}

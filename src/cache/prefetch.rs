@@ -1,0 +1,191 @@
+//! Prefetch: the config file's entries fetched with the batch APIs, registered as flights
+//! before anything can read them (`reserve_prefetch`) and launched after (`Reserved::launch`).
+//! With SnapStart the prefetch is deferred to the first activity after the restore.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hashbrown::HashMap;
+
+use super::Cache;
+use super::background::{Background, Item};
+use super::flight::{Flight, NewFlight, cancelled};
+use crate::config::{ParameterTarget, SecretVersion};
+use crate::key::{Key, SelectorKind, Source};
+use crate::metrics::Trigger;
+use crate::source::{FetchError, PARAMETERS_BATCH, SECRETS_BATCH};
+
+/// Prefetch flights registered but not started; see `Cache::reserve_prefetch`.
+pub struct Reserved {
+    pub(super) cache: Arc<Cache>,
+    pub(super) groups: Vec<Vec<NewFlight>>,
+    pub(super) waits: Vec<(Key, Flight)>,
+    pub(super) paths: Vec<(String, bool, bool)>,
+    pub(super) required: HashMap<Key, bool>,
+}
+
+impl Cache {
+    /// The first half of a prefetch: flights for the configured items exist from now on (a
+    /// read joins them and waits), but nothing is fetched until `Reserved::launch`. Extension
+    /// mode reserves before it registers and launches after, so registration is never delayed
+    /// and a read from the function's init can never miss the prefetch.
+    pub fn reserve_prefetch(self: &Arc<Self>) -> Reserved {
+        let file = &self.config.prefetch;
+        let mut keys: Vec<(Key, bool)> = Vec::new();
+        let mut paths = Vec::new();
+        if self.config.enabled {
+            keys.extend(file.secrets.iter().map(|s| (secret_key(&s.id, &s.version), s.required)));
+            for p in &file.parameters {
+                match &p.target {
+                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption), p.required)),
+                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.required)),
+                }
+            }
+        }
+        let required: HashMap<Key, bool> = keys.iter().cloned().collect();
+        let mut waits = Vec::new();
+        let mut groups = Vec::new();
+        for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
+            let (flights, new) = self.reserve(group.clone(), false);
+            waits.extend(group.into_iter().zip(flights));
+            groups.push(new);
+        }
+        Reserved {
+            cache: self.clone(),
+            groups,
+            waits,
+            paths,
+            required,
+        }
+    }
+
+    /// Reserves and launches at once.
+    pub fn prefetch(self: &Arc<Self>) -> Background {
+        self.reserve_prefetch().launch()
+    }
+
+    /// SnapStart: nothing is fetched before the snapshot; the prefetch waits for the first
+    /// activity after the restore (see `arm_restore`).
+    pub fn defer_prefetch(&self) {
+        self.deferred.store(true, Relaxed);
+    }
+
+    /// Init is over (the snapshot may be taken now): with a deferred prefetch, the first
+    /// activity from here on (a read, an INVOKE) is the first thing after a restore. It drops
+    /// whatever was fetched before the snapshot and starts the prefetch. Without one, nothing.
+    pub fn arm_restore(&self) {
+        if self.deferred.load(Relaxed) {
+            self.restore_armed.store(true, Relaxed);
+        }
+    }
+
+    /// Called on every read and on INVOKE; costs one atomic load unless armed. The prefetch's
+    /// flights are registered before it returns, so the caller's own read joins them; a reader
+    /// that loses the race waits on the lock, then joins them too.
+    pub fn restored(self: &Arc<Self>) {
+        if !self.restore_armed.load(Relaxed) {
+            return;
+        }
+        let mut started = self.restore_prefetch.lock().expect("restore prefetch lock holds no invariants");
+        if !self.restore_armed.swap(false, Relaxed) {
+            return;
+        }
+        tracing::info!("first activity after restore: prefetching");
+        self.deferred.store(false, Relaxed);
+        self.clear();
+        *started = Some(self.prefetch());
+    }
+
+    /// The prefetch a restore started, for whoever must settle it before a freeze.
+    pub fn take_restore_prefetch(&self) -> Option<Background> {
+        self.restore_prefetch
+            .lock()
+            .expect("restore prefetch lock holds no invariants")
+            .take()
+    }
+}
+
+impl Reserved {
+    /// Starts every fetch now, the batches in parallel.
+    pub fn launch(mut self) -> Background {
+        let cache = self.cache.clone();
+        let cancel = cache.cancel_token().child_token();
+        let mut background = Background::new(cancel.clone());
+        for group in std::mem::take(&mut self.groups) {
+            cache.launch(group, Trigger::Prefetch, cancel.clone());
+        }
+        let required = std::mem::take(&mut self.required);
+        for (key, flight) in std::mem::take(&mut self.waits) {
+            let is_required = required.get(&key).copied().unwrap_or(false);
+            background.push_flight(key.to_string(), is_required, flight);
+        }
+        for (path, decrypt, required) in std::mem::take(&mut self.paths) {
+            let label = format!("{path} (path)");
+            let this = cache.clone();
+            let cancel = cancel.clone();
+            let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let task = cache.tasks.spawn(async move {
+                let result = tokio::select! {
+                    r = this.fetch.fetch_path(&path, decrypt) => r,
+                    () = cancel.cancelled() => Err(cancelled()),
+                };
+                let now = this.clock.now_ms();
+                result.map(|items| {
+                    for item in items {
+                        if let Some(name) = item.name.clone() {
+                            this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
+                            this.install(&Key::parameter(&name, decrypt), item, now, seq);
+                        }
+                    }
+                })
+            });
+            background.items.push(Item {
+                label,
+                required,
+                done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
+            });
+        }
+        background
+    }
+}
+
+impl Drop for Reserved {
+    /// Never launched (init failed first): unregister the flights so later reads fetch.
+    fn drop(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        for f in self.groups.drain(..).flatten() {
+            self.cache.land(&f.key, f.seq);
+            let _ = f.tx.send(Some(Err(cancelled())));
+        }
+    }
+}
+
+pub(super) fn secret_key(id: &str, version: &SecretVersion) -> Key {
+    match version {
+        SecretVersion::Current => Key::secret(id, SelectorKind::Default, ""),
+        SecretVersion::Stage(s) => Key::secret(id, SelectorKind::VersionStage, s),
+        SecretVersion::Id(v) => Key::secret(id, SelectorKind::VersionId, v),
+    }
+}
+
+/// Groups keys into batch-API calls: current secrets by 20, parameters by 10 per decryption
+/// flag; secrets pinned to a version or stage are fetched one by one (the batch API returns
+/// AWSCURRENT only).
+pub(super) fn batches(keys: Vec<Key>) -> Vec<Vec<Key>> {
+    let mut out = Vec::new();
+    let (mut secrets, mut plain, mut decrypted) = (Vec::new(), Vec::new(), Vec::new());
+    for k in keys {
+        match (k.source, k.kind, k.decrypt) {
+            (Source::SecretsManager, SelectorKind::Default, _) => secrets.push(k),
+            (Source::SecretsManager, _, _) => out.push(vec![k]),
+            (Source::Ssm, _, false) => plain.push(k),
+            (Source::Ssm, _, true) => decrypted.push(k),
+        }
+    }
+    out.extend(secrets.chunks(SECRETS_BATCH).map(<[Key]>::to_vec));
+    out.extend(plain.chunks(PARAMETERS_BATCH).map(<[Key]>::to_vec));
+    out.extend(decrypted.chunks(PARAMETERS_BATCH).map(<[Key]>::to_vec));
+    out
+}
