@@ -15,11 +15,11 @@ export PATH="$PATH:/usr/sbin"
 make venv >/dev/null
 cargo build --release --workspace --quiet
 {
-  ./target/release/lsc-dev bench-http --extension ./target/release/lambda-secrets-cache "${RUNS:-3}" "${SECONDS_PER_RUN:-5}"
+  ./target/release/lsc-dev bench-http --extension ./target/release/lambda-secrets-cache --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
   echo
   echo "## The async runtime: current-thread against multi-thread"
   echo
-  ./target/release/lsc-dev bench-runtime --extension ./target/release/lambda-secrets-cache 5 "${RUNS:-3}" "${SECONDS_PER_RUN:-5}"
+  ./target/release/lsc-dev bench-runtime --extension ./target/release/lambda-secrets-cache --rounds 5 --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
   echo
   echo "## What the extension adds to each invocation (post-runtime duration)"
   echo

@@ -17,5 +17,6 @@ pub mod key;
 pub mod lambda;
 pub mod lifecycle;
 pub mod metrics;
+pub mod serve;
 pub mod source;
 pub mod telemetry;

@@ -8,12 +8,32 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod extension;
+pub mod local;
 pub mod moto;
 pub mod null_extension;
 pub mod otlp;
 pub mod platform;
 pub mod proxy;
 pub mod rotel;
+
+/// Serves `listener` with the product's shared accept loop until the task is aborted: the
+/// fakes here (platform, OTLP receiver, AWS proxy) live as long as whoever started them.
+pub fn serve_until_aborted<S, F>(name: &'static str, listener: tokio::net::TcpListener, mut service: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> S + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use lambda_secrets_cache::serve::{Accept, Admit};
+    tokio::spawn(async move {
+        let never = tokio_util::sync::CancellationToken::new();
+        let _ = Accept::new(name).run(listener, never, move || Admit::Serve(service())).await;
+    })
+}
 
 /// The workspace root (where `.venv/` lives).
 pub fn workspace_root() -> std::path::PathBuf {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -40,53 +39,46 @@ impl OtlpReceiver {
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         let s = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+        let task = crate::serve_until_aborted("otlp receiver", listener, move || {
+            let s = s.clone();
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let s = s.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let s = s.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let delay = {
-                                let mut state = s.lock().unwrap();
-                                state.raw.push(body.clone());
-                                state.delay
-                            };
-                            if let Some(d) = delay {
-                                tokio::time::sleep(d).await;
+                async move {
+                    let path = req.uri().path().to_string();
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let delay = {
+                        let mut state = s.lock().unwrap();
+                        state.raw.push(body.clone());
+                        state.delay
+                    };
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    let status = match path.as_str() {
+                        "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
+                            Ok(m) => {
+                                s.lock().unwrap().metrics.push(m);
+                                200
                             }
-                            let status = match path.as_str() {
-                                "/v1/metrics" => match ExportMetricsServiceRequest::decode(body) {
-                                    Ok(m) => {
-                                        s.lock().unwrap().metrics.push(m);
-                                        200
-                                    }
-                                    Err(_) => 400,
-                                },
-                                "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
-                                    Ok(t) => {
-                                        s.lock().unwrap().traces.push(t);
-                                        200
-                                    }
-                                    Err(_) => 400,
-                                },
-                                _ => 404,
-                            };
-                            let mut response = http::Response::new(Full::new(Bytes::new()));
-                            *response.status_mut() = http::StatusCode::from_u16(status).expect("valid status");
-                            response
-                                .headers_mut()
-                                .insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+                            Err(_) => 400,
+                        },
+                        "/v1/traces" => match ExportTraceServiceRequest::decode(body) {
+                            Ok(t) => {
+                                s.lock().unwrap().traces.push(t);
+                                200
+                            }
+                            Err(_) => 400,
+                        },
+                        _ => 404,
+                    };
+                    let mut response = http::Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = http::StatusCode::from_u16(status).expect("valid status");
+                    response
+                        .headers_mut()
+                        .insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
         });
         Ok(OtlpReceiver { addr, state, task })
     }

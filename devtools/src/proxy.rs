@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::client;
 
@@ -102,16 +101,9 @@ impl FaultProxy {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let s = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| handle(s.clone(), upstream, req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        let task = crate::serve_until_aborted("aws proxy", listener, move || {
+            let s = s.clone();
+            hyper::service::service_fn(move |req| handle(s.clone(), upstream, req))
         });
         Ok(FaultProxy { addr, state, task })
     }

@@ -14,12 +14,11 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 use route::Endpoint;
@@ -27,6 +26,7 @@ use route::Endpoint;
 use crate::cache::Cache;
 use crate::config::{HttpConfig, Token};
 use crate::metrics::{CacheResult, Metrics};
+use crate::serve::Admit;
 use crate::telemetry::trace::InvocationTrace;
 
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-parameters-secrets-token");
@@ -60,8 +60,6 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 const RESERVED_DESCRIPTORS: u64 = 64;
 /// The most sockets held open at once when `RLIMIT_NOFILE` is effectively unlimited.
 const MAX_DESCRIPTOR_BUDGET: u64 = 16_384;
-/// At most one "accept failed" warning per this (with a count of the ones in between).
-const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -122,74 +120,38 @@ impl Server {
     /// Accepts until `cancel`, then lets open connections finish (bounded); what is still
     /// waiting near the end of the drain is answered `504 ShuttingDown`.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) -> Result<(), HttpError> {
-        let connections = TaskTracker::new();
-        let descriptors = Arc::new(Semaphore::new(self.descriptors));
-        let mut accept_failures = RateLimited::new(ACCEPT_WARNING_EVERY);
-        loop {
-            let descriptor = tokio::select! {
-                () = cancel.cancelled() => break,
-                permit = descriptors.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            let (stream, _) = tokio::select! {
-                () = cancel.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    // Out of descriptors (another part of the process, or the system) and the
-                    // like: back off instead of spinning, and say so once in a while.
-                    Err(e) if is_transient_accept_error(&e) => {
-                        if let Some(since) = accept_failures.tick() {
-                            tracing::warn!(error = %e, failures = since, "accept failed; retrying");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(HttpError::Accept(e)),
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+        let mut accept = crate::serve::Accept::new("http");
+        accept
+            .http
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_headers(MAX_HEADERS);
+        accept.drain = DRAIN_TIMEOUT;
+        accept.budget = Some(self.descriptors);
+        let this = self.clone();
+        let serving = accept.run(listener, cancel.clone(), move || {
+            let Ok(permit) = this.connections.clone().try_acquire_owned() else {
                 // Over the limit: answered at once, not after the client's request, so a
                 // client that sends nothing does not hold a descriptor for the header timeout.
-                connections.spawn(async move {
-                    refuse(stream).await;
-                    drop(descriptor);
-                });
-                continue;
+                return Admit::Other(Box::new(|stream| Box::pin(refuse(stream))));
             };
-            let this = self.clone();
-            let cancel = cancel.clone();
-            connections.spawn(async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(MAX_HEADER_BYTES)
-                    .max_headers(MAX_HEADERS);
-                let service = service_fn(move |req| {
-                    let this = this.clone();
-                    async move { Ok::<_, Infallible>(this.handle(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = cancel.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
-                    }
-                }
-                drop((permit, descriptor));
-            });
-        }
-        connections.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT - ANSWER_MARGIN, connections.wait())
-            .await
-            .is_err()
-        {
+            let this = this.clone();
+            Admit::Serve(service_fn(move |req| {
+                let (this, _held) = (this.clone(), &permit);
+                async move { Ok::<_, Infallible>(this.handle(req).await) }
+            }))
+        });
+        let answer_now = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT - ANSWER_MARGIN).await;
             self.answer_now.cancel();
-            let _ = tokio::time::timeout(ANSWER_MARGIN, connections.wait()).await;
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            served = serving => served.map_err(HttpError::Accept),
+            () = answer_now => unreachable!("pending forever"),
         }
-        Ok(())
     }
 
     /// One request, start to finish. Always answers; never panics on input.
@@ -377,37 +339,4 @@ fn descriptor_budget() -> usize {
         soft / 2
     };
     budget.clamp(1, MAX_DESCRIPTOR_BUDGET) as usize
-}
-
-/// Says "now" at most once per period, and how many times it was asked in between.
-struct RateLimited {
-    every: Duration,
-    last: Option<tokio::time::Instant>,
-    count: u64,
-}
-
-impl RateLimited {
-    fn new(every: Duration) -> RateLimited {
-        RateLimited {
-            every,
-            last: None,
-            count: 0,
-        }
-    }
-
-    fn tick(&mut self) -> Option<u64> {
-        self.count += 1;
-        let now = tokio::time::Instant::now();
-        if self.last.is_some_and(|last| now < last + self.every) {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.count))
-    }
-}
-
-fn is_transient_accept_error(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
-        || e.raw_os_error().is_some_and(|c| c == 24 || c == 23)
 }

@@ -293,7 +293,7 @@ impl FakeLambda {
             });
             inner.emit("platform.initStart", record);
         }
-        tokio::spawn(server::serve(listener, platform.clone()));
+        server::serve(listener, platform.clone());
         Ok(platform)
     }
 

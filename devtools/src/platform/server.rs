@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,19 +15,15 @@ use super::{Extension, FakeLambda, Phase, Recorded, Reply, Reported, new_uuid};
 
 type Answer = Response<Full<Bytes>>;
 
-pub(super) async fn serve(listener: TcpListener, platform: FakeLambda) {
-    while let Ok((stream, _)) = listener.accept().await {
+/// Serves until the runtime ends (the platform lives as long as its driver).
+pub(super) fn serve(listener: TcpListener, platform: FakeLambda) {
+    crate::serve_until_aborted("fake platform", listener, move || {
         let platform = platform.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let platform = platform.clone();
-                async move { Ok::<_, Infallible>(handle(platform, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        hyper::service::service_fn(move |req| {
+            let platform = platform.clone();
+            async move { Ok::<_, Infallible>(handle(platform, req).await) }
+        })
+    });
 }
 
 async fn handle(platform: FakeLambda, req: http::Request<Incoming>) -> Answer {

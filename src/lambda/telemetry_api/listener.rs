@@ -13,11 +13,12 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use crate::serve::{Accept, Admit};
 
 /// The platform sends at most `2 × maxBytes` (256 KiB subscribed) plus metadata.
 const MAX_DELIVERY: usize = 4 << 20;
@@ -51,54 +52,39 @@ impl Listener {
         Ok(Listener { listener, addr, uri })
     }
 
+    /// Answers deliveries until `cancel`, then lets open connections finish (bounded).
     pub async fn run(self, queue: mpsc::Sender<Bytes>, dropped: Arc<Dropped>, cancel: CancellationToken) -> std::io::Result<()> {
-        let connections = TaskTracker::new();
-        loop {
-            let stream = tokio::select! {
-                () = cancel.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::Interrupted) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "telemetry accept failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let queue = queue.clone();
-            let dropped = dropped.clone();
-            connections.spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let queue = queue.clone();
-                    let dropped = dropped.clone();
-                    async move {
-                        let status = match Limited::new(req.into_body(), MAX_DELIVERY).collect().await {
-                            Ok(body) => {
-                                if queue.try_send(body.to_bytes()).is_err() {
-                                    dropped.full.fetch_add(1, Relaxed);
-                                }
-                                StatusCode::OK
-                            }
-                            Err(_) => {
-                                dropped.too_large.fetch_add(1, Relaxed);
-                                StatusCode::PAYLOAD_TOO_LARGE
-                            }
-                        };
-                        let mut response = Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = status;
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
-                // A broken delivery connection is the platform's to retry; nothing to do here.
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-            });
-        }
-        connections.close();
-        Ok(())
+        let mut accept = Accept::new("telemetry listener");
+        accept.http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+        accept
+            .run(self.listener, cancel, move || {
+                let (queue, dropped) = (queue.clone(), dropped.clone());
+                Admit::Serve(service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (queue, dropped) = (queue.clone(), dropped.clone());
+                    async move { Ok::<_, Infallible>(deliver(req, &queue, &dropped).await) }
+                }))
+            })
+            .await
     }
+}
+
+/// One delivery: read whole (at most `MAX_DELIVERY`), queued for parsing, answered at once.
+async fn deliver(req: http::Request<hyper::body::Incoming>, queue: &mpsc::Sender<Bytes>, dropped: &Dropped) -> Response<Full<Bytes>> {
+    let status = match Limited::new(req.into_body(), MAX_DELIVERY).collect().await {
+        Ok(body) => {
+            if queue.try_send(body.to_bytes()).is_err() {
+                dropped.full.fetch_add(1, Relaxed);
+            }
+            StatusCode::OK
+        }
+        Err(_) => {
+            dropped.too_large.fetch_add(1, Relaxed);
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
 }
 
 #[cfg(test)]
@@ -107,7 +93,9 @@ mod tests {
 
     async fn post(addr: SocketAddr, body: &'static [u8]) -> u16 {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         let req = http::Request::post("/").body(Full::new(Bytes::from_static(body))).unwrap();
         sender.send_request(req).await.unwrap().status().as_u16()

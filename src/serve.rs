@@ -1,0 +1,175 @@
+//! The accept loop every HTTP/1 server in the repository shares: the function-facing server,
+//! the Telemetry API listener, and the fakes in devtools. It accepts until cancelled, serves
+//! each connection with hyper, and at the end shuts every connection down gracefully
+//! (hyper-util's `GracefulShutdown`: no new requests are read, those in flight finish) within a
+//! drain time. Optionally it keeps the number of open sockets within a budget: when the budget
+//! is spent it stops accepting (the kernel queues new connections) rather than take the
+//! descriptors the rest of the process needs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::HttpService;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// At most one "accept failed" warning per this (with a count of the ones in between).
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What to do with one accepted connection.
+pub enum Admit<S> {
+    /// Serve HTTP/1 on it with this service (dropped when the connection ends).
+    Serve(S),
+    /// Hand it to this instead (an answer written by hand), and close it after.
+    Other(Box<dyn FnOnce(TcpStream) -> BoxFuture + Send>),
+}
+
+/// How a server accepts and drains.
+pub struct Accept {
+    /// Connection settings (timeouts, header limits).
+    pub http: http1::Builder,
+    /// How long open connections get to finish once cancelled.
+    pub drain: Duration,
+    /// Open sockets allowed at once (served or handed elsewhere); `None`: no limit.
+    pub budget: Option<usize>,
+    /// For the warnings this loop logs.
+    pub name: &'static str,
+}
+
+impl Accept {
+    /// Defaults: hyper's HTTP/1 settings, a 500 ms drain, no budget.
+    pub fn new(name: &'static str) -> Accept {
+        Accept {
+            http: http1::Builder::new(),
+            drain: Duration::from_millis(500),
+            budget: None,
+            name,
+        }
+    }
+
+    /// Accepts on `listener` until `cancel`, asking `admit` what to do with each connection;
+    /// then drains. Only an accept error that is not transient ends it early.
+    pub async fn run<S, F>(self, listener: TcpListener, cancel: CancellationToken, mut admit: F) -> std::io::Result<()>
+    where
+        F: FnMut() -> Admit<S>,
+        S: HttpService<Incoming> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S::ResBody: Send + 'static,
+        <S::ResBody as hyper::body::Body>::Data: Send,
+        <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let graceful = GracefulShutdown::new();
+        let others = TaskTracker::new();
+        let budget = self.budget.map(|n| Arc::new(Semaphore::new(n)));
+        let mut failures = RateLimited::new(ACCEPT_WARNING_EVERY);
+        loop {
+            let slot = match &budget {
+                None => None,
+                Some(b) => tokio::select! {
+                    () = cancel.cancelled() => break,
+                    permit = b.clone().acquire_owned() => Some(permit.expect("the semaphore is never closed")),
+                },
+            };
+            let stream = tokio::select! {
+                () = cancel.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors and the like: back off instead of spinning, and say so
+                    // once in a while.
+                    Err(e) if is_transient(&e) => {
+                        if let Some(since) = failures.tick() {
+                            tracing::warn!(server = self.name, error = %e, failures = since, "accept failed; retrying");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            match admit() {
+                Admit::Serve(service) => {
+                    let conn = graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        // A broken connection is the client's to retry; nothing to do here.
+                        let _ = conn.await;
+                        drop(slot);
+                    });
+                }
+                Admit::Other(handle) => {
+                    others.spawn(async move {
+                        handle(stream).await;
+                        drop(slot);
+                    });
+                }
+            }
+        }
+        others.close();
+        let drained = async {
+            graceful.shutdown().await;
+            others.wait().await;
+        };
+        let _ = tokio::time::timeout(self.drain, drained).await;
+        Ok(())
+    }
+}
+
+/// Says "now" at most once per period, and how many times it was asked in between.
+struct RateLimited {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+    count: u64,
+}
+
+impl RateLimited {
+    fn new(every: Duration) -> RateLimited {
+        RateLimited {
+            every,
+            last: None,
+            count: 0,
+        }
+    }
+
+    fn tick(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now < last + self.every) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
+        || e.raw_os_error().is_some_and(|c| c == libc::EMFILE || c == libc::ENFILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn warnings_are_rate_limited_with_a_count() {
+        let mut r = RateLimited::new(Duration::from_secs(10));
+        assert_eq!(r.tick(), Some(1));
+        for _ in 0..5 {
+            assert_eq!(r.tick(), None);
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(r.tick(), Some(6));
+    }
+}
