@@ -24,14 +24,15 @@ use tokio_util::task::TaskTracker;
 /// At most one "accept failed" warning per this (with a count of the ones in between).
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
-type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A connection handled by hand: it gets the stream and is done when the future is.
+pub type Handover = Box<dyn FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// What to do with one accepted connection.
 pub enum Admit<S> {
     /// Serve HTTP/1 on it with this service (dropped when the connection ends).
     Serve(S),
     /// Hand it to this instead (an answer written by hand), and close it after.
-    Other(Box<dyn FnOnce(TcpStream) -> BoxFuture + Send>),
+    Other(Handover),
 }
 
 /// How a server accepts and drains.

@@ -69,7 +69,11 @@ async fn registers_and_subscribes_with_the_documented_requests() {
         Some("lambda-secrets-cache"),
         "the executable's file name"
     );
-    assert_eq!(r.header("Lambda-Extension-Accept-Feature"), Some("accountId"));
+    assert_eq!(
+        r.header("Lambda-Extension-Accept-Feature"),
+        None,
+        "asks for nothing it does not use"
+    );
     assert_eq!(r.header("Content-Type"), Some("application/json"));
     assert_eq!(r.json(), serde_json::json!({"events": ["INVOKE", "SHUTDOWN"]}));
 

@@ -68,8 +68,12 @@ async fn exported_metrics_equal_the_truth() {
     // What /status says now; the collector gets the rest with the final export at SHUTDOWN.
     let status = lambda.ext.get("/status").await.unwrap().json();
     assert_eq!(
-        (status["otlp"]["exports"].as_u64(), status["otlp"]["failures"].as_u64()),
-        (Some(1), Some(0)),
+        (
+            status["otlp"]["exports"].as_u64(),
+            status["otlp"]["failures"].as_u64(),
+            status["otlp"]["spans_dropped"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
         "the default policy exported at the first invocation's start only (at most every 20 s): {}",
         status["otlp"]
     );

@@ -4,7 +4,8 @@
 
 #![no_main]
 
-use lambda_secrets_cache::lifecycle::event::{XRayHeader, parse};
+use lambda_secrets_cache::lambda::event::parse;
+use lambda_secrets_cache::telemetry::trace::XRayHeader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use lambda_secrets_cache::telemetry::event::parse_batch;
+use lambda_secrets_cache::lambda::telemetry_api::event::parse_batch;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {

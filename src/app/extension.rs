@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{AppError, Bound, Parts, Tasks, finish, log_task_error, refresh_timer, shutdown_signal, spawn_http, task_outcome};
 use crate::cache::Background;
 use crate::config::{Config, ConfigError, InitType};
+use crate::escape::escaped;
 use crate::lambda::ExtensionsApi;
 use crate::lambda::client::{TELEMETRY_SCHEMA, TELEMETRY_SCHEMA_LMI};
 use crate::lambda::telemetry_api::{Progress, TelemetryApi};
@@ -60,8 +61,8 @@ pub async fn extension(config: Result<Config, ConfigError>, bound: Option<Bound>
     let registration = api.register(name, events).await?;
     let mut prefetch = reserved.map(|r| r.launch());
     tracing::info!(
-        function = registration.function_name.as_deref().unwrap_or("?"),
-        version = registration.function_version.as_deref().unwrap_or("?"),
+        function = escaped(registration.function_name.as_deref().unwrap_or("?")),
+        version = escaped(registration.function_version.as_deref().unwrap_or("?")),
         "registered"
     );
     let id = registration.id;

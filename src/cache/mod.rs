@@ -23,11 +23,9 @@ use hashbrown::HashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use background::{Background, Report};
-pub use entry::{Entry, EntryStats};
-pub use prefetch::Reserved;
+pub use background::Background;
+pub use entry::Entry;
 pub use snapshot::Snapshot;
-pub use status::{CacheStatus, EntryStatus};
 
 use flight::{Flight, wait};
 use snapshot::unique;
@@ -153,10 +151,6 @@ impl Cache {
             restore_armed: AtomicBool::new(false),
             restore_prefetch: Mutex::new(None),
         })
-    }
-
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
     }
 
     /// Serves `key`: from the snapshot when fresh, else through one shared upstream call.

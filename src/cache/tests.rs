@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::{BySource, CacheConfig, FileConfig, ParameterItem, ParameterTarget, SecretItem, SecretVersion};
+use crate::config::file::{ParameterItem, SecretItem};
+use crate::config::{BySource, CacheConfig, FileConfig, ParameterTarget, SecretVersion};
 use crate::key::{Key, KeyRef, SelectorKind};
 use crate::source::BoxFuture;
 
@@ -472,7 +473,7 @@ async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
     fetch.delay_ms.store(10_000, SeqCst);
     let report = cache.refresh_ahead().settle(within(Duration::from_millis(200))).await;
     assert_eq!((report.loaded, report.cancelled), (0, 1));
-    assert!(cache.tasks().is_empty(), "nothing left in flight");
+    assert!(cache.tasks.is_empty(), "nothing left in flight");
     let entry = cache.get(key("a"), false).await.unwrap();
     assert_eq!((entry.result, body(&entry)), (CacheResult::Hit, "two"));
     assert!(cache.status().items[0].last_error.is_none(), "a cancel is not an upstream failure");

@@ -55,13 +55,13 @@ pub enum ParameterTarget {
 
 /// One thing wrong with the file, at a 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct FileProblem {
     pub line: usize,
     pub column: usize,
     pub message: String,
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for FileProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
     }
@@ -110,9 +110,9 @@ pub fn read_file_from_disk(path: &std::path::Path) -> std::io::Result<Option<Str
 }
 
 /// Parses the whole file; on failure returns every problem found, in file order.
-pub fn parse(text: &str) -> Result<FileConfig, Vec<Problem>> {
+pub fn parse(text: &str) -> Result<FileConfig, Vec<FileProblem>> {
     if text.len() > MAX_FILE_BYTES {
-        return Err(vec![Problem {
+        return Err(vec![FileProblem {
             line: 1,
             column: 1,
             message: format!("the file is {} bytes; the limit is {MAX_FILE_BYTES} (1 MiB)", text.len()),
@@ -121,7 +121,7 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<Problem>> {
     let docs = match MarkedYaml::load_from_str(text) {
         Ok(docs) => docs,
         Err(e) => {
-            return Err(vec![Problem {
+            return Err(vec![FileProblem {
                 line: e.marker().line(),
                 column: e.marker().col() + 1,
                 message: format!("invalid YAML: {}", e.info()),
@@ -147,7 +147,7 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<Problem>> {
 
 #[derive(Default)]
 struct Walk {
-    problems: Vec<Problem>,
+    problems: Vec<FileProblem>,
 }
 
 const ROOT_KEYS: &[&str] = &["ttl", "secrets", "parameters"];
@@ -156,7 +156,7 @@ const PARAMETER_KEYS: &[&str] = &["name", "path", "withDecryption", "ttl", "requ
 
 impl Walk {
     fn problem(&mut self, node: &Node<'_>, message: String) {
-        self.problems.push(Problem {
+        self.problems.push(FileProblem {
             line: node.span.start.line(),
             column: node.span.start.col() + 1,
             message,

@@ -18,8 +18,8 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 pub use env::{Env, ProcessEnv};
-pub use file::{FileConfig, ParameterItem, ParameterTarget, SecretItem, SecretVersion, read_file_from_disk};
-pub use otel::{DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_QUEUED_SPANS, FlushPolicy, OtelConfig, Temporality};
+pub use file::{FileConfig, ParameterTarget, SecretVersion, read_file_from_disk};
+pub use otel::{FlushPolicy, OtelConfig};
 pub use problem::{ConfigError, Origin, Problem};
 
 use crate::escape::escaped;

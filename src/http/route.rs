@@ -126,23 +126,18 @@ fn secret_version<'a>(q: &mut Query<'a>) -> Result<(SelectorKind, Cow<'a, str>),
 pub fn secret(query: Option<&str>) -> Result<Read<'_>, ApiError> {
     let mut q = Query::parse(query, SECRET_PARAMS)?;
     let id = required(q.take("secretId"), "secretId")?;
-    let (kind, selector) = secret_version(&mut q)?;
-    let refresh_now = q.flag("refreshNow")?;
-    Ok(Read {
-        source: Source::SecretsManager,
-        id,
-        kind,
-        selector,
-        decrypt: false,
-        refresh_now,
-    })
+    secret_read(id, q)
 }
 
 pub fn secret_path<'a>(raw_id: &'a str, query: Option<&'a str>) -> Result<Read<'a>, ApiError> {
     let id = percent_encoding::percent_decode_str(raw_id)
         .decode_utf8()
         .map_err(|_| ApiError::BadRequest("secret id in the path is not valid UTF-8".into()))?;
-    let mut q = Query::parse(query, SECRET_PATH_PARAMS)?;
+    secret_read(id, Query::parse(query, SECRET_PATH_PARAMS)?)
+}
+
+/// A Secrets Manager read of `id` with the version selector and `refreshNow` left in `q`.
+fn secret_read<'a>(id: Cow<'a, str>, mut q: Query<'a>) -> Result<Read<'a>, ApiError> {
     let (kind, selector) = secret_version(&mut q)?;
     let refresh_now = q.flag("refreshNow")?;
     Ok(Read {

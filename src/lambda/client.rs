@@ -55,11 +55,6 @@ pub struct Registration {
     pub function_name: Option<String>,
     #[serde(default)]
     pub function_version: Option<String>,
-    #[serde(default)]
-    pub handler: Option<String>,
-    /// Present because we send `Lambda-Extension-Accept-Feature: accountId`.
-    #[serde(default)]
-    pub account_id: Option<String>,
 }
 
 /// The outcome of `PUT /2022-07-01/telemetry`. Only `Subscribed` means deliveries will come.
@@ -99,11 +94,7 @@ impl ExtensionsApi {
                 "register",
                 Method::POST,
                 REGISTER,
-                &[
-                    ("Lambda-Extension-Name", name),
-                    ("Lambda-Extension-Accept-Feature", "accountId"),
-                    ("Content-Type", "application/json"),
-                ],
+                &[("Lambda-Extension-Name", name), ("Content-Type", "application/json")],
                 body.into(),
                 Some(CALL_TIMEOUT),
             )
@@ -293,6 +284,8 @@ mod tests {
     fn registration_tolerates_missing_and_extra_fields() {
         let r: Registration = serde_json::from_str(r#"{"functionName":"f","functionVersion":"$LATEST","handler":"h","new":1}"#).unwrap();
         assert_eq!(r.function_name.as_deref(), Some("f"));
-        assert_eq!(r.account_id, None);
+        assert_eq!(r.function_version.as_deref(), Some("$LATEST"));
+        let r: Registration = serde_json::from_str("{}").unwrap();
+        assert_eq!((r.function_name, r.function_version), (None, None));
     }
 }

@@ -36,6 +36,8 @@ pub struct ExportSnapshot {
     pub exports: u64,
     pub failures: u64,
     pub last_export_micros: u64,
+    /// Finished spans dropped because `OTEL_BSP_MAX_QUEUE_SIZE` were already waiting.
+    pub spans_dropped: u64,
 }
 
 pub struct Otel {
@@ -206,6 +208,7 @@ impl Otel {
             exports: self.stats.exports.load(Relaxed),
             failures: self.stats.failures.load(Relaxed),
             last_export_micros: self.stats.last_micros.load(Relaxed),
+            spans_dropped: self.traces.as_ref().map_or(0, |(buffer, _, _)| buffer.dropped()),
         }
     }
 }

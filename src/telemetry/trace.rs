@@ -32,7 +32,7 @@ pub const FAAS_COLDSTART: Key = Key::from_static_str("faas.coldstart");
 pub struct SpanBuffer {
     spans: Arc<Mutex<Vec<SpanData>>>,
     max: usize,
-    pub dropped: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl SpanBuffer {
@@ -46,6 +46,11 @@ impl SpanBuffer {
 
     pub fn take(&self) -> Vec<SpanData> {
         std::mem::take(&mut *self.spans.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Spans dropped so far because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
     }
 }
 
@@ -200,6 +205,25 @@ impl InvocationTrace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_span_buffer_drops_and_counts() {
+        use opentelemetry::trace::{Tracer, TracerProvider};
+        let buffer = SpanBuffer::new(2);
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_span_processor(buffer.clone())
+            .build();
+        let tracer = provider.tracer("test");
+        for name in ["a", "b", "c"] {
+            tracer.in_span(name, |_| {});
+        }
+        assert_eq!(buffer.dropped(), 1);
+        let kept: Vec<String> = buffer.take().into_iter().map(|s| s.name.into_owned()).collect();
+        assert_eq!(kept, ["a", "b"]);
+        // Taking makes room again; the count is cumulative.
+        tracer.in_span("d", |_| {});
+        assert_eq!((buffer.take().len(), buffer.dropped()), (1, 1));
+    }
 
     #[test]
     fn traceparent_parses_the_w3c_form_only() {

@@ -4,7 +4,6 @@
 //! would otherwise retry and fall further behind).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -27,7 +26,6 @@ pub const QUEUE: usize = 256;
 
 pub struct Listener {
     listener: TcpListener,
-    pub addr: SocketAddr,
     /// The destination URI to subscribe with: the configured host name, the bound port.
     pub uri: String,
 }
@@ -49,7 +47,7 @@ impl Listener {
             host.to_string()
         };
         let uri = format!("http://{host_part}:{}/", addr.port());
-        Ok(Listener { listener, addr, uri })
+        Ok(Listener { listener, uri })
     }
 
     /// Answers deliveries until `cancel`, then lets open connections finish (bounded).
@@ -91,7 +89,7 @@ async fn deliver(req: http::Request<hyper::body::Incoming>, queue: &mpsc::Sender
 mod tests {
     use super::*;
 
-    async fn post(addr: SocketAddr, body: &'static [u8]) -> u16 {
+    async fn post(addr: std::net::SocketAddr, body: &'static [u8]) -> u16 {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -104,8 +102,11 @@ mod tests {
     #[tokio::test]
     async fn answers_200_queues_bodies_and_counts_what_does_not_fit() {
         let listener = Listener::bind("127.0.0.1").await.unwrap();
-        assert_eq!(listener.uri, format!("http://127.0.0.1:{}/", listener.addr.port()));
-        let addr = listener.addr;
+        assert_eq!(
+            listener.uri,
+            format!("http://127.0.0.1:{}/", listener.listener.local_addr().unwrap().port())
+        );
+        let addr = listener.listener.local_addr().unwrap();
         let (tx, mut rx) = mpsc::channel(1);
         let dropped = Arc::new(Dropped::default());
         let cancel = CancellationToken::new();
