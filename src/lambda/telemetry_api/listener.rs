@@ -120,4 +120,30 @@ mod tests {
         cancel.cancel();
         task.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn a_delivery_under_way_at_shutdown_is_answered_and_queued() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = Listener::bind("127.0.0.1").await.unwrap();
+        let addr = listener.listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(listener.run(tx, Arc::default(), cancel.clone()));
+
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n[1,")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancel.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished(), "shutdown waits for the delivery under way");
+        stream.write_all(b"2]").await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"[1,2]"));
+        task.await.unwrap().unwrap();
+    }
 }
