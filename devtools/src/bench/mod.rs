@@ -1,10 +1,11 @@
 //! Benchmarks behind `make bench`: `http` (cached reads against nginx serving the same bytes),
 //! `post_runtime` (what the extension adds to every invocation's bill, against a null
-//! extension in the same environment) and `runtime` (current-thread against multi-thread).
+//! extension in the same environment) and `variants` (the extension run differently or built
+//! differently, side by side: current-thread against multi-thread, one build against another).
 
 pub mod http;
 pub mod post_runtime;
-pub mod runtime;
+pub mod variants;
 
 /// The `p`th percentile (0–100) of `v`, nearest rank.
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {

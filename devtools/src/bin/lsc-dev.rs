@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lsc_devtools::bench::variants;
 use lsc_devtools::local::LambdaArgs;
 
 #[derive(Parser)]
@@ -42,13 +43,17 @@ enum Command {
     BenchRuntime {
         #[arg(long)]
         extension: Option<PathBuf>,
-        /// Rounds of the one-connection probe, interleaved with nginx.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
+        #[command(flatten)]
+        rounds: Rounds,
+    },
+    /// Two or more builds of the extension side by side in the same run (e.g. the zig-linked
+    /// layer binary against a plain `cargo build --release`).
+    BenchBuilds {
+        /// A build to measure, as NAME=PATH (repeat; at least two).
+        #[arg(long = "build", value_name = "NAME=PATH", value_parser = parse_build, required = true)]
+        builds: Vec<(String, PathBuf)>,
+        #[command(flatten)]
+        rounds: Rounds,
     },
     /// What the extension adds to each invocation (post-runtime duration), against the null
     /// extension in the same environment, for each setting.
@@ -65,6 +70,28 @@ enum Command {
         #[arg(long, default_value = "null-extension")]
         name: String,
     },
+}
+
+/// How long the side-by-side comparisons run.
+#[derive(clap::Args)]
+struct Rounds {
+    /// Rounds of the one-connection probe, every variant interleaved with nginx.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// wrk runs per figure at 16 and 64 connections.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+fn parse_build(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text.split_once('=').ok_or("expected NAME=PATH")?;
+    if !std::path::Path::new(path).is_file() {
+        return Err(format!("{path} is not a file"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
 }
 
 fn release(extension: Option<PathBuf>) -> PathBuf {
@@ -84,12 +111,21 @@ fn main() -> anyhow::Result<()> {
         Command::BenchHttp { extension, runs, seconds } => {
             runtime.block_on(lsc_devtools::bench::http::run(&release(extension), runs, seconds))?
         }
-        Command::BenchRuntime {
-            extension,
-            rounds,
-            runs,
-            seconds,
-        } => runtime.block_on(lsc_devtools::bench::runtime::run(&release(extension), rounds, runs, seconds))?,
+        Command::BenchRuntime { extension, rounds: r } => {
+            let variants = variants::runtimes(&release(extension));
+            runtime.block_on(variants::run(&variants, r.rounds, r.runs, r.seconds))?
+        }
+        Command::BenchBuilds { builds, rounds: r } => {
+            let variants: Vec<_> = builds
+                .into_iter()
+                .map(|(name, bin)| variants::Variant {
+                    name,
+                    bin,
+                    env: Vec::new(),
+                })
+                .collect();
+            runtime.block_on(variants::run(&variants, r.rounds, r.runs, r.seconds))?
+        }
         Command::BenchPostRuntime { extension, invocations } => {
             let null = std::env::current_exe()?;
             runtime.block_on(lsc_devtools::bench::post_runtime::run(&release(extension), &null, invocations))?

@@ -1,9 +1,10 @@
-//! `lsc-dev bench-runtime`: the extension on tokio's current-thread runtime against the
-//! work-stealing one (`SECRETS_CACHE_WORKER_THREADS` 1 and 2), in the same run: the tail at one
-//! connection (the three servers interleaved in blocks, nginx as the reference, several rounds),
-//! req/s at 16 and 64 connections, memory, threads and start-up.
+//! Variants of the extension side by side in the same run: `lsc-dev bench-runtime` (tokio's
+//! current-thread runtime against the work-stealing one, `SECRETS_CACHE_WORKER_THREADS` 1 and
+//! 2) and `lsc-dev bench-builds` (binaries built differently, e.g. zig-linked against the
+//! host's glibc). For each: the tail at one connection (every variant and nginx interleaved in
+//! blocks, several rounds), req/s at 16 and 64 connections, memory, threads, start-up and size.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -17,7 +18,25 @@ use crate::proxy::FaultProxy;
 
 const TOKEN: &str = "bench-token";
 const PATH: &str = "/secretsmanager/get?secretId=bench%2Fruntime";
-const FLAVOURS: [(&str, &str); 2] = [("current-thread", "1"), ("multi-thread, 2 workers", "2")];
+
+/// One extension to measure: its binary and what it gets beyond the common environment.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub name: String,
+    pub bin: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// `bin` on the current-thread runtime and on the multi-thread one.
+pub fn runtimes(bin: &Path) -> Vec<Variant> {
+    [("current-thread", "1"), ("multi-thread, 2 workers", "2")]
+        .map(|(name, threads)| Variant {
+            name: name.into(),
+            bin: bin.to_path_buf(),
+            env: vec![("SECRETS_CACHE_WORKER_THREADS".into(), threads.into())],
+        })
+        .to_vec()
+}
 
 /// `Threads:` of `/proc/PID/status`.
 fn threads(pid: u32) -> u64 {
@@ -28,7 +47,11 @@ fn threads(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn run(bin: &Path, rounds: usize, runs: usize, seconds: u64) -> anyhow::Result<String> {
+pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64) -> anyhow::Result<String> {
+    if variants.len() < 2 {
+        bail!("compare at least two variants");
+    }
+    let n = variants.len();
     let moto = Moto::start()?;
     AwsJson::new(moto.addr).create_secret("bench/runtime", &"s".repeat(4096)).await?;
     let proxy = FaultProxy::start(moto.addr).await?;
@@ -37,7 +60,7 @@ pub async fn run(bin: &Path, rounds: usize, runs: usize, seconds: u64) -> anyhow
     std::fs::write(dir.join("config.yaml"), "secrets:\n  - id: bench/runtime\n")?;
     let script = dir.join("report.lua");
     std::fs::write(&script, LUA)?;
-    let env = |threads: &str| {
+    let env = |v: &Variant| {
         let mut env = base_env(&proxy.endpoint(), TOKEN);
         env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
         env.extend(
@@ -45,42 +68,48 @@ pub async fn run(bin: &Path, rounds: usize, runs: usize, seconds: u64) -> anyhow
                 ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "info"),
                 ("SECRETS_CACHE_CONFIG", dir.join("config.yaml").to_str().unwrap_or_default()),
                 ("SECRETS_MANAGER_TTL", "86400"),
-                ("SECRETS_CACHE_WORKER_THREADS", threads),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        env.retain(|(k, _)| !v.env.iter().any(|(name, _)| name == k));
+        env.extend(v.env.iter().cloned());
         env
     };
 
     // Start-up: exec → listening, median of 5 starts of each, taking turns.
-    let mut startup: [Vec<f64>; 2] = Default::default();
+    let mut startup: Vec<Vec<f64>> = vec![Vec::new(); n];
     for _ in 0..5 {
-        for (i, (_, threads)) in FLAVOURS.iter().enumerate() {
+        for (i, v) in variants.iter().enumerate() {
             let started = Instant::now();
-            let ext = Extension::start(bin, &["serve"], &env(threads)).await?;
+            let ext = Extension::start(&v.bin, &["serve"], &env(v)).await?;
             startup[i].push(started.elapsed().as_secs_f64() * 1000.0);
             drop(ext);
         }
     }
 
     let mut exts = Vec::new();
-    for (_, threads) in FLAVOURS {
-        let ext = Extension::start(bin, &["serve"], &env(threads)).await?;
+    for v in variants {
+        let ext = Extension::start(&v.bin, &["serve"], &env(v)).await?;
         ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
         exts.push(ext);
     }
     let body = exts[0].get(PATH).await?.body;
+    for (v, ext) in variants.iter().zip(&exts) {
+        if ext.get(PATH).await?.body != body {
+            bail!("{} answers different bytes", v.name);
+        }
+    }
     std::fs::write(dir.join("www/runtime.json"), &body)?;
     let nginx = Nginx::start(&dir).await?;
     let idle: Vec<(u64, u64)> = exts.iter().map(|e| (e.rss_kb(), threads(e.pid()))).collect();
 
-    // One connection: the three servers interleaved, `rounds` times; each round's p99.
+    // One connection: every variant and nginx interleaved, `rounds` times; each round's p99.
     let header = format!("X-Aws-Parameters-Secrets-Token: {TOKEN}");
     let mut targets: Vec<super::http::Target> = exts.iter().map(|e| (e.addr, PATH.to_string(), Some(header.clone()))).collect();
     targets.push((nginx.addr(), "/runtime.json".into(), None));
     let requests = 20_000;
-    let mut p99: [Vec<f64>; 3] = Default::default();
-    let mut p50: [Vec<f64>; 3] = Default::default();
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
+    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
     for _ in 0..rounds {
         let t = targets.clone();
         let lat = tokio::task::spawn_blocking(move || interleaved(&t, requests)).await??;
@@ -91,8 +120,8 @@ pub async fn run(bin: &Path, rounds: usize, runs: usize, seconds: u64) -> anyhow
     }
 
     // Throughput at 16 and 64 connections, taking turns run by run.
-    let mut rps: [[Vec<Sample>; 2]; 2] = Default::default();
-    let mut load: Vec<(u64, u64)> = vec![(0, 0); 2];
+    let mut rps: [Vec<Vec<Sample>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
+    let mut load: Vec<(u64, u64)> = vec![(0, 0); n];
     for (c, conns) in [16usize, 64].into_iter().enumerate() {
         for _ in 0..runs {
             for (i, ext) in exts.iter().enumerate() {
@@ -108,20 +137,23 @@ pub async fn run(bin: &Path, rounds: usize, runs: usize, seconds: u64) -> anyhow
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let nginx_p99 = percentile(&mut p99[2], 50.0);
+    let nginx_p99 = percentile(&mut p99[n], 50.0);
     let mut out = format!(
-        "The async runtime, 4 KiB secret, both processes running side by side. One connection: the two \
-         extensions and nginx interleaved in blocks of 200 requests, {requests} requests each per round, \
-         {rounds} rounds; the median over rounds of each round's p50 and p99 (nginx p99 {nginx_p99:.3} ms). \
-         req/s: wrk, {runs} runs of {seconds} s each, taking turns, median.\n\n\
-         | runtime | c1 p50 / p99 ms | c1 p99 / nginx's | c16 req/s | c64 req/s | RSS idle / under load MB | threads idle / under load | exec → listening ms |\n\
-         |---|---|---|---|---|---|---|---|\n"
+        "4 KiB secret, every variant running side by side. One connection: the {n} extensions and \
+         nginx interleaved in blocks of 200 requests, {requests} requests each per round, {rounds} \
+         rounds; the median over rounds of each round's p50 and p99 (nginx p99 {nginx_p99:.3} ms). \
+         req/s: wrk, {runs} runs of {seconds} s each, taking turns, median. Start-up: exec → \
+         listening, median of 5 starts each, taking turns.\n\n\
+         | variant | c1 p50 / p99 ms | c1 p99 / nginx's | c16 req/s | c64 req/s | RSS idle / under load MB | threads idle / under load | exec → listening ms | binary MB |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
     );
-    for (i, (name, _)) in FLAVOURS.iter().enumerate() {
+    for (i, v) in variants.iter().enumerate() {
+        let size = std::fs::metadata(&v.bin).map(|m| m.len()).unwrap_or(0);
         let (e16, e64) = (median(std::mem::take(&mut rps[0][i])), median(std::mem::take(&mut rps[1][i])));
         let ext_p99 = percentile(&mut p99[i], 50.0);
         out.push_str(&format!(
-            "| {name} | {:.3} / {ext_p99:.3} | {:.2} | {:.0} | {:.0} | {:.1} / {:.1} | {} / {} | {:.1} |\n",
+            "| {} | {:.3} / {ext_p99:.3} | {:.2} | {:.0} | {:.0} | {:.1} / {:.1} | {} / {} | {:.1} | {:.1} |\n",
+            v.name,
             percentile(&mut p50[i], 50.0),
             ext_p99 / nginx_p99,
             e16.rps,
@@ -131,6 +163,7 @@ pub async fn run(bin: &Path, rounds: usize, runs: usize, seconds: u64) -> anyhow
             idle[i].1,
             load[i].1,
             percentile(&mut startup[i], 50.0),
+            size as f64 / 1_048_576.0,
         ));
     }
     Ok(out)
