@@ -50,6 +50,8 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 /// A client that opens a connection and sends nothing is dropped after this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection over the limit gets to send its request before its 429.
+const REFUSE_WAIT: Duration = Duration::from_millis(500);
 /// How long open connections get to finish when the server stops. Reads still waiting on AWS
 /// when `ANSWER_MARGIN` of it is left are answered `504 ShuttingDown`, so none goes unanswered.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -132,8 +134,8 @@ impl Server {
         let this = self.clone();
         let serving = accept.run(listener, cancel.clone(), move || {
             let Ok(permit) = this.connections.clone().try_acquire_owned() else {
-                // Over the limit: answered at once, not after the client's request, so a
-                // client that sends nothing does not hold a descriptor for the header timeout.
+                // Over the limit: answered with a 429 and closed within a second, whatever the
+                // client sends or does not send.
                 return Admit::Other(Box::new(|stream| Box::pin(refuse(stream))));
             };
             let this = this.clone();
@@ -302,9 +304,12 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-/// The 429 for a connection over the limit, written as soon as it is accepted. The request, if
-/// one comes, is read and dropped before closing, so the client is not reset before it can
-/// read the answer; all of it bounded to a second.
+/// The 429 for a connection over the limit. It answers the client's first request head, read
+/// for at most `REFUSE_WAIT` (clients such as hyper's treat bytes that arrive before they have
+/// sent a request as a broken connection, not as an answer); whatever else the client sends is
+/// read and dropped before closing, so it is not reset before it can read the answer. All of it
+/// is bounded to a second, so a client that sends nothing does not hold a descriptor for the
+/// header timeout.
 async fn refuse(mut stream: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = ApiError::TooManyConnections.body();
@@ -312,17 +317,29 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
+    let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let deadline = tokio::time::Instant::now() + REFUSE_WAIT;
+        let (mut read, mut last) = (0usize, [0u8; 3]);
+        while read < MAX_HEADER_BYTES {
+            let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await else {
+                break;
+            };
+            read += n;
+            let mut window = last.to_vec();
+            window.extend_from_slice(&sink[..n]);
+            if window.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+            let keep = window.len().min(3);
+            last = [0; 3];
+            last[3 - keep..].copy_from_slice(&window[window.len() - keep..]);
+        }
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
-            if n == 0 {
-                break;
-            }
-        }
+        while let Ok(Ok(1..)) = tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {}
         std::io::Result::Ok(())
     })
     .await;
