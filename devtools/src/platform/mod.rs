@@ -329,6 +329,15 @@ impl FakeLambda {
         self.lock().deliveries.clone()
     }
 
+    /// Waits until a delivery carrying an event of type `kind` has been attempted (deliveries
+    /// go out `timeoutMs` after their first event, so a fast run can be ahead of them).
+    pub async fn wait_delivery_of(&self, kind: &str, timeout: Duration) -> anyhow::Result<Delivery> {
+        self.wait_until(timeout, "a telemetry delivery", |i| {
+            i.deliveries.iter().find(|d| d.types().contains(&kind)).cloned()
+        })
+        .await
+    }
+
     /// Every platform event emitted so far (delivered or not).
     pub fn events(&self) -> Vec<Value> {
         self.lock().events.clone()
