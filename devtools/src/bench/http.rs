@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::probe::{Placement, Target, interleaved};
 use crate::aws::AwsJson;
 use crate::extension::{Extension, base_env};
 use crate::moto::Moto;
@@ -67,89 +68,6 @@ pub fn wrk(url: &str, header: Option<&str>, connections: usize, seconds: u64, sc
     })
 }
 
-/// One keep-alive HTTP/1.1 connection with a blocking client: sends `request`, reads the
-/// head and a `Content-Length` body, and times each exchange.
-struct Probe {
-    stream: std::io::BufReader<std::net::TcpStream>,
-    request: Vec<u8>,
-    body: Vec<u8>,
-}
-
-impl Probe {
-    fn connect(addr: std::net::SocketAddr, path: &str, header: Option<&str>) -> anyhow::Result<Probe> {
-        let stream = std::net::TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
-        Ok(Probe {
-            stream: std::io::BufReader::with_capacity(128 * 1024, stream),
-            request: format!("GET {path} HTTP/1.1\r\nHost: bench\r\n{extra}\r\n").into_bytes(),
-            body: Vec::new(),
-        })
-    }
-
-    /// One request; its latency in ms. A status other than 200 is an error.
-    fn exchange(&mut self) -> anyhow::Result<f64> {
-        use std::io::{BufRead, Read, Write};
-        let started = Instant::now();
-        self.stream.get_mut().write_all(&self.request)?;
-        let (mut status, mut length, mut line) = (0u16, 0usize, String::new());
-        loop {
-            line.clear();
-            if self.stream.read_line(&mut line)? == 0 {
-                bail!("connection closed");
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
-                status = code.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            } else if let Some((name, value)) = l.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse()?;
-            }
-        }
-        self.body.resize(length, 0);
-        self.stream.read_exact(&mut self.body)?;
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-        if status != 200 {
-            bail!("answered {status}");
-        }
-        Ok(elapsed)
-    }
-}
-
-/// The endpoint a probe reads: address, path, and an extra header line (the token).
-pub type Target = (std::net::SocketAddr, String, Option<String>);
-
-/// Latency at one connection, several servers in the same stretch of time: blocks of 200
-/// requests go to each in turn, so the machine's noise (other processes, the VM's scheduling)
-/// falls on all alike, and every request's time is kept: the percentiles are exact over all of
-/// them, not a median of per-run figures. One list of latencies (ms) per target, in order.
-pub fn interleaved(targets: &[Target], requests: usize) -> anyhow::Result<Vec<Vec<f64>>> {
-    const BLOCK: usize = 200;
-    let mut probes = targets
-        .iter()
-        .map(|(addr, path, header)| Probe::connect(*addr, path, header.as_deref()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for probe in &mut probes {
-        for _ in 0..BLOCK {
-            probe.exchange()?;
-        }
-    }
-    let mut out: Vec<Vec<f64>> = targets.iter().map(|_| Vec::with_capacity(requests)).collect();
-    while out[0].len() < requests {
-        for (i, probe) in probes.iter_mut().enumerate() {
-            for _ in 0..BLOCK {
-                out[i].push(probe.exchange().with_context(|| format!("{} {}", targets[i].0, targets[i].1))?);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// nginx serving `dir/www` on an ephemeral loopback port: its best case for static bytes
 /// (a worker per core, sendfile, open_file_cache, tcp_nodelay, no access log).
 pub struct Nginx {
@@ -184,6 +102,11 @@ impl Nginx {
 
     pub fn addr(&self) -> std::net::SocketAddr {
         ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// The master's pid (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -343,21 +266,41 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
     let requests = 20_000 * seconds as usize;
     table.push_str(&format!(
         "\nLatency at one connection, paired: {requests} requests to each server over one keep-alive connection each, \
-         alternating blocks of 200, every request's time kept (exact percentiles over all of them; a blocking Rust client, not wrk):\n\n\
-         | body | extension p50 / p90 / p99 / p99.9 ms | nginx p50 / p90 / p99 / p99.9 ms | p99 ratio |\n|---|---|---|---|\n"
+         alternating blocks of 200, every request's time kept (exact percentiles over all of them; a blocking Rust client, not wrk). \
+         The client and both servers pinned to one CPU, then the servers to the other CPU (see devtools/src/bench/probe.rs):\n\n\
+         | body | placement | extension p50 / p90 / p99 / p99.9 ms | nginx p50 / p90 / p99 / p99.9 ms | p99 ratio |\n|---|---|---|---|---|\n"
     ));
     for (i, (label, _)) in sizes.iter().enumerate() {
-        let ext_addr = ext.addr;
-        let (ext_path, ngx_path) = (format!("/secretsmanager/get?secretId=bench%2Fsize-{i}"), format!("/size-{i}.json"));
-        let targets = [(ext_addr, ext_path, Some(header.clone())), (nginx.addr(), ngx_path, None)];
-        let mut p = tokio::task::spawn_blocking(move || interleaved(&targets, requests)).await??;
-        let row = |v: &mut Vec<f64>| {
-            [50.0, 90.0, 99.0, 99.9]
-                .map(|q| format!("{:.3}", super::percentile(v, q)))
-                .join(" / ")
-        };
-        let ratio = super::percentile(&mut p[0], 99.0) / super::percentile(&mut p[1], 99.0);
-        table.push_str(&format!("| {label} | {} | {} | {ratio:.2} |\n", row(&mut p[0]), row(&mut p[1])));
+        for placement in Placement::available() {
+            let (ext_path, ngx_path) = (format!("/secretsmanager/get?secretId=bench%2Fsize-{i}"), format!("/size-{i}.json"));
+            let targets = [
+                Target {
+                    addr: ext.addr,
+                    path: ext_path,
+                    header: Some(header.clone()),
+                    pids: vec![ext.pid()],
+                },
+                Target {
+                    addr: nginx.addr(),
+                    path: ngx_path,
+                    header: None,
+                    pids: vec![nginx.pid()],
+                },
+            ];
+            let mut p = tokio::task::spawn_blocking(move || interleaved(&targets, requests, placement)).await??;
+            let row = |v: &mut Vec<f64>| {
+                [50.0, 90.0, 99.0, 99.9]
+                    .map(|q| format!("{:.3}", super::percentile(v, q)))
+                    .join(" / ")
+            };
+            let ratio = super::percentile(&mut p[0], 99.0) / super::percentile(&mut p[1], 99.0);
+            table.push_str(&format!(
+                "| {label} | {} | {} | {} | {ratio:.2} |\n",
+                placement.label(),
+                row(&mut p[0]),
+                row(&mut p[1])
+            ));
+        }
     }
     drop(nginx);
     drop(ext);

@@ -2,9 +2,12 @@
 //! `post_runtime` (what the extension adds to every invocation's bill, against a null
 //! extension in the same environment) and `variants` (the extension run differently or built
 //! differently, side by side: current-thread against multi-thread, one build against another).
+//! `probe` is the one-connection latency probe both `http` and `variants` use, with the CPU
+//! placement pinned.
 
 pub mod http;
 pub mod post_runtime;
+pub mod probe;
 pub mod variants;
 
 /// The `p`th percentile (0–100) of `v`, nearest rank.

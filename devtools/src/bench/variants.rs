@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::http::{LUA, Nginx, Sample, interleaved, median, wrk};
+use super::http::{LUA, Nginx, Sample, median, wrk};
 use super::percentile;
+use super::probe::{Placement, Target, interleaved};
 use crate::aws::AwsJson;
 use crate::extension::{Extension, base_env};
 use crate::moto::Moto;
@@ -103,19 +104,39 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
     let nginx = Nginx::start(&dir).await?;
     let idle: Vec<(u64, u64)> = exts.iter().map(|e| (e.rss_kb(), threads(e.pid()))).collect();
 
-    // One connection: every variant and nginx interleaved, `rounds` times; each round's p99.
+    // One connection: every variant and nginx interleaved, `rounds` times for each placement;
+    // each round's p50 and p99.
     let header = format!("X-Aws-Parameters-Secrets-Token: {TOKEN}");
-    let mut targets: Vec<super::http::Target> = exts.iter().map(|e| (e.addr, PATH.to_string(), Some(header.clone()))).collect();
-    targets.push((nginx.addr(), "/runtime.json".into(), None));
+    let mut targets: Vec<Target> = exts
+        .iter()
+        .map(|e| Target {
+            addr: e.addr,
+            path: PATH.to_string(),
+            header: Some(header.clone()),
+            pids: vec![e.pid()],
+        })
+        .collect();
+    targets.push(Target {
+        addr: nginx.addr(),
+        path: "/runtime.json".into(),
+        header: None,
+        pids: vec![nginx.pid()],
+    });
     let requests = 20_000;
-    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
-    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
-    for _ in 0..rounds {
-        let t = targets.clone();
-        let lat = tokio::task::spawn_blocking(move || interleaved(&t, requests)).await??;
-        for (i, mut v) in lat.into_iter().enumerate() {
-            p99[i].push(percentile(&mut v, 99.0));
-            p50[i].push(percentile(&mut v, 50.0));
+    let placements = Placement::available();
+    // [placement][target] → one figure per round.
+    let mut p50 = vec![vec![Vec::new(); n + 1]; placements.len()];
+    let mut p99 = p50.clone();
+    for (k, &placement) in placements.iter().enumerate() {
+        for round in 0..rounds {
+            // Each round starts the blocks at the next variant, so no variant always goes first.
+            let order: Vec<usize> = (0..n).map(|j| (j + round) % n).chain([n]).collect();
+            let t: Vec<Target> = order.iter().map(|&i| targets[i].clone()).collect();
+            let lat = tokio::task::spawn_blocking(move || interleaved(&t, requests, placement)).await??;
+            for (slot, mut v) in lat.into_iter().enumerate() {
+                p50[k][order[slot]].push(percentile(&mut v, 50.0));
+                p99[k][order[slot]].push(percentile(&mut v, 99.0));
+            }
         }
     }
 
@@ -137,25 +158,42 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let nginx_p99 = percentile(&mut p99[n], 50.0);
+    let median_of = |v: &mut Vec<f64>| percentile(v, 50.0);
+    let nginx_p99: Vec<f64> = (0..placements.len()).map(|k| median_of(&mut p99[k][n])).collect();
+    let labels: Vec<&str> = placements.iter().map(|p| p.label()).collect();
     let mut out = format!(
         "4 KiB secret, every variant running side by side. One connection: the {n} extensions and \
          nginx interleaved in blocks of 200 requests, {requests} requests each per round, {rounds} \
-         rounds; the median over rounds of each round's p50 and p99 (nginx p99 {nginx_p99:.3} ms). \
-         req/s: wrk, {runs} runs of {seconds} s each, taking turns, median. Start-up: exec → \
-         listening, median of 5 starts each, taking turns.\n\n\
-         | variant | c1 p50 / p99 ms | c1 p99 / nginx's | c16 req/s | c64 req/s | RSS idle / under load MB | threads idle / under load | exec → listening ms | binary MB |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
+         rounds per placement ({}; the client and servers pinned, see devtools/src/bench/probe.rs), \
+         each round starting at the next variant; the median over rounds of each round's p50 and p99 \
+         (nginx p99 {} ms). req/s: wrk, {runs} runs of {seconds} s each, taking turns, median. \
+         Start-up: exec → listening, median of 5 starts each, taking turns.\n\n\
+         | variant | {} | c1 p99 / nginx's | c16 req/s | c64 req/s | RSS idle / under load MB | threads idle / under load | exec → listening ms | binary MB |\n\
+         |---|{}---|---|---|---|---|---|---|\n",
+        labels.join(", then "),
+        nginx_p99.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" / "),
+        labels
+            .iter()
+            .map(|l| format!("c1 p50 / p99 ms, {l}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(labels.len()),
     );
     for (i, v) in variants.iter().enumerate() {
         let size = std::fs::metadata(&v.bin).map(|m| m.len()).unwrap_or(0);
         let (e16, e64) = (median(std::mem::take(&mut rps[0][i])), median(std::mem::take(&mut rps[1][i])));
-        let ext_p99 = percentile(&mut p99[i], 50.0);
+        let mut c1 = Vec::new();
+        let mut ratios = Vec::new();
+        for k in 0..placements.len() {
+            let ext_p99 = median_of(&mut p99[k][i]);
+            c1.push(format!("{:.3} / {ext_p99:.3}", median_of(&mut p50[k][i])));
+            ratios.push(format!("{:.2}", ext_p99 / nginx_p99[k]));
+        }
         out.push_str(&format!(
-            "| {} | {:.3} / {ext_p99:.3} | {:.2} | {:.0} | {:.0} | {:.1} / {:.1} | {} / {} | {:.1} | {:.1} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1} / {:.1} | {} / {} | {:.1} | {:.1} |\n",
             v.name,
-            percentile(&mut p50[i], 50.0),
-            ext_p99 / nginx_p99,
+            c1.join(" | "),
+            ratios.join(" / "),
             e16.rps,
             e64.rps,
             idle[i].0 as f64 / 1024.0,
