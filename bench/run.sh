@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make bench`: release build, then the cached-read benchmark against nginx (wrk), start-up,
-# RSS, binary size and upstream-call counts, and the post-runtime duration per invocation. Writes
-# bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
+# `make bench`: release build and the layers, then the cached-read benchmark against nginx (wrk),
+# start-up, RSS, binary size and upstream-call counts, the runtime and build comparisons, and the
+# post-runtime duration per invocation. Writes bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT="apt-get"; [ "$(id -u)" = 0 ] || APT="sudo apt-get"
@@ -14,12 +14,19 @@ done
 export PATH="$PATH:/usr/sbin"
 make venv >/dev/null
 cargo build --release --workspace --quiet
+make layer >/dev/null
 {
   ./target/release/lsc-dev bench-http --extension ./target/release/lambda-secrets-cache --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
   echo
   echo "## The async runtime: current-thread against multi-thread"
   echo
   ./target/release/lsc-dev bench-runtime --extension ./target/release/lambda-secrets-cache --rounds 5 --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
+  echo
+  echo "## The layer build (zig-linked against glibc 2.26) against a plain \`cargo build --release\`"
+  echo
+  ./target/release/lsc-dev bench-builds --build "cargo build (host glibc 2.36)=./target/release/lambda-secrets-cache" \
+    --build "zig, glibc 2.26 (x86_64 layer)=./target/x86_64-unknown-linux-gnu/release/lambda-secrets-cache" \
+    --rounds 5 --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
   echo
   echo "## What the extension adds to each invocation (post-runtime duration)"
   echo

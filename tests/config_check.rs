@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
@@ -11,7 +9,7 @@ fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("config.yaml");
     std::fs::write(&file, yaml).unwrap();
-    let out = Command::new(BIN)
+    let out = bin_command()
         .args(["check", "--config", file.to_str().unwrap()])
         .env_clear()
         .env("AWS_TOKEN", "t")
@@ -92,7 +90,7 @@ fn all_problems_at_once_including_the_environment() {
 
 #[test]
 fn version_prints() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let out = bin_command().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("lambda-secrets-cache "));
 }
@@ -110,7 +108,7 @@ fn a_fifo_a_device_or_a_directory_as_config_is_a_clear_error_at_once() {
         (dir.to_str().unwrap(), "a directory, not a regular file"),
     ] {
         let started = std::time::Instant::now();
-        let out = std::process::Command::new(BIN)
+        let out = bin_command()
             .args(["check", "--config", path])
             .env_clear()
             .env("AWS_TOKEN", "t")
@@ -122,7 +120,7 @@ fn a_fifo_a_device_or_a_directory_as_config_is_a_clear_error_at_once() {
         assert!(started.elapsed() < std::time::Duration::from_secs(5), "{path}: no hang");
     }
     // `serve` with the FIFO: a config error and exit, not a hang in open().
-    let mut child = std::process::Command::new(BIN)
+    let mut child = bin_command()
         .arg("serve")
         .env_clear()
         .env("AWS_TOKEN", "t")

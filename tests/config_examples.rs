@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{BIN, TOKEN};
+use common::{TOKEN, bin_command};
 use lambda_secrets_cache::telemetry::names;
 use saphyr::LoadableYamlNode;
 
@@ -19,7 +19,7 @@ fn examples() -> PathBuf {
 
 /// `lambda-secrets-cache check --config FILE` with `env` (and a token): exit status, output.
 fn check(config: &Path, env: &BTreeMap<String, String>) -> (bool, String) {
-    let out = Command::new(BIN)
+    let out = bin_command()
         .args(["check", "--config"])
         .arg(config)
         .env_clear()
@@ -160,4 +160,139 @@ fn the_function_snippets_are_valid_code_that_calls_our_api() {
         assert!(text.contains(route) && text.contains("X-Aws-Parameters-Secrets-Token"), "{file}");
         assert!(text.contains("X-Amzn-Trace-Id"), "{file} passes the trace along");
     }
+}
+
+/// Lambda's runtimes by operating system (AWS Lambda Developer Guide, "Lambda runtimes").
+const AL2_RUNTIMES: [&str; 7] = [
+    "provided.al2",
+    "java8.al2",
+    "java11",
+    "java17",
+    "python3.10",
+    "python3.11",
+    "nodejs18.x",
+];
+const AL2023_RUNTIMES: [&str; 14] = [
+    "provided.al2023",
+    "python3.12",
+    "python3.13",
+    "python3.14",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java21",
+    "java25",
+    "dotnet8",
+    "dotnet10",
+    "ruby3.3",
+    "ruby3.4",
+    "java8.al2023",
+];
+
+/// What a layer example declares: its architectures, runtimes and the zip it publishes.
+#[derive(Debug, PartialEq)]
+struct LayerDecl {
+    architectures: Vec<String>,
+    runtimes: Vec<String>,
+    zip: String,
+}
+
+fn check_layers(file: &str, layers: &[LayerDecl]) {
+    let mut archs: Vec<&str> = layers.iter().flat_map(|l| l.architectures.iter().map(String::as_str)).collect();
+    archs.sort();
+    assert_eq!(archs, ["arm64", "x86_64"], "{file}: one layer per architecture");
+    for layer in layers {
+        let arch = &layer.architectures[0];
+        assert!(
+            layer.zip.ends_with(&format!("target/lambda-secrets-cache-layer-{arch}.zip")),
+            "{file}: the {arch} layer publishes {}",
+            layer.zip
+        );
+        assert!(layer.runtimes.len() <= 15, "{file}: Lambda takes at most 15 compatible runtimes");
+        for r in &layer.runtimes {
+            assert!(
+                AL2_RUNTIMES.contains(&r.as_str()) || AL2023_RUNTIMES.contains(&r.as_str()),
+                "{file}: {r} is not a Lambda runtime we know"
+            );
+        }
+        assert!(
+            layer.runtimes.iter().any(|r| AL2_RUNTIMES.contains(&r.as_str())),
+            "{file}: an AL2 runtime"
+        );
+        assert!(
+            layer.runtimes.iter().any(|r| AL2023_RUNTIMES.contains(&r.as_str())),
+            "{file}: an AL2023 runtime"
+        );
+    }
+    assert_eq!(layers[0].runtimes, layers[1].runtimes, "{file}: the same runtimes on both");
+}
+
+#[test]
+fn the_sam_template_publishes_both_layers_and_the_function_takes_its_own() {
+    let text = std::fs::read_to_string(examples().join("sam-template.yaml")).unwrap();
+    let docs = saphyr::Yaml::load_from_str(&text).expect("valid YAML");
+    let resources = docs[0]["Resources"].as_mapping().expect("Resources");
+    let strings = |node: &saphyr::Yaml| -> Vec<String> {
+        node.as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut layers = Vec::new();
+    let mut names = Vec::new();
+    for (name, resource) in resources {
+        if resource["Type"].as_str() == Some("AWS::Serverless::LayerVersion") {
+            let p = &resource["Properties"];
+            layers.push(LayerDecl {
+                architectures: strings(&p["CompatibleArchitectures"]),
+                runtimes: strings(&p["CompatibleRuntimes"]),
+                zip: p["ContentUri"].as_str().unwrap_or_default().to_string(),
+            });
+            names.push((name.as_str().unwrap().to_string(), strings(&p["CompatibleArchitectures"])));
+        }
+    }
+    check_layers("sam-template.yaml", &layers);
+    // The function attaches the layer of its own architecture: arm64 → the arm64 layer.
+    let arm = names.iter().find(|(_, a)| a == &["arm64"]).unwrap().0.clone();
+    let x86 = names.iter().find(|(_, a)| a == &["x86_64"]).unwrap().0.clone();
+    assert!(
+        text.contains("Architectures: [!Ref Architecture]")
+            && text.contains("IsArm64: !Equals [!Ref Architecture, arm64]")
+            && text.contains(&format!("!If [IsArm64, !Ref {arm}, !Ref {x86}]")),
+        "the function picks its layer by its architecture"
+    );
+}
+
+#[test]
+fn the_terraform_example_publishes_both_layers_and_the_function_takes_its_own() {
+    let text = std::fs::read_to_string(examples().join("terraform.tf")).unwrap();
+    let list = |after: &str| -> Vec<String> {
+        let start = text.find(after).unwrap_or_else(|| panic!("{after}")) + after.len();
+        let body = &text[start..start + text[start..].find(']').unwrap()];
+        body.split(',')
+            .map(|s| s.trim().trim_matches('"').to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let runtimes = list("secrets_cache_runtimes = [");
+    let archs = list("for_each                 = toset([");
+    let zip = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("filename                 = \""))
+        .expect("the layer's filename")
+        .trim_end_matches('"');
+    let layers: Vec<LayerDecl> = archs
+        .iter()
+        .map(|a| LayerDecl {
+            architectures: vec![a.clone()],
+            runtimes: runtimes.clone(),
+            zip: zip.replace("${each.key}", a),
+        })
+        .collect();
+    check_layers("terraform.tf", &layers);
+    assert!(text.contains("compatible_architectures = [each.key]"));
+    assert!(text.contains("compatible_runtimes      = local.secrets_cache_runtimes"));
+    assert!(text.contains("architectures = [var.architecture]"));
+    assert!(text.contains("layers        = [aws_lambda_layer_version.secrets_cache[var.architecture].arn]"));
 }

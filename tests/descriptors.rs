@@ -60,9 +60,14 @@ async fn idle_connections_above_the_descriptor_limit_do_not_starve_upstream_call
     env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
     env.push(("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL".into(), "info".into()));
     // Lambda's limit, soft and hard, as the extension sees it there.
-    let ext = Extension::start("sh".as_ref(), &["-c", "ulimit -n 1024 && exec \"$0\" serve", BIN], &env)
-        .await
-        .unwrap();
+    let run = bin_command();
+    let program: Vec<String> = std::iter::once(run.get_program())
+        .chain(run.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["-c", "ulimit -n 1024 && exec \"$@\" serve", "sh"];
+    args.extend(program.iter().map(String::as_str));
+    let ext = Extension::start("sh".as_ref(), &args, &env).await.unwrap();
     let limit = std::fs::read_to_string(format!("/proc/{}/limits", ext.pid())).unwrap();
     assert!(
         limit.lines().any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),

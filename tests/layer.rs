@@ -1,26 +1,31 @@
-//! The layer zip's layout (built from the debug binary here; `make layer` uses the release
-//! one with the same script) and the glibc floor of the x86_64 gnu build.
-
-mod common;
+//! The layer zip's layout (built from the debug binary here; `make layer` uses the zig-linked
+//! release builds with the same script), and the script's refusal of binaries that would not
+//! start on every Lambda of an architecture.
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
-use common::BIN;
+/// The host build: linked against this machine's glibc, so above the layers' floor.
+const BIN: &str = env!("CARGO_BIN_EXE_lambda-secrets-cache");
+
+fn layer_py(args: &[&str], out: &Path) -> Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Command::new("python3")
+        .arg(root.join("packaging/layer.py"))
+        .args(args)
+        .arg(out)
+        .env("LAYER_COMPRESSION", "store")
+        .output()
+        .expect("python3 runs")
+}
 
 #[test]
 fn the_layer_holds_exactly_the_extension_executable() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = root.join("target").join(format!("test-layer-{}.zip", std::process::id()));
-    let status = Command::new("python3")
-        .arg(root.join("packaging/layer.py"))
-        .arg(BIN)
-        .arg(&out)
-        .env("LAYER_COMPRESSION", "store")
-        .status()
-        .expect("python3 runs");
-    assert!(status.success());
+    let made = layer_py(&["--arch", "x86_64", "--max-glibc", "9.99", BIN], &out);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     // Read the zip with unzip -Z (zipinfo): names and Unix modes.
     let listing = Command::new("unzip").arg("-Z").arg(&out).output();
     let bytes = std::fs::read(&out).unwrap();
@@ -65,23 +70,58 @@ fn central_directory(zip: &[u8]) -> Vec<(String, u32, u32)> {
     out
 }
 
-#[test]
-fn the_gnu_build_needs_at_most_glibc_2_34() {
-    let Ok(out) = Command::new("objdump").arg("-T").arg(BIN).output() else {
-        eprintln!("objdump not installed; skipping the glibc floor check");
-        return;
-    };
+/// The highest `GLIBC_x.y` objdump finds, to cross-check the script's own ELF reading.
+fn objdump_glibc(bin: &str) -> Option<String> {
+    let out = Command::new("objdump").arg("-T").arg(bin).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let max = text
-        .split("GLIBC_")
+    text.split("GLIBC_")
         .skip(1)
         .filter_map(|s| {
             let v: String = s.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-            let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-            Some((parts.next()?, parts.next().unwrap_or(0)))
+            let parts: Vec<u32> = v.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+            Some((parts, v))
         })
         .max()
-        .expect("a dynamically linked gnu binary references GLIBC symbols");
-    // Amazon Linux 2023 (glibc 2.34) runs it; Amazon Linux 2 (2.26) needs the musl build.
-    assert!(max <= (2, 34), "needs GLIBC_{}.{}", max.0, max.1);
+        .map(|(_, v)| v)
+}
+
+#[test]
+fn the_layer_script_refuses_binaries_that_would_not_start() {
+    let out = std::env::temp_dir().join(format!("refused-layer-{}.zip", std::process::id()));
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // The host build needs this machine's glibc, above Amazon Linux 2's 2.26.
+    let too_new = layer_py(&["--arch", "x86_64", BIN], &out);
+    assert!(!too_new.status.success());
+    let host = objdump_glibc(BIN);
+    if let Some(v) = &host {
+        assert!(
+            stderr(&too_new).contains(&format!("needs GLIBC_{v}, above 2.26")),
+            "{}",
+            stderr(&too_new)
+        );
+    } else {
+        assert!(stderr(&too_new).contains("above 2.26"), "{}", stderr(&too_new));
+    }
+    // Wrong architecture, and not an executable at all.
+    let wrong_arch = layer_py(&["--arch", "arm64", "--max-glibc", "9.99", BIN], &out);
+    assert!(
+        stderr(&wrong_arch).contains("built for x86_64, not arm64"),
+        "{}",
+        stderr(&wrong_arch)
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/layer.py");
+    let not_elf = layer_py(&["--arch", "x86_64", script], &out);
+    assert!(stderr(&not_elf).contains("not an ELF file"), "{}", stderr(&not_elf));
+    assert!(!out.exists(), "nothing is written for a refused binary");
+
+    // What it accepts it describes; the glibc version agrees with objdump's.
+    let ok = layer_py(&["--arch", "x86_64", "--max-glibc", "9.99", BIN], &out);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    let _ = std::fs::remove_file(&out);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(text.contains("x86_64") && text.contains("libc.so.6"), "{text}");
+    if let Some(v) = host {
+        assert!(text.contains(&format!("highest GLIBC_{v} ")), "{text}");
+    }
 }

@@ -46,7 +46,7 @@ async fn the_extension_runs_under_lambda_simulator() {
     ] {
         env.push((k.to_string(), v));
     }
-    let mut ext = Extension::spawn(BIN.as_ref(), &[], &env).unwrap();
+    let mut ext = Extension::spawn(&common::bin(), &[], &env).unwrap();
     let addr = ext.wait_listening().await.unwrap();
     simulator
         .wait_for(|| async { simulator.extension_count().await >= 1 }, Duration::from_secs(10))

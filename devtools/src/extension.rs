@@ -1,5 +1,10 @@
 //! Runs the lambda-secrets-cache binary as a child process with a controlled environment,
 //! captures every log line it writes, and finds the address it listens on.
+//!
+//! The binary under test can be replaced without touching files: `LSC_EXTENSION_BIN` names
+//! another build (the arm64 layer binary, say) and `LSC_EXTENSION_RUNNER` a command it runs
+//! under (`qemu-aarch64-static -L /usr/aarch64-linux-gnu`, split on spaces). The runner wraps
+//! only that binary; `make layer-test` uses both.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -9,6 +14,42 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// Replaces the binary the tests start.
+pub const BIN_VAR: &str = "LSC_EXTENSION_BIN";
+/// A command prefix the replacement runs under (an emulator).
+pub const RUNNER_VAR: &str = "LSC_EXTENSION_RUNNER";
+
+/// The binary to test: `LSC_EXTENSION_BIN` when set, else `built`.
+pub fn under_test(built: &Path) -> PathBuf {
+    std::env::var_os(BIN_VAR).map_or_else(|| built.to_path_buf(), PathBuf::from)
+}
+
+/// The runner's words when one is set for `bin`: only the `LSC_EXTENSION_BIN` binary runs
+/// under it.
+fn runner_for(bin: &Path) -> Option<Vec<String>> {
+    let replaced = std::env::var_os(BIN_VAR)?;
+    let words: Vec<String> = std::env::var(RUNNER_VAR).ok()?.split_whitespace().map(str::to_string).collect();
+    (Path::new(&replaced) == bin && !words.is_empty()).then_some(words)
+}
+
+/// Whether the binary under test runs under an emulator: memory and timing figures are not
+/// the binary's own there, and tests that assert them skip.
+pub fn emulated() -> bool {
+    std::env::var_os(BIN_VAR).is_some() && std::env::var(RUNNER_VAR).is_ok_and(|r| !r.trim().is_empty())
+}
+
+/// A `Command` that runs `bin`, under the runner when `bin` is the replacement.
+pub fn command(bin: &Path) -> Command {
+    match runner_for(bin) {
+        Some(words) => {
+            let mut cmd = Command::new(&words[0]);
+            cmd.args(&words[1..]).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
+}
 
 pub struct Extension {
     pub addr: SocketAddr,
@@ -53,7 +94,7 @@ impl Extension {
 
     /// Starts the process without waiting for anything (`addr` is unset until `wait_listening`).
     pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Extension> {
-        let mut cmd = Command::new(bin);
+        let mut cmd = command(bin);
         cmd.args(args)
             .env_clear()
             .stdin(Stdio::null())

@@ -11,7 +11,17 @@ use lsc_devtools::moto::Moto;
 use lsc_devtools::proxy::FaultProxy;
 
 pub const TOKEN: &str = "test-token-7f3a";
-pub const BIN: &str = env!("CARGO_BIN_EXE_lambda-secrets-cache");
+
+/// The extension binary the tests start: the one cargo built, or `LSC_EXTENSION_BIN` (see
+/// `lsc_devtools::extension`).
+pub fn bin() -> std::path::PathBuf {
+    lsc_devtools::extension::under_test(env!("CARGO_BIN_EXE_lambda-secrets-cache").as_ref())
+}
+
+/// A command running the binary under test (under `LSC_EXTENSION_RUNNER` when set).
+pub fn bin_command() -> std::process::Command {
+    lsc_devtools::extension::command(&bin())
+}
 
 pub struct Harness {
     pub aws: AwsJson,
@@ -38,7 +48,7 @@ pub async fn start(extra: &[(&str, &str)]) -> Harness {
         env.retain(|(name, _)| name != k);
         env.push((k.to_string(), v.to_string()));
     }
-    let ext = Extension::start(BIN.as_ref(), &["serve"], &env).await.expect("extension starts");
+    let ext = Extension::start(&bin(), &["serve"], &env).await.expect("extension starts");
     Harness {
         aws: AwsJson::new(moto.addr),
         proxy,
@@ -134,7 +144,7 @@ pub async fn spawn_lambda(options: lsc_devtools::platform::Options, yaml: Option
     if let Some(path) = &config {
         env.push(("SECRETS_CACHE_CONFIG".into(), path.display().to_string()));
     }
-    let ext = Extension::spawn(BIN.as_ref(), &[], &env).expect("extension starts");
+    let ext = Extension::spawn(&bin(), &[], &env).expect("extension starts");
     Lambda {
         aws: AwsJson::new(moto.addr),
         proxy,
