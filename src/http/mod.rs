@@ -331,9 +331,8 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
             if window.windows(4).any(|w| w == b"\r\n\r\n") {
                 break;
             }
-            let keep = window.len().min(3);
-            last = [0; 3];
-            last[3 - keep..].copy_from_slice(&window[window.len() - keep..]);
+            // `window` starts with the previous three bytes, so it is never shorter than that.
+            last.copy_from_slice(&window[window.len() - 3..]);
         }
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(&body).await?;
