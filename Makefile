@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: demo test venv tools build release layer layer-test bench fuzz lint clean
+.PHONY: demo test venv tools node-ric build release layer layer-test bench fuzz lint clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -22,6 +22,19 @@ tools:
 	@command -v promtool >/dev/null || { echo "installing promtool (Debian package prometheus)"; $(call APT_INSTALL,prometheus); }
 	@command -v qemu-aarch64-static >/dev/null && test -e $(ARM64_SYSROOT)/lib/ld-linux-aarch64.so.1 || \
 	  { echo "installing qemu-user-static and libc6-arm64-cross"; $(call APT_INSTALL,qemu-user-static libc6-arm64-cross); }
+
+## AWS's Node.js runtime interface client (aws-lambda-ric, pinned by
+## devtools/runtimes/node/package-lock.json) for `lsc-dev lambda --handler x.handler` with a
+## Node.js handler. Its install scripts build its native client (aws-lambda-cpp, curl) from
+## source, with cmake and autotools from Debian. 3.3.0: 4.x needs Node.js 22, Debian has 20.
+NODE_RIC := devtools/runtimes/node/node_modules/aws-lambda-ric/dist/rapid-client.node
+$(NODE_RIC): devtools/runtimes/node/package-lock.json
+	@command -v cmake >/dev/null && command -v autoreconf >/dev/null && command -v libtoolize >/dev/null || \
+	  { echo "installing cmake and autotools (aws-lambda-ric builds its native client)"; $(call APT_INSTALL,cmake autoconf automake libtool); }
+	cd devtools/runtimes/node && npm ci --no-audit --no-fund --loglevel=error
+	test -f $@ && touch $@
+
+node-ric: $(NODE_RIC)
 
 build:
 	$(CARGO) build --workspace
@@ -66,7 +79,7 @@ summary = awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests ($(2))
 
 ## Every test: unit, integration (against moto), devtools, on the host build; then the
 ## integration suite again against both layer binaries (layer-test).
-test: $(STAMP) tools
+test: $(STAMP) tools node-ric
 	$(CARGO) build --workspace --bins
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	$(MAKE) --no-print-directory layer-test

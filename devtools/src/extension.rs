@@ -6,14 +6,14 @@
 //! under (`qemu-aarch64-static -L /usr/aarch64-linux-gnu`, split on spaces). The runner wraps
 //! only that binary; `make layer-test` uses both.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::process::Process;
 
 /// Replaces the binary the tests start.
 pub const BIN_VAR: &str = "LSC_EXTENSION_BIN";
@@ -54,8 +54,7 @@ pub fn command(bin: &Path) -> Command {
 pub struct Extension {
     pub addr: SocketAddr,
     pub token: String,
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
+    process: Process,
 }
 
 /// Settings every run gets: fake credentials, a region, our endpoint, port 0, no IMDS.
@@ -95,19 +94,8 @@ impl Extension {
     /// Starts the process without waiting for anything (`addr` is unset until `wait_listening`).
     pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Extension> {
         let mut cmd = command(bin);
-        cmd.args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(path) = std::env::var_os("PATH") {
-            cmd.env("PATH", path);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let logs = capture_output(&mut child);
+        cmd.args(args);
+        let process = Process::spawn(cmd, env).with_context(|| format!("starting {}", bin.display()))?;
         let token = ["AWS_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SESSION_TOKEN"]
             .iter()
             .find_map(|name| env.iter().find(|(k, _)| k == name))
@@ -116,8 +104,7 @@ impl Extension {
         Ok(Extension {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             token,
-            child,
-            logs,
+            process,
         })
     }
 
@@ -125,12 +112,11 @@ impl Extension {
     pub async fn wait_listening(&mut self) -> anyhow::Result<SocketAddr> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let found = self.logs.lock().unwrap().iter().find_map(|l| listening_addr(l));
-            if let Some(addr) = found {
+            if let Some(addr) = self.process.logs().iter().find_map(|l| listening_addr(l)) {
                 self.addr = addr;
                 return Ok(addr);
             }
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.process.try_wait()? {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 bail!("extension exited with {status} before listening:\n{}", self.logs().join("\n"));
             }
@@ -143,26 +129,15 @@ impl Extension {
 
     /// The exit status once the process ends, or `None` if it still runs after `timeout`.
     pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                // Let the log readers drain the pipes.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.process.wait_exit(timeout).await
     }
 
     /// Waits until a log line contains `needle`.
     pub async fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.logs.lock().unwrap().iter().find(|l| l.contains(needle)) {
-                return Ok(line.clone());
+            if let Some(line) = self.process.logs().into_iter().find(|l| l.contains(needle)) {
+                return Ok(line);
             }
             if Instant::now() >= deadline {
                 bail!("no log line with {needle:?} within {timeout:?}:\n{}", self.logs().join("\n"));
@@ -172,21 +147,22 @@ impl Extension {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
+    }
+
+    /// The process itself (logs since a point, peak memory, signals).
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// Resident set size in kB (`VmRSS` of `/proc/PID/status`); 0 once the process is gone.
     pub fn rss_kb(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
+        self.process.rss_kb()
     }
 
     /// Every line written so far, stdout and stderr.
     pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
+        self.process.logs()
     }
 
     /// GET with the right token.
@@ -196,46 +172,8 @@ impl Extension {
 
     /// SIGTERM, then wait (SIGKILL after 5 s).
     pub async fn stop(mut self) -> anyhow::Result<ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return Ok(self.child.wait()?);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.process.stop(Duration::from_secs(5)).await
     }
-}
-
-impl Drop for Extension {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Collects every line the child writes to stdout and stderr (reader threads end with it).
-pub fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stdout.take().map(|s| Box::new(s) as _),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    lines
 }
 
 /// The release or debug build of the extension next to this workspace's target directory.

@@ -8,12 +8,15 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod extension;
+pub mod function;
 pub mod local;
 pub mod moto;
 pub mod null_extension;
 pub mod otlp;
 pub mod platform;
+pub mod process;
 pub mod proxy;
+pub mod reads;
 pub mod rotel;
 
 /// Serves `listener` with the product's shared accept loop until the task is aborted: the

@@ -1,17 +1,30 @@
-//! `lsc-dev lambda`: any external extension run locally under the fake Lambda platform, with a
-//! scripted function that reads paths from it, and what the platform saw printed per
-//! invocation (status, durations, post-runtime, reads), then SHUTDOWN and the extension's logs.
+//! `lsc-dev lambda`: any external extension run locally under the fake Lambda platform beside
+//! a function: the user's own handler under AWS's runtime interface client (`--handler`), or a
+//! scripted one that GETs paths from the extension (`--read`). Per invocation it prints what
+//! Lambda prints (START, the function's output, END, REPORT), the response and the cache reads
+//! the function made; then SHUTDOWN and the extension's logs.
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
-use crate::extension::Extension;
-use crate::platform::{FakeLambda, Faults, InitType, Options, runtime};
+use crate::function::{ExtensionPort, Function, Handler, Invoked, LocalFunction, Runtime, Setup};
+use crate::platform::{Faults, InitType, Options, runtime};
 
 /// The options of `lsc-dev lambda`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LambdaArgs {
+    /// The function's handler as Lambda names it, with its directory: `path/to/app.handler`
+    /// runs `handler` of `path/to/app.py` (or `.mjs`/`.js`/`.cjs`) under AWS's runtime
+    /// interface client. Without it, a scripted function makes the `--read` requests.
+    #[arg(long, value_name = "FILE.function")]
+    pub handler: Option<String>,
+    /// The handler's runtime (default: from the file's extension).
+    #[arg(long, value_enum)]
+    pub runtime: Option<Runtime>,
+    /// A JSON file with the event every invocation gets (default `{}`).
+    #[arg(long, value_name = "FILE.json")]
+    pub event: Option<std::path::PathBuf>,
     /// Invocations to run.
     #[arg(long, default_value_t = 5)]
     pub invocations: usize,
@@ -21,14 +34,14 @@ pub struct LambdaArgs {
     /// Idle time between invocations.
     #[arg(long, default_value_t = 200)]
     pub pause_ms: u64,
-    /// A path the function GETs from 127.0.0.1:$PARAMETERS_SECRETS_EXTENSION_HTTP_PORT (default
-    /// 2773) with $AWS_SESSION_TOKEN, each invocation (repeat for several).
+    /// The scripted function (no `--handler`): a path it GETs from the extension with
+    /// $AWS_SESSION_TOKEN, each invocation (repeat for several).
     #[arg(long = "read", value_name = "PATH")]
     pub reads: Vec<String>,
     /// Start as SnapStart: a snapshot after Init, restored at the first invocation.
     #[arg(long)]
     pub snap_start: bool,
-    /// SIGSTOP the extension between invocations, as Lambda freezes the environment.
+    /// SIGSTOP the extension and the runtime between invocations, as Lambda freezes them.
     #[arg(long)]
     pub freeze: bool,
     /// Answer the Telemetry API subscription with this status (202: "not supported").
@@ -43,9 +56,10 @@ pub struct LambdaArgs {
     /// The SHUTDOWN deadline.
     #[arg(long, default_value_t = 2000)]
     pub shutdown_ms: u64,
-    /// The extension to run and its arguments (after `--`). It gets this environment plus
-    /// AWS_LAMBDA_RUNTIME_API, SECRETS_CACHE_SANDBOX_HOST=127.0.0.1 and the function's
-    /// AWS_LAMBDA_* variables.
+    /// The extension to run and its arguments (after `--`). It gets this environment (the
+    /// function's) plus AWS_LAMBDA_RUNTIME_API, SECRETS_CACHE_SANDBOX_HOST=127.0.0.1 and the
+    /// function's AWS_LAMBDA_* variables; the function reaches it on
+    /// $PARAMETERS_SECRETS_EXTENSION_HTTP_PORT (default 2773) through a recorder.
     #[arg(last = true, required = true, value_name = "EXTENSION")]
     pub command: Vec<String>,
 }
@@ -66,46 +80,124 @@ impl LambdaArgs {
     }
 }
 
-/// Runs `a.command` under the fake platform and prints what the platform saw.
+/// Runs `a.command` and the function under the fake platform and prints what Lambda would.
 pub async fn run(a: LambdaArgs) -> anyhow::Result<()> {
-    let options = a.options();
-    let platform = FakeLambda::start(options.clone()).await?;
-    println!(
-        "fake Lambda platform on {} ({})",
-        platform.runtime_api(),
-        options.init_type.as_str()
-    );
+    let payload = match &a.event {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str::<serde_json::Value>(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+            text
+        }
+        None => "{}".to_string(),
+    };
     let mut env: Vec<(String, String)> = std::env::vars().collect();
-    for (k, v) in [
-        ("AWS_LAMBDA_RUNTIME_API", platform.runtime_api()),
-        ("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1".into()),
-        ("AWS_LAMBDA_FUNCTION_NAME", options.function_name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", options.function_version.clone()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", options.memory_mb.to_string()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", options.init_type.as_str().into()),
-    ] {
-        env.retain(|(name, _)| name != k);
-        env.push((k.into(), v));
+    if !env.iter().any(|(k, _)| k == "AWS_SESSION_TOKEN") {
+        // Lambda always sets it; the function sends it to the extension.
+        env.push(("AWS_SESSION_TOKEN".into(), "local-session-token".into()));
     }
-    let port: u16 = std::env::var("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(2773);
-    let token = std::env::var("AWS_SESSION_TOKEN").unwrap_or_default();
-    let mut ext = Extension::spawn(
-        a.command[0].as_ref(),
-        &a.command[1..].iter().map(String::as_str).collect::<Vec<_>>(),
-        &env,
-    )?;
+    let token = env
+        .iter()
+        .find(|(k, _)| k == "AWS_SESSION_TOKEN")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let port = match env.iter().find(|(k, _)| k == "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT") {
+        Some((_, p)) if p == "0" => ExtensionPort::Logged,
+        Some((_, p)) => ExtensionPort::Fixed(p.parse().context("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT is not a port")?),
+        None => ExtensionPort::Fixed(2773),
+    };
+    let function = match &a.handler {
+        Some(spec) => {
+            if !a.reads.is_empty() {
+                bail!("--read is for the scripted function; a --handler makes its own reads");
+            }
+            Function::Handler(Handler::parse(spec, a.runtime)?)
+        }
+        None => {
+            let reads = a.reads.clone();
+            Function::Scripted(Box::new(move |addr| scripted(addr, reads, token)))
+        }
+    };
+    let options = a.options();
+    match &function {
+        Function::Handler(h) => println!("function: {} ({:?}) in {}", h.name, h.runtime, h.task_root.display()),
+        Function::Scripted(_) => println!("function: scripted, reads {:?}", a.reads),
+    }
+    let mut local = LocalFunction::start(Setup {
+        options: options.clone(),
+        function,
+        extension: a.command.clone(),
+        env,
+        port,
+        record_reads: true,
+        freeze: a.freeze,
+    })
+    .await?;
+    println!(
+        "INIT_START fake Lambda platform on {} ({}), extension {}",
+        local.platform.runtime_api(),
+        options.init_type.as_str(),
+        a.command[0]
+    );
+    if local.init.failed() {
+        println!("INIT failed after {:.2} ms", local.init.duration.as_secs_f64() * 1000.0);
+        for e in &local.init.errors {
+            println!("  extension {}: {} {}", e.extension, e.error_type, e.body);
+        }
+        if let Some(e) = &local.init.runtime_error {
+            println!("  runtime: {e}");
+        }
+        println!("{}", local.output());
+        bail!("Init did not succeed");
+    }
+    for _ in 0..a.invocations {
+        let invoked = local.invoke(&payload).await?;
+        print_invocation(&invoked);
+        tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
+    }
+    match local.shutdown(Duration::from_millis(a.shutdown_ms)).await? {
+        Some(status) => println!("SHUTDOWN: extension exited with {status}"),
+        None => println!("SHUTDOWN: extension still running at the deadline (Lambda would SIGKILL it)"),
+    }
+    let deliveries = local.platform.deliveries();
+    println!(
+        "telemetry deliveries: {} ({} answered 200); errors reported: {:?}",
+        deliveries.len(),
+        deliveries.iter().filter(|d| d.status == Some(200)).count(),
+        local.platform.errors()
+    );
+    println!("--- extension output ---");
+    for line in local.extension.logs() {
+        println!("{line}");
+    }
+    Ok(())
+}
 
-    let reads = a.reads.clone();
-    let handler = runtime::handler(move |_inv: runtime::Invocation| {
+/// Lambda's lines for one invocation, then the response and the reads.
+pub fn print_invocation(invoked: &Invoked) {
+    for line in invoked.lambda_lines() {
+        println!("{line}");
+    }
+    match &invoked.outcome.response {
+        Ok(body) => println!("  response: {body}"),
+        Err(body) => println!("  error: {body}"),
+    }
+    if invoked.reads.is_empty() {
+        println!("  reads: none");
+    }
+    for read in &invoked.reads {
+        println!("  read: {read}");
+    }
+}
+
+/// A function that GETs `reads` from the extension at `addr` and answers with what it got.
+fn scripted(addr: Option<std::net::SocketAddr>, reads: Vec<String>, token: String) -> runtime::Handler {
+    runtime::handler(move |_inv: runtime::Invocation| {
         let reads = reads.clone();
         let token = token.clone();
         async move {
+            let addr = addr.ok_or("the extension serves nothing to read")?;
             let mut out = Vec::new();
             for path in &reads {
-                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
                 match crate::client::get(addr, path, &[("X-Aws-Parameters-Secrets-Token", &token)]).await {
                     Ok(r) => out.push(format!("{} {}", r.status, r.header("x-cache").unwrap_or("-"))),
                     Err(e) => out.push(format!("error {e}")),
@@ -113,56 +205,5 @@ pub async fn run(a: LambdaArgs) -> anyhow::Result<()> {
             }
             Ok(out.join(", "))
         }
-    });
-    runtime::spawn(&platform, None, handler);
-    let init = platform.wait_init(Duration::from_secs(15)).await;
-    let outcome = match init {
-        Ok(init) if init.errors.is_empty() => {
-            println!("init: {:.1} ms", init.duration.as_secs_f64() * 1000.0);
-            Ok(())
-        }
-        Ok(init) => Err(format!("init failed: {:?}", init.errors)),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = outcome {
-        println!("{e}");
-        print_logs(&ext);
-        bail!("init did not succeed");
-    }
-    if a.freeze {
-        platform.freeze_between_invokes(vec![ext.pid()]);
-    }
-    for i in 1..=a.invocations {
-        let o = platform.invoke("{}").await?;
-        println!(
-            "invoke {i}: {} in {:.1} ms, /next {:.1} ms after the response{} | reads: {}",
-            o.status,
-            o.function_duration.as_secs_f64() * 1000.0,
-            o.extensions_overhead.as_secs_f64() * 1000.0,
-            if o.extensions_timed_out { " (deadline hit)" } else { "" },
-            o.response.unwrap_or_else(|e| e)
-        );
-        tokio::time::sleep(Duration::from_millis(a.pause_ms)).await;
-    }
-    let deadline = platform.shutdown("spindown", Duration::from_millis(a.shutdown_ms)).await;
-    match ext.wait_exit(deadline.saturating_duration_since(std::time::Instant::now())).await? {
-        Some(status) => println!("SHUTDOWN: extension exited with {status}"),
-        None => println!("SHUTDOWN: extension still running at the deadline (Lambda would SIGKILL it)"),
-    }
-    let deliveries = platform.deliveries();
-    println!(
-        "telemetry deliveries: {} ({} answered 200); errors reported: {:?}",
-        deliveries.len(),
-        deliveries.iter().filter(|d| d.status == Some(200)).count(),
-        platform.errors()
-    );
-    print_logs(&ext);
-    Ok(())
-}
-
-fn print_logs(ext: &Extension) {
-    println!("--- extension output ---");
-    for line in ext.logs() {
-        println!("{line}");
-    }
+    })
 }

@@ -1,13 +1,16 @@
-//! A fake Lambda platform on loopback: the Extensions API, the Telemetry API and a minimal
-//! Runtime API, with the ordering of a real execution environment (reference §3):
-//! extensions register → runtime init → Init ends when the runtime and every extension wait on
-//! `next` → INVOKE goes to all of them → the runtime responds → `platform.runtimeDone` → every
-//! extension calls `next` again → `platform.report` → … → SHUTDOWN with a deadline.
+//! A fake Lambda platform on loopback: the Extensions API, the Telemetry API and the Runtime
+//! API as AWS's runtime interface clients use it (`awslambdaric`, `aws-lambda-ric`), with the
+//! ordering of a real execution environment (reference §3): extensions register → runtime
+//! init → Init ends when the runtime and every extension wait on `next` → INVOKE goes to all
+//! of them → the runtime responds → `platform.runtimeDone` → every extension calls `next`
+//! again → `platform.report` → … → SHUTDOWN with a deadline.
 //!
 //! A driver (a test, `lsc-dev demo`) starts it, points `AWS_LAMBDA_RUNTIME_API` at
-//! `runtime_api()`, attaches a scripted runtime (`runtime::spawn`) and calls `wait_init`,
-//! `invoke` and `shutdown`. Every request it receives is recorded, and faults can be scripted
-//! (`Faults`): a 202 on subscribe, no runtimeDone, unknown event types, an error on `next`.
+//! `runtime_api()`, attaches a runtime (a scripted one, `runtime::spawn`, or a real runtime
+//! interface client running a handler, `crate::function`) and calls `wait_init`, `invoke` and
+//! `shutdown`. Its sockets set TCP_NODELAY (the shared accept loop does). Every request it
+//! receives is recorded, and faults can be scripted (`Faults`): a 202 on subscribe, no
+//! runtimeDone, unknown event types, an error on `next`.
 
 pub mod runtime;
 mod server;
@@ -207,8 +210,16 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct InitOutcome {
     pub duration: Duration,
-    /// `init/error` reports; non-empty means Init failed.
+    /// Extensions' `init/error` reports; non-empty means Init failed.
     pub errors: Vec<Reported>,
+    /// The runtime's `/runtime/init/error` body (its handler could not be loaded, say).
+    pub runtime_error: Option<Value>,
+}
+
+impl InitOutcome {
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty() || self.runtime_error.is_some()
+    }
 }
 
 /// Outcome of one invocation, with the timings a Lambda user would see.
@@ -391,32 +402,42 @@ impl FakeLambda {
     /// Waits for Init to end: every extension and the runtime wait on `next`, or an
     /// extension reported an init error. Emits `initRuntimeDone` and `initReport`.
     pub async fn wait_init(&self, timeout: Duration) -> anyhow::Result<InitOutcome> {
-        let outcome = self
+        let (errors, runtime_error) = self
             .wait_until(timeout, "init to finish", |i| {
                 let errors: Vec<Reported> = i.errors.iter().filter(|e| e.kind == "init").cloned().collect();
                 if !errors.is_empty() || i.runtime_init_error.is_some() {
-                    return Some(errors);
+                    return Some((errors, i.runtime_init_error.clone()));
                 }
                 let extensions_ready = i.extensions.len() >= i.options.extensions && i.extensions.iter().all(Extension::waiting);
                 let runtime_ready = i.runtime_pending.as_ref().is_some_and(|p| !p.is_closed());
-                (extensions_ready && runtime_ready).then(Vec::new)
+                (extensions_ready && runtime_ready).then(|| (Vec::new(), None))
             })
             .await?;
+        let outcome = InitOutcome {
+            duration: Duration::ZERO,
+            errors,
+            runtime_error,
+        };
         let mut inner = self.lock();
         let duration = inner.started.elapsed();
-        let status = if outcome.is_empty() { "success" } else { "error" };
+        let status = if outcome.failed() { "error" } else { "success" };
         let init_type = inner.options.init_type.as_str();
         let mut done = json!({"initializationType": init_type, "phase": "init", "status": status});
         let mut report = json!({"initializationType": init_type, "phase": "init", "status": status,
                                 "metrics": {"durationMs": ms(duration)}});
-        if !outcome.is_empty() {
-            done["errorType"] = json!("Extension.InitError");
-            report["errorType"] = json!("Extension.InitError");
+        if outcome.failed() {
+            let error_type = if outcome.errors.is_empty() {
+                "Runtime.InitError"
+            } else {
+                "Extension.InitError"
+            };
+            done["errorType"] = json!(error_type);
+            report["errorType"] = json!(error_type);
         }
         inner.emit("platform.initRuntimeDone", done);
         inner.emit("platform.initReport", report);
         inner.init_duration_ms = ms(duration);
-        if outcome.is_empty() {
+        if !outcome.failed() {
             inner.phase = if inner.options.init_type == InitType::SnapStart {
                 Phase::Snapshot
             } else {
@@ -425,7 +446,7 @@ impl FakeLambda {
         }
         drop(inner);
         self.bump();
-        Ok(InitOutcome { duration, errors: outcome })
+        Ok(InitOutcome { duration, ..outcome })
     }
 
     /// One invocation, start to finish (see the module comment for the order).

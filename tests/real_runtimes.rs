@@ -1,0 +1,144 @@
+//! The extension beside real functions: the example handlers in config-examples/functions run
+//! by AWS's own runtime interface clients (`awslambdaric` for Python, `aws-lambda-ric` for
+//! Node.js; `make test` installs both) under the fake platform, in Lambda's order. Each handler
+//! reads a secret (prefetched from the config file) and a parameter (read lazily) through the
+//! extension, before and after a frozen idle period, then the environment shuts down.
+
+mod common;
+
+use std::time::Duration;
+
+use lsc_devtools::function::{ExtensionPort, Function, Handler, LocalFunction, Runtime, Setup};
+use lsc_devtools::platform::Options;
+use lsc_devtools::proxy::FaultProxy;
+use serde_json::Value;
+
+use common::TOKEN;
+
+struct Run {
+    proxy: FaultProxy,
+    local: LocalFunction,
+    secret: String,
+    parameter: String,
+}
+
+async fn start(runtime: Runtime) -> Run {
+    let aws = common::aws();
+    let secret = common::unique("prod/db/credentials");
+    let parameter = format!("/{}", common::unique("prod/app/flags"));
+    aws.create_secret(&secret, r#"{"username":"app","password":"not-a-real-password"}"#)
+        .await
+        .unwrap();
+    aws.put_parameter(&parameter, "feature-x=on", "String").await.unwrap();
+    let proxy = FaultProxy::start(lsc_devtools::moto::Moto::shared().addr).await.unwrap();
+    let config = common::config_file(&format!("secrets:\n  - id: {secret}\n"));
+    let mut env = lsc_devtools::extension::base_env(&proxy.endpoint(), TOKEN);
+    env.push(("AWS_SESSION_TOKEN".into(), TOKEN.into()));
+    env.push(("SECRETS_CACHE_CONFIG".into(), config.display().to_string()));
+    let examples = lsc_devtools::workspace_root().join("config-examples/functions");
+    let file = match runtime {
+        Runtime::Python => "python_handler",
+        Runtime::Node => "node_handler",
+    };
+    let handler = Handler::parse(&format!("{}/{file}.handler", examples.display()), Some(runtime)).unwrap();
+    let local = LocalFunction::start(Setup {
+        options: Options {
+            timeout: Duration::from_secs(10),
+            ..Options::default()
+        },
+        function: Function::Handler(handler),
+        extension: vec![common::bin().display().to_string()],
+        env,
+        port: ExtensionPort::Logged,
+        record_reads: true,
+        freeze: true,
+    })
+    .await
+    .unwrap();
+    assert!(
+        !local.init.failed(),
+        "{:?} {:?}\n{}",
+        local.init.errors,
+        local.init.runtime_error,
+        local.output()
+    );
+    Run {
+        proxy,
+        local,
+        secret,
+        parameter,
+    }
+}
+
+/// Two invocations around a frozen second, then SHUTDOWN; returns each invocation's response
+/// and the cache results the recorder saw (secret, parameter).
+async fn invoke_twice(run: &mut Run, event: &Value) -> Vec<(Value, Vec<String>)> {
+    let mut out = Vec::new();
+    for i in 0..2 {
+        if i == 1 {
+            // Frozen (SIGSTOP) the whole time, as Lambda leaves an idle environment.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        let invoked = run.local.invoke(&event.to_string()).await.unwrap();
+        let body = invoked
+            .outcome
+            .response
+            .as_ref()
+            .unwrap_or_else(|e| panic!("invocation {i} failed: {e}\n{}", run.local.output()));
+        let lines = invoked.lambda_lines();
+        assert!(lines[0].starts_with("START RequestId: "), "{lines:?}");
+        let report = lines.last().unwrap();
+        assert!(report.starts_with("REPORT RequestId: "), "{report}");
+        assert_eq!(report.contains("Init Duration: "), i == 0, "{report}");
+        assert!(report.contains("Billed Duration: "), "{report}");
+        let caches: Vec<String> = invoked.reads.iter().map(|r| r.cache.clone().unwrap_or_default()).collect();
+        assert!(invoked.reads.iter().all(|r| r.status == Some(200)), "{:?}", invoked.reads);
+        out.push((serde_json::from_str(body).unwrap(), caches));
+    }
+    let exit = run.local.shutdown(Duration::from_secs(2)).await.unwrap();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", run.local.output());
+    // The prefetch batch (the secret) and one GetParameter: the second invocation was all hits.
+    assert_eq!(run.proxy.total_calls(), 2, "{:?}", run.proxy.counts());
+    out
+}
+
+#[tokio::test]
+async fn python_handler_under_awslambdaric() {
+    let mut run = start(Runtime::Python).await;
+    let event = serde_json::json!({"secrets": [run.secret], "parameters": [run.parameter]});
+    let results = invoke_twice(&mut run, &event).await;
+    for (i, (body, caches)) in results.iter().enumerate() {
+        let reads = body["reads"].as_array().unwrap();
+        assert_eq!(reads.len(), 2, "{body}");
+        assert_eq!(reads[0]["fields"], serde_json::json!(["password", "username"]), "{body}");
+        assert_eq!(reads[1]["length"], 12, "{body}");
+        // The secret was prefetched during Init: a hit from the first read on.
+        let expected = if i == 0 { ["hit", "miss"] } else { ["hit", "hit"] };
+        assert_eq!(caches, &expected, "invocation {i}: {body}");
+        assert_eq!(reads[0]["cache"], expected[0]);
+        assert!(
+            body["remaining_ms"].as_u64().unwrap() > 5000,
+            "the deadline reached the context: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn node_handler_under_aws_lambda_ric() {
+    let ric = lsc_devtools::function::node_ric();
+    assert!(
+        ric.exists(),
+        "{} is missing: `make node-ric` installs it (make test does)",
+        ric.display()
+    );
+    let mut run = start(Runtime::Node).await;
+    let event = serde_json::json!({"secret": run.secret, "parameter": run.parameter});
+    let results = invoke_twice(&mut run, &event).await;
+    for (i, (body, caches)) in results.iter().enumerate() {
+        assert_eq!(body["secret"]["fields"], serde_json::json!(["password", "username"]), "{body}");
+        assert_eq!(body["parameter"]["length"], 12, "{body}");
+        let expected = if i == 0 { ["hit", "miss"] } else { ["hit", "hit"] };
+        assert_eq!(caches, &expected, "invocation {i}: {body}");
+        assert_eq!(body["parameter"]["cache"], expected[1]);
+    }
+}
