@@ -1,23 +1,24 @@
 //! `make demo`: moto with a few secrets and parameters, the fake Lambda platform, the extension
-//! in extension mode (through the counting proxy) with a config file, a scripted function run
-//! for a few dozen invocations in phases, and a summary of cache health.
+//! in extension mode (through the counting proxy) with a config file, and a real Python handler
+//! (config-examples/functions/python_handler.py under AWS's `awslambdaric`) invoked a few dozen
+//! times in phases, with Lambda's REPORT lines and a summary of cache health.
 //! Prints ids and numbers only, never a value.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde_json::{Value, json};
 
 use crate::aws::AwsJson;
-use crate::client;
-use crate::extension::{Extension, base_env};
+use crate::extension::base_env;
+use crate::function::{ExtensionPort, Function, Handler, Invoked, LocalFunction, Setup};
 use crate::moto::Moto;
-use crate::platform::{FakeLambda, Options, runtime};
+use crate::platform::Options;
 use crate::proxy::{Fault, FaultProxy};
 
 const TOKEN: &str = "demo-token";
 
+/// The reads the handler reported (it times each one itself).
 struct Reads {
     latencies_us: Vec<u64>,
     by_result: std::collections::BTreeMap<String, u64>,
@@ -33,15 +34,15 @@ impl Reads {
         }
     }
 
-    fn add(&mut self, latency: Duration, response: &client::Response) {
-        self.latencies_us.push(latency.as_micros() as u64);
-        if response.status == 200 {
-            *self
-                .by_result
-                .entry(response.header("x-cache").unwrap_or("?").to_string())
-                .or_default() += 1;
-        } else {
-            self.errors += 1;
+    /// Adds the `reads` of a python_handler answer.
+    fn add_answer(&mut self, answer: &Value) {
+        for read in answer["reads"].as_array().into_iter().flatten() {
+            self.latencies_us.push((read["ms"].as_f64().unwrap_or(0.0) * 1000.0) as u64);
+            if read["status"] == 200 {
+                *self.by_result.entry(read["cache"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+            } else {
+                self.errors += 1;
+            }
         }
     }
 
@@ -66,7 +67,7 @@ impl Reads {
     fn line(&self) -> String {
         let results: Vec<String> = self.by_result.iter().map(|(k, v)| format!("{k} {v}")).collect();
         format!(
-            "{} reads ({}{}), p50 {:.3} ms, p99 {:.3} ms",
+            "{} reads ({}{}), p50 {:.3} ms, p99 {:.3} ms in the handler",
             self.latencies_us.len(),
             results.join(", "),
             if self.errors > 0 {
@@ -80,56 +81,6 @@ impl Reads {
     }
 }
 
-async fn read(addr: std::net::SocketAddr, path: &str, reads: &mut Reads) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let r = client::get(addr, path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await?;
-    reads.add(started.elapsed(), &r);
-    Ok(())
-}
-
-fn secret(id: &str) -> String {
-    format!("/secretsmanager/get?secretId={}", id.replace('/', "%2F"))
-}
-
-fn parameter(name: &str, decrypt: bool) -> String {
-    format!(
-        "/systemsmanager/parameters/get?name={}&withDecryption={decrypt}",
-        name.replace('/', "%2F")
-    )
-}
-
-/// Runs the function's reads of one invocation, recording each into `into`.
-async fn read_all(addr: std::net::SocketAddr, paths: Vec<String>, into: Arc<Mutex<Reads>>) -> Result<String, String> {
-    let mut local = Reads::new();
-    let reads = paths.iter().map(|p| {
-        let p = p.clone();
-        async move {
-            let mut r = Reads::new();
-            read(addr, &p, &mut r).await.map(|()| r)
-        }
-    });
-    // Concurrent within the invocation, as a function with several threads or tasks would.
-    for r in futures_join_all(reads).await {
-        local.merge(r.map_err(|e| e.to_string())?);
-    }
-    into.lock().unwrap_or_else(|p| p.into_inner()).merge(local);
-    Ok("{\"ok\":true}".into())
-}
-
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -139,29 +90,46 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> f64 {
     v.get(((v.len().max(1) - 1) as f64 * p).round() as usize).map_or(0.0, |d| ms(*d))
 }
 
-/// Runs `n` invocations, each reading `paths`; returns each one's post-runtime duration.
-async fn invocations(platform: &FakeLambda, n: usize, paths: &[String]) -> anyhow::Result<Vec<Duration>> {
-    let payload = serde_json::to_string(paths)?;
-    let mut overheads = Vec::new();
+/// A phase of the demo: invocations with one event, their REPORT lines and reads.
+struct Phase {
+    reads: Reads,
+    post_runtime: Vec<Duration>,
+}
+
+/// Runs `n` invocations with `event`; prints each one's REPORT line (the whole of Lambda's
+/// lines for the environment's first).
+async fn invocations(local: &mut LocalFunction, n: usize, event: &Value) -> anyhow::Result<Phase> {
+    let mut phase = Phase {
+        reads: Reads::new(),
+        post_runtime: Vec::new(),
+    };
     for _ in 0..n {
-        let outcome = platform.invoke(&payload).await?;
-        if let Err(e) = &outcome.response {
-            bail!("invocation failed: {e}");
+        let invoked: Invoked = local.invoke(&event.to_string()).await?;
+        let lines = invoked.lambda_lines();
+        if invoked.init_duration.is_some() {
+            lines.iter().for_each(|l| println!("   {l}"));
+        } else if let Some(report) = lines.last() {
+            println!("   {report}");
         }
-        overheads.push(outcome.extensions_overhead);
+        let body = match &invoked.outcome.response {
+            Ok(body) => body,
+            Err(e) => bail!("invocation failed: {e}\n{}", local.output()),
+        };
+        phase.reads.add_answer(&serde_json::from_str(body)?);
+        phase.post_runtime.push(invoked.outcome.extensions_overhead);
     }
-    Ok(overheads)
+    Ok(phase)
 }
 
-fn take(reads: &Arc<Mutex<Reads>>) -> Reads {
-    std::mem::replace(&mut *reads.lock().unwrap_or_else(|p| p.into_inner()), Reads::new())
+fn reads_event(secrets: &[&str], parameters: &[&str], concurrency: usize) -> Value {
+    json!({"secrets": secrets, "parameters": parameters, "concurrency": concurrency})
 }
 
-pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
+pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
     if !extension_bin.exists() {
         bail!("{} not found: build it with `cargo build --release`", extension_bin.display());
     }
-    println!("== lambda-secrets-cache demo: extension mode under the fake Lambda platform, against moto ==");
+    println!("== lambda-secrets-cache demo: a Python handler under awslambdaric, the extension, the fake Lambda platform, moto ==");
     let moto = Moto::start().context("starting moto")?;
     let proxy = FaultProxy::start(moto.addr).await?;
     let aws = AwsJson::new(moto.addr);
@@ -174,8 +142,11 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         "prod/search/key",
     ];
     for (i, name) in secrets.iter().enumerate() {
-        aws.create_secret(name, &format!("{{\"password\":\"demo-{i}-not-a-real-secret\"}}"))
-            .await?;
+        aws.create_secret(
+            name,
+            &format!("{{\"username\":\"app\",\"password\":\"demo-{i}-not-a-real-secret\"}}"),
+        )
+        .await?;
     }
     aws.put_parameter("/prod/app/flags", "feature-x=on", "String").await?;
     aws.put_parameter("/prod/app/endpoint", "https://example.invalid", "String").await?;
@@ -187,12 +158,6 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
     );
 
     let receiver = crate::otlp::OtlpReceiver::start().await?;
-    let platform = FakeLambda::start(Options {
-        function_name: "demo-orders".into(),
-        timeout: Duration::from_secs(3),
-        ..Options::default()
-    })
-    .await?;
     let dir = std::env::temp_dir().join(format!("lsc-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("config.yaml");
@@ -204,12 +169,7 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
     env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
     env.extend(
         [
-            ("AWS_LAMBDA_RUNTIME_API", platform.runtime_api().as_str()),
-            ("AWS_LAMBDA_FUNCTION_NAME", "demo-orders"),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
-            ("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1"),
+            ("AWS_SESSION_TOKEN", TOKEN),
             ("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL", "info"),
             ("SECRETS_CACHE_CONFIG", config.to_str().context("temp path is UTF-8")?),
             ("SECRETS_MANAGER_TTL", "3"),
@@ -217,91 +177,99 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let spawned = platform.elapsed();
-    let mut ext = Extension::spawn(extension_bin, &[], &env)?;
-    let addr = ext.wait_listening().await?;
-    let reads = Arc::new(Mutex::new(Reads::new()));
-    let into = reads.clone();
-    let handler = runtime::handler(move |inv: runtime::Invocation| {
-        let into = into.clone();
-        async move {
-            let paths: Vec<String> = serde_json::from_str(&inv.payload).map_err(|e| e.to_string())?;
-            read_all(addr, paths, into).await
-        }
-    });
-    runtime::spawn(&platform, None, handler);
-    let init = platform.wait_init(Duration::from_secs(20)).await?;
-    if !init.errors.is_empty() {
-        bail!("init failed: {:?}\n{}", init.errors, ext.logs().join("\n"));
-    }
+    let handler = crate::workspace_root().join("config-examples/functions/python_handler.handler");
+    let handler = Handler::parse(handler.to_str().context("the workspace path is UTF-8")?, None)?;
+    println!(
+        "function: {} (Python, awslambdaric) in {}",
+        handler.name,
+        handler.task_root.display()
+    );
+    let mut local = LocalFunction::start(Setup {
+        options: Options {
+            function_name: "demo-orders".into(),
+            timeout: Duration::from_secs(3),
+            ..Options::default()
+        },
+        function: Function::Handler(handler),
+        extension: vec![extension_bin.display().to_string()],
+        env,
+        port: ExtensionPort::Logged,
+        record_reads: false,
+        freeze: true,
+    })
+    .await?;
     std::fs::remove_dir_all(&dir)?;
+    if local.init.failed() {
+        bail!(
+            "init failed: {:?} {:?}\n{}",
+            local.init.errors,
+            local.init.runtime_error,
+            local.output()
+        );
+    }
+    let platform = local.platform.clone();
     let registered = platform.requests_to("/2020-01-01/extension/register")[0].at;
     let first_next = platform.next_calls()[0];
     println!(
-        "\ninit: exec -> register {:.1} ms; register -> first /next (waits for the required secret's batch, not the rest) {:.1} ms; init {:.1} ms; upstream {:?}",
-        ms(registered.saturating_sub(spawned)),
+        "\ninit: register -> the extension's first /next (waits for the required secret's batch, not the rest) {:.1} ms; Init (the runtime imported the handler too) {:.1} ms; upstream {:?}",
         ms(first_next.saturating_sub(registered)),
-        ms(init.duration),
+        ms(local.init.duration),
         proxy.counts()
     );
-    platform.freeze_between_invokes(vec![ext.pid()]);
-    println!("(the extension is SIGSTOPped between invocations, as Lambda freezes it)");
+    println!("(the extension and the runtime are SIGSTOPped between invocations, as Lambda freezes them)");
 
-    let hot: Vec<String> = secrets[..3]
-        .iter()
-        .map(|s| secret(s))
-        .chain(["/prod/app/flags", "/prod/app/db-password"].map(|p| parameter(p, true)))
-        .collect();
+    let hot_secrets = &secrets[..3];
+    let hot_parameters = ["/prod/app/flags", "/prod/app/db-password"];
     let mut all = Reads::new();
 
     // 1. Steady traffic: every invocation reads 5 configured items.
-    let overheads = invocations(&platform, 30, &hot).await?;
-    let phase = take(&reads);
-    println!("\n1. 30 invocations x 5 reads:              {}", phase.line());
+    println!("\n1. 30 invocations x 5 reads:");
+    let phase = invocations(&mut local, 30, &reads_event(hot_secrets, &hot_parameters, 1)).await?;
+    println!("   => {}", phase.reads.line());
     println!(
         "   post-runtime duration (the response -> the extension's /next, billed): p50 {:.2} ms, p99 {:.2} ms",
-        percentile(overheads.clone(), 0.5),
-        percentile(overheads, 0.99)
+        percentile(phase.post_runtime.clone(), 0.5),
+        percentile(phase.post_runtime, 0.99)
     );
-    all.merge(phase);
+    all.merge(phase.reads);
 
-    // 2. A new secret read by 32 concurrent tasks in one invocation.
+    // 2. A new secret read by 32 concurrent threads in one invocation.
     aws.create_secret("prod/new/secret", "{\"k\":\"demo-new\"}").await?;
     let before = proxy.calls("GetSecretValue");
-    invocations(&platform, 1, &vec![secret("prod/new/secret"); 32]).await?;
-    let phase = take(&reads);
+    println!("2. 32 concurrent misses of a new secret:");
+    let phase = invocations(&mut local, 1, &reads_event(&["prod/new/secret"; 32], &[], 32)).await?;
     println!(
-        "2. 32 concurrent misses of a new secret:  {} -> {} upstream call(s)",
-        phase.line(),
+        "   => {} -> {} upstream call(s)",
+        phase.reads.line(),
         proxy.calls("GetSecretValue") - before
     );
-    all.merge(phase);
+    all.merge(phase.reads);
 
     // 3. Idle (frozen) past the refresh-ahead point; INVOKE refreshes, the next one hits.
+    println!("3. frozen 2.7 s, one invoke, frozen 0.9 s, one invoke:");
     tokio::time::sleep(Duration::from_millis(2700)).await;
     let before = proxy.total_calls();
-    invocations(&platform, 1, &[]).await?;
+    invocations(&mut local, 1, &reads_event(&[], &[], 1)).await?;
     let refreshed = proxy.total_calls() - before;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    invocations(&platform, 1, &hot[..3]).await?;
-    let phase = take(&reads);
+    let phase = invocations(&mut local, 1, &reads_event(hot_secrets, &[], 1)).await?;
     println!(
-        "3. frozen 2.7 s, one invoke, frozen 0.9 s: {} ({refreshed} refresh call(s) made during the idle invoke; TTL 3 s)",
-        phase.line()
+        "   => {} ({refreshed} refresh call(s) made during the idle invoke; TTL 3 s)",
+        phase.reads.line()
     );
-    all.merge(phase);
+    all.merge(phase.reads);
 
     // 4. Secrets Manager answers 503 while entries expire: served stale, bounded.
     proxy.inject(Fault::status(503, "ServiceUnavailable"));
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    invocations(&platform, 5, &hot[..3]).await?;
-    let phase = take(&reads);
-    println!("4. Secrets Manager returning 503:         {}", phase.line());
-    all.merge(phase);
+    println!("4. Secrets Manager returning 503:");
+    let phase = invocations(&mut local, 5, &reads_event(hot_secrets, &[], 1)).await?;
+    println!("   => {}", phase.reads.line());
+    all.merge(phase.reads);
     proxy.clear_faults();
 
     platform.thaw();
-    let status = ext.get("/status").await?.json();
+    let status = local.extension.get("/status").await?.json();
     let m = &status["metrics"];
     let l = &status["lifecycle"];
     println!("\n== summary ==");
@@ -340,9 +308,8 @@ pub async fn run(extension_bin: &Path) -> anyhow::Result<()> {
             item["last_error"].as_str().map(|e| format!(" last error {e}")).unwrap_or_default()
         );
     }
-    let deadline = platform.shutdown("spindown", Duration::from_millis(2000)).await;
     let shutdown_at = Instant::now();
-    match ext.wait_exit(deadline.saturating_duration_since(Instant::now())).await? {
+    match local.shutdown(Duration::from_millis(2000)).await? {
         Some(status) if status.success() => println!(
             "\nSHUTDOWN (deadline 2000 ms): exited with {status} after {:.1} ms",
             ms(shutdown_at.elapsed())
