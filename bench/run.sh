@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: release build and the layers, then the cached-read benchmark against nginx (wrk),
-# start-up, RSS, binary size and upstream-call counts, the runtime and build comparisons, and the
-# post-runtime duration per invocation. Writes bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
+# start-up, RSS, binary size and upstream-call counts, the runtime and build comparisons, the
+# post-runtime duration per invocation, and the cold-start benchmark with a real Python runtime.
+# Writes bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT="apt-get"; [ "$(id -u)" = 0 ] || APT="sudo apt-get"
@@ -31,6 +32,10 @@ make layer >/dev/null
   echo "## What the extension adds to each invocation (post-runtime duration)"
   echo
   ./target/release/lsc-dev bench-post-runtime --extension ./target/release/lambda-secrets-cache --invocations 200
+  echo
+  echo "## Cold start and reads as a Python function sees them (awslambdaric, AWS latency ${COLD_START_LATENCY_MS:-40} ms)"
+  echo
+  ./target/release/lsc-dev bench-cold-start --extension ./target/release/lambda-secrets-cache --rounds "${COLD_START_ROUNDS:-5}" --latency-ms "${COLD_START_LATENCY_MS:-40}"
   echo
   echo "## Hot path (criterion, \`cargo bench --bench hot_path\`)"
   echo

@@ -3,8 +3,10 @@
 //! extension in the same environment) and `variants` (the extension run differently or built
 //! differently, side by side: current-thread against multi-thread, one build against another).
 //! `probe` is the one-connection latency probe both `http` and `variants` use, with the CPU
-//! placement pinned.
+//! placement pinned. `cold_start` is what a real function sees from a cold start on, against
+//! the in-handler alternatives.
 
+pub mod cold_start;
 pub mod http;
 pub mod post_runtime;
 pub mod probe;

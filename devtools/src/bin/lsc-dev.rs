@@ -18,14 +18,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Extension mode under the fake Lambda platform against moto, through the counting proxy,
-    /// with a scripted workload in phases and a summary (what `make demo` runs).
+    /// beside the example Python handler under awslambdaric, in phases, with a summary (what
+    /// `make demo` runs).
     Demo {
         /// The extension binary (default: target/release/lambda-secrets-cache).
         #[arg(long)]
         extension: Option<PathBuf>,
     },
-    /// Runs any external extension under the fake Lambda platform with a scripted function and
-    /// prints what the platform saw.
+    /// Runs any external extension under the fake Lambda platform beside your own handler
+    /// (`--handler app.handler`, under AWS's runtime interface client) or a scripted function,
+    /// and prints what Lambda would (START/END/REPORT), the response and the cache reads.
     Lambda(LambdaArgs),
     /// Cached reads against nginx serving the same bytes (wrk and a paired probe), start-up,
     /// RSS, binary size, upstream calls; Markdown on stdout.
@@ -63,6 +65,22 @@ enum Command {
         /// Invocations per setting.
         #[arg(long, default_value_t = 200)]
         invocations: usize,
+    },
+    /// What a real Python function sees from a cold start on (awslambdaric under the fake
+    /// platform, AWS latency injected): the extension with and without prefetch against boto3
+    /// and aws-secretsmanager-caching in the handler, and a null extension.
+    BenchColdStart {
+        #[arg(long)]
+        extension: Option<PathBuf>,
+        /// Rounds; every variant runs once per round, interleaved.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Warm invocations after each cold start.
+        #[arg(long, default_value_t = 10)]
+        warm: usize,
+        /// How long the proxy holds every AWS call, in ms.
+        #[arg(long, default_value_t = 40)]
+        latency_ms: u64,
     },
     /// A null extension: registers and calls /event/next again at once (needs
     /// AWS_LAMBDA_RUNTIME_API).
@@ -125,6 +143,22 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect();
             runtime.block_on(variants::run(&variants, r.rounds, r.runs, r.seconds))?
+        }
+        Command::BenchColdStart {
+            extension,
+            rounds,
+            warm,
+            latency_ms,
+        } => {
+            let null = std::env::current_exe()?;
+            let latency = std::time::Duration::from_millis(latency_ms);
+            runtime.block_on(lsc_devtools::bench::cold_start::run(
+                &release(extension),
+                &null,
+                rounds,
+                warm,
+                latency,
+            ))?
         }
         Command::BenchPostRuntime { extension, invocations } => {
             let null = std::env::current_exe()?;
