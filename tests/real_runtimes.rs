@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use lsc_devtools::function::{ExtensionPort, Function, Handler, LocalFunction, Runtime, Setup};
-use lsc_devtools::platform::Options;
+use lsc_devtools::platform::{InitType, Options};
 use lsc_devtools::proxy::FaultProxy;
 use serde_json::Value;
 
@@ -23,6 +23,10 @@ struct Run {
 }
 
 async fn start(runtime: Runtime) -> Run {
+    start_as(runtime, InitType::OnDemand).await
+}
+
+async fn start_as(runtime: Runtime, init_type: InitType) -> Run {
     let aws = common::aws();
     let secret = common::unique("prod/db/credentials");
     let parameter = format!("/{}", common::unique("prod/app/flags"));
@@ -44,6 +48,7 @@ async fn start(runtime: Runtime) -> Run {
     let local = LocalFunction::start(Setup {
         options: Options {
             timeout: Duration::from_secs(10),
+            init_type,
             ..Options::default()
         },
         function: Function::Handler(handler),
@@ -141,4 +146,29 @@ async fn node_handler_under_aws_lambda_ric() {
         assert_eq!(caches, &expected, "invocation {i}: {body}");
         assert_eq!(body["parameter"]["cache"], expected[1]);
     }
+}
+
+/// SnapStart: awslambdaric ends its init on `restore/next` (the snapshot point) and resumes at
+/// the restore; the extension prefetches only after it, so the function's first read joins
+/// that prefetch.
+#[tokio::test]
+async fn python_handler_through_a_snapstart_restore() {
+    let mut run = start_as(Runtime::Python, InitType::SnapStart).await;
+    let platform = run.local.platform.clone();
+    assert_eq!(platform.requests_to("/2018-06-01/runtime/restore/next").len(), 1);
+    assert_eq!(run.proxy.total_calls(), 0, "nothing is fetched before the snapshot");
+    let event = serde_json::json!({"secrets": [run.secret], "parameters": [run.parameter]});
+    let invoked = run.local.invoke(&event.to_string()).await.unwrap();
+    let body: Value = serde_json::from_str(invoked.outcome.response.as_ref().unwrap()).unwrap();
+    let reads = body["reads"].as_array().unwrap();
+    assert!(reads.iter().all(|r| r["status"] == 200), "{body}");
+    assert_eq!(reads[0]["fields"], serde_json::json!(["password", "username"]), "{body}");
+    let kinds: Vec<String> = platform
+        .events()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "platform.restoreRuntimeDone"), "{kinds:?}");
+    let exit = run.local.shutdown(Duration::from_secs(2)).await.unwrap();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{}", run.local.output());
 }

@@ -185,6 +185,9 @@ struct Inner {
     next_count: usize,
     errors: Vec<Reported>,
     runtime_pending: Option<oneshot::Sender<RuntimeInvoke>>,
+    /// SnapStart: a runtime interface client ends its init on `restore/next`, answered at the
+    /// restore.
+    runtime_restore: Option<oneshot::Sender<()>>,
     runtime_init_error: Option<Value>,
     responses: HashMap<String, oneshot::Sender<Result<Bytes, Bytes>>>,
     /// When the runtime posted each invocation's response or error (since start).
@@ -270,6 +273,7 @@ impl FakeLambda {
             next_count: 0,
             errors: Vec::new(),
             runtime_pending: None,
+            runtime_restore: None,
             runtime_init_error: None,
             responses: HashMap::new(),
             responded_at: HashMap::new(),
@@ -409,7 +413,9 @@ impl FakeLambda {
                     return Some((errors, i.runtime_init_error.clone()));
                 }
                 let extensions_ready = i.extensions.len() >= i.options.extensions && i.extensions.iter().all(Extension::waiting);
-                let runtime_ready = i.runtime_pending.as_ref().is_some_and(|p| !p.is_closed());
+                let waiting = |p: Option<bool>| p.is_some_and(|closed| !closed);
+                let runtime_ready = waiting(i.runtime_pending.as_ref().map(oneshot::Sender::is_closed))
+                    || waiting(i.runtime_restore.as_ref().map(oneshot::Sender::is_closed));
                 (extensions_ready && runtime_ready).then(|| (Vec::new(), None))
             })
             .await?;
@@ -622,6 +628,7 @@ impl FakeLambda {
             let mut inner = self.lock();
             inner.phase = Phase::ShuttingDown;
             inner.runtime_pending = None;
+            inner.runtime_restore = None;
             json!({"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": epoch_ms() + within.as_millis() as u64})
         };
         self.bump();
@@ -637,6 +644,9 @@ impl FakeLambda {
             "platform.restoreStart",
             json!({"functionName": o.function_name, "functionVersion": o.function_version, "runtimeVersion": "fake:1.v1"}),
         );
+        if let Some(restored) = inner.runtime_restore.take() {
+            let _ = restored.send(());
+        }
         inner.emit("platform.restoreRuntimeDone", json!({"status": "success"}));
         inner.emit(
             "platform.restoreReport",

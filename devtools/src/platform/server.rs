@@ -63,6 +63,7 @@ async fn handle(platform: FakeLambda, req: http::Request<Incoming>) -> Answer {
         }
         (&Method::PUT, "/2022-07-01/telemetry") => subscribe(&platform, id, &body),
         (&Method::GET, "/2018-06-01/runtime/invocation/next") => return runtime_next(&platform).await,
+        (&Method::GET, "/2018-06-01/runtime/restore/next") => return runtime_restore_next(&platform).await,
         (&Method::POST, "/2018-06-01/runtime/init/error") => {
             platform.lock().runtime_init_error = Some(serde_json::from_slice(&body).unwrap_or(Value::Null));
             accepted()
@@ -250,6 +251,25 @@ async fn runtime_next(platform: &FakeLambda) -> Answer {
     h.insert("Lambda-Runtime-Trace-Id", value(&invoke.trace));
     h.insert("Content-Type", http::HeaderValue::from_static("application/json"));
     response
+}
+
+/// SnapStart: the runtime's init is over and the snapshot may be taken; answered (empty) at
+/// the restore.
+async fn runtime_restore_next(platform: &FakeLambda) -> Answer {
+    let rx = {
+        let mut inner = platform.lock();
+        if inner.phase == Phase::ShuttingDown {
+            return error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down");
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.runtime_restore = Some(tx);
+        rx
+    };
+    platform.bump();
+    match rx.await {
+        Ok(()) => Response::new(Full::new(Bytes::new())),
+        Err(_) => error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down"),
+    }
 }
 
 fn runtime_result(platform: &FakeLambda, path: &str, body: Bytes) -> Answer {
