@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lambda_secrets_cache::cache::{Cache, SystemClock};
+use lambda_secrets_cache::config::file::SecretFilter;
 use lambda_secrets_cache::config::{BySource, CacheConfig, FileConfig, HttpConfig, Token};
 use lambda_secrets_cache::http::{Hooks, Server, route};
 use lambda_secrets_cache::key::{Key, KeyRef, SelectorKind};
@@ -41,7 +42,15 @@ impl Fetch for Fixed {
         })
     }
 
-    fn fetch_path<'a>(&'a self, _path: &'a str, _decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+    fn fetch_path<'a>(&'a self, _path: &'a str, _decrypt: bool, _role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn fetch_filtered<'a>(
+        &'a self,
+        _filters: &'a [SecretFilter],
+        _role: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }

@@ -1,5 +1,5 @@
 //! Shared vocabulary: the identity of one upstream item (which service, which id, which
-//! version). Sources fetch by it, the cache is keyed by it, metrics are labelled by its
+//! version, read through which IAM role). Sources fetch by it, the cache is keyed by it, metrics are labelled by its
 //! source, and a request builds a borrowed `KeyRef` so a lookup allocates nothing.
 
 use std::fmt;
@@ -48,6 +48,9 @@ pub struct Key {
     pub selector: Box<str>,
     /// Parameter Store `withDecryption`; always false for Secrets Manager.
     pub decrypt: bool,
+    /// The IAM role the item is read through (`roleArn`); empty for the function's own. Each
+    /// role is its own namespace: the same id through two roles is two entries.
+    pub role: Box<str>,
 }
 
 /// Borrowed key, built per request from the query string.
@@ -58,6 +61,8 @@ pub struct KeyRef<'a> {
     pub kind: SelectorKind,
     pub selector: &'a str,
     pub decrypt: bool,
+    /// Empty for the function's own role.
+    pub role: &'a str,
 }
 
 impl Key {
@@ -68,7 +73,13 @@ impl Key {
             kind: self.kind,
             selector: &self.selector,
             decrypt: self.decrypt,
+            role: &self.role,
         }
+    }
+
+    /// The same item read through `role` (empty: the function's own).
+    pub fn with_role(self, role: &str) -> Key {
+        Key { role: role.into(), ..self }
     }
 
     pub fn secret(id: &str, kind: SelectorKind, selector: &str) -> Key {
@@ -122,6 +133,7 @@ impl<'a> KeyRef<'a> {
             kind,
             selector,
             decrypt: false,
+            role: "",
         }
     }
 
@@ -134,7 +146,13 @@ impl<'a> KeyRef<'a> {
             kind,
             selector,
             decrypt,
+            role: "",
         }
+    }
+
+    /// The same item read through `role` (empty: the function's own).
+    pub fn with_role(self, role: &'a str) -> KeyRef<'a> {
+        KeyRef { role, ..self }
     }
 
     pub fn to_owned(self) -> Key {
@@ -144,6 +162,7 @@ impl<'a> KeyRef<'a> {
             kind: self.kind,
             selector: self.selector.into(),
             decrypt: self.decrypt,
+            role: self.role.into(),
         }
     }
 }
@@ -192,6 +211,9 @@ impl fmt::Display for KeyRef<'_> {
         if self.decrypt {
             f.write_str(" (withDecryption)")?;
         }
+        if !self.role.is_empty() {
+            write!(f, " (role {})", self.role)?;
+        }
         Ok(())
     }
 }
@@ -234,5 +256,10 @@ mod tests {
         map.insert(owned, 1);
         assert_eq!(map.get(&borrowed), Some(&1));
         assert_eq!(map.get(&KeyRef::parameter("/a:3", false)), None);
+        let role = "arn:aws:iam::123456789012:role/reader";
+        assert_eq!(map.get(&KeyRef::parameter("/a:3", true).with_role(role)), None);
+        map.insert(Key::parameter("/a:3", true).with_role(role), 2);
+        assert_eq!(map.get(&KeyRef::parameter("/a:3", true).with_role(role)), Some(&2));
+        assert_eq!(map.get(&borrowed), Some(&1));
     }
 }

@@ -296,3 +296,37 @@ fn the_terraform_example_publishes_both_layers_and_the_function_takes_its_own() 
     assert!(text.contains("architectures = [var.architecture]"));
     assert!(text.contains("layers        = [aws_lambda_layer_version.secrets_cache[var.architecture].arn]"));
 }
+
+/// The IAM snippets the README points to are policy documents naming the calls the extension
+/// makes for prefetch by filter and for roles.
+#[test]
+fn the_iam_snippets_are_policies_for_what_the_extension_calls() {
+    let dir = examples().join("iam");
+    let mut actions = Vec::new();
+    for name in [
+        "filter-prefetch.json",
+        "assume-role.json",
+        "reader-role-trust.json",
+        "reader-role.json",
+    ] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(doc["Version"], "2012-10-17", "{name}");
+        for statement in doc["Statement"].as_array().unwrap() {
+            assert_eq!(statement["Effect"], "Allow", "{name}");
+            match &statement["Action"] {
+                serde_json::Value::String(a) => actions.push(a.clone()),
+                serde_json::Value::Array(list) => actions.extend(list.iter().map(|a| a.as_str().unwrap().to_string())),
+                other => panic!("{name}: Action {other}"),
+            }
+        }
+    }
+    for needed in [
+        "secretsmanager:BatchGetSecretValue",
+        "secretsmanager:GetSecretValue",
+        "sts:AssumeRole",
+        "ssm:GetParametersByPath",
+    ] {
+        assert!(actions.iter().any(|a| a == needed), "{needed} in {actions:?}");
+    }
+}

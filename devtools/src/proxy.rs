@@ -85,6 +85,8 @@ impl Fault {
 #[derive(Default)]
 struct State {
     counts: Mutex<HashMap<String, usize>>,
+    /// Every call in order: (operation, the access key id that signed it).
+    log: Mutex<Vec<(String, String)>>,
     faults: Mutex<Vec<Fault>>,
 }
 
@@ -127,6 +129,13 @@ impl FaultProxy {
 
     pub fn reset_counts(&self) {
         self.state.counts.lock().unwrap().clear();
+        self.state.log.lock().unwrap().clear();
+    }
+
+    /// Every call so far as (operation, access key id of its signature), in order: which
+    /// credentials (whose role) made it.
+    pub fn signed_calls(&self) -> Vec<(String, String)> {
+        self.state.log.lock().unwrap().clone()
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -159,8 +168,27 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let op = target.rsplit('.').next().unwrap_or("").to_string();
+    // JSON-protocol services name the operation in X-Amz-Target; query-protocol ones (STS)
+    // in the form body's `Action`.
+    let query_protocol = target.is_empty();
+    let op = if query_protocol {
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        target.rsplit('.').next().unwrap_or("").to_string()
+    };
+    let access_key = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .unwrap_or("")
+        .to_string();
     *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
+    state.log.lock().unwrap().push((op.clone(), access_key));
 
     let fault = {
         let mut faults = state.faults.lock().unwrap();
@@ -176,12 +204,20 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
     };
     match fault {
         Some(FaultKind::Status { status, code }) => {
-            let body = serde_json::json!({"__type": code, "message": "injected by the test proxy"}).to_string();
+            let (body, content_type) = if query_protocol {
+                let xml = format!(
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected by the test proxy</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+                );
+                (xml, "text/xml")
+            } else {
+                let json = serde_json::json!({"__type": code, "message": "injected by the test proxy"}).to_string();
+                (json, "application/x-amz-json-1.1")
+            };
             let mut response = http::Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
             response
                 .headers_mut()
-                .insert("content-type", http::HeaderValue::from_static("application/x-amz-json-1.1"));
+                .insert("content-type", http::HeaderValue::from_static(content_type));
             response.headers_mut().insert(
                 "x-amzn-errortype",
                 http::HeaderValue::from_str(&code).unwrap_or(http::HeaderValue::from_static("Unknown")),

@@ -100,7 +100,11 @@ pub struct Cache {
     fetch: Arc<dyn Fetch>,
     config: CacheConfig,
     items: HashMap<Key, ItemPolicy>,
-    paths: Vec<(String, bool, ItemPolicy)>,
+    /// Parameter paths: (path, withDecryption, role, policy).
+    paths: Vec<(String, bool, String, ItemPolicy)>,
+    /// Secrets a config `filter` found, with that entry's policy (known once the prefetch
+    /// has run, so a later refresh keeps them pinned with their TTL).
+    found: Mutex<HashMap<Key, ItemPolicy>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     jitter: RandomState,
@@ -122,15 +126,16 @@ impl Cache {
         let mut paths = Vec::new();
         for s in &config.prefetch.secrets {
             let ttl = s.ttl.unwrap_or(config.ttl.secrets);
-            items.insert(secret_key(&s.id, &s.version), ItemPolicy { ttl, pinned: true });
+            items.insert(secret_key(&s.id, &s.version).with_role(&s.role), ItemPolicy { ttl, pinned: true });
         }
         for p in &config.prefetch.parameters {
             let ttl = p.ttl.unwrap_or(config.ttl.ssm);
+            let policy = ItemPolicy { ttl, pinned: true };
             match &p.target {
                 ParameterTarget::Name(n) => {
-                    items.insert(Key::parameter(n, p.with_decryption), ItemPolicy { ttl, pinned: true });
+                    items.insert(Key::parameter(n, p.with_decryption).with_role(&p.role), policy);
                 }
-                ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, ItemPolicy { ttl, pinned: true })),
+                ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.role.clone(), policy)),
             }
         }
         Arc::new(Cache {
@@ -142,6 +147,7 @@ impl Cache {
             config: config.clone(),
             items,
             paths,
+            found: Mutex::new(HashMap::new()),
             metrics,
             clock,
             jitter: RandomState::new(),
@@ -223,11 +229,14 @@ impl Cache {
             return *p;
         }
         if key.source == Source::Ssm
-            && let Some((_, _, p)) = self
+            && let Some((_, _, _, p)) = self
                 .paths
                 .iter()
-                .find(|(path, decrypt, _)| *decrypt == key.decrypt && key.id.starts_with(path.as_str()))
+                .find(|(path, decrypt, role, _)| *decrypt == key.decrypt && **role == *key.role && key.id.starts_with(path.as_str()))
         {
+            return *p;
+        }
+        if let Some(p) = self.found.lock().expect("found lock holds no invariants").get(key) {
             return *p;
         }
         ItemPolicy {

@@ -10,6 +10,7 @@ use hashbrown::HashMap;
 use super::Cache;
 use super::background::{Background, Item};
 use super::flight::{Flight, NewFlight, cancelled};
+use crate::config::file::FilterItem;
 use crate::config::{ParameterTarget, SecretVersion};
 use crate::key::{Key, SelectorKind, Source};
 use crate::metrics::Trigger;
@@ -20,7 +21,9 @@ pub struct Reserved {
     pub(super) cache: Arc<Cache>,
     pub(super) groups: Vec<Vec<NewFlight>>,
     pub(super) waits: Vec<(Key, Flight)>,
-    pub(super) paths: Vec<(String, bool, bool)>,
+    /// (path, withDecryption, role, required)
+    pub(super) paths: Vec<(String, bool, String, bool)>,
+    pub(super) filters: Vec<FilterItem>,
     pub(super) required: HashMap<Key, bool>,
 }
 
@@ -33,14 +36,20 @@ impl Cache {
         let file = &self.config.prefetch;
         let mut keys: Vec<(Key, bool)> = Vec::new();
         let mut paths = Vec::new();
+        let mut filters = Vec::new();
         if self.config.enabled {
-            keys.extend(file.secrets.iter().map(|s| (secret_key(&s.id, &s.version), s.required)));
+            keys.extend(
+                file.secrets
+                    .iter()
+                    .map(|s| (secret_key(&s.id, &s.version).with_role(&s.role), s.required)),
+            );
             for p in &file.parameters {
                 match &p.target {
-                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption), p.required)),
-                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.required)),
+                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption).with_role(&p.role), p.required)),
+                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.role.clone(), p.required)),
                 }
             }
+            filters = file.secret_filters.clone();
         }
         let required: HashMap<Key, bool> = keys.iter().cloned().collect();
         let mut waits = Vec::new();
@@ -55,6 +64,7 @@ impl Cache {
             groups,
             waits,
             paths,
+            filters,
             required,
         }
     }
@@ -119,14 +129,14 @@ impl Reserved {
             let is_required = required.get(&key).copied().unwrap_or(false);
             background.push_flight(key.to_string(), is_required, flight);
         }
-        for (path, decrypt, required) in std::mem::take(&mut self.paths) {
-            let label = format!("{path} (path)");
+        for (path, decrypt, role, required) in std::mem::take(&mut self.paths) {
+            let label = format!("{path} (path){}", role_label(&role));
             let this = cache.clone();
             let cancel = cancel.clone();
             let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let task = cache.tasks.spawn(async move {
                 let result = tokio::select! {
-                    r = this.fetch.fetch_path(&path, decrypt) => r,
+                    r = this.fetch.fetch_path(&path, decrypt, &role) => r,
                     () = cancel.cancelled() => Err(cancelled()),
                 };
                 let now = this.clock.now_ms();
@@ -134,7 +144,7 @@ impl Reserved {
                     for item in items {
                         if let Some(name) = item.name.clone() {
                             this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                            this.install(&Key::parameter(&name, decrypt), item, now, seq);
+                            this.install(&Key::parameter(&name, decrypt).with_role(&role), item, now, seq);
                         }
                     }
                 })
@@ -145,7 +155,78 @@ impl Reserved {
                 done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
             });
         }
+        for item in std::mem::take(&mut self.filters) {
+            background.items.push(cache.prefetch_filter(item, cancel.clone()));
+        }
         background
+    }
+}
+
+impl Cache {
+    /// Every secret `item`'s filter matches, installed by name and ARN and pinned with the
+    /// entry's TTL. No match is a warning, or a failure when the entry is `required`; so is
+    /// a match that cannot be loaded.
+    fn prefetch_filter(self: &Arc<Self>, item: FilterItem, cancel: tokio_util::sync::CancellationToken) -> Item {
+        let label = format!("{item}{}", role_label(&item.role));
+        let required = item.required;
+        let this = self.clone();
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let what = label.clone();
+        let task = self.tasks.spawn(async move {
+            let answers = tokio::select! {
+                r = this.fetch.fetch_filtered(&item.filters, &item.role) => r?,
+                () = cancel.cancelled() => return Err(cancelled()),
+            };
+            if answers.is_empty() {
+                tracing::warn!(filter = %crate::escape::escaped(&what), required, "the filter matched no secret");
+                return if required {
+                    Err(FetchError::item("NoSecretMatched", "the filter matched no secret"))
+                } else {
+                    Ok(())
+                };
+            }
+            let policy = super::ItemPolicy {
+                ttl: item.ttl.unwrap_or(this.config.ttl.secrets),
+                pinned: true,
+            };
+            let now = this.clock.now_ms();
+            let mut first_error = None;
+            for answer in answers {
+                match answer {
+                    Ok(fetched) => {
+                        let Some(name) = fetched.name.clone() else { continue };
+                        let key = Key::secret(&name, SelectorKind::Default, "").with_role(&item.role);
+                        {
+                            let mut found = this.found.lock().expect("found lock holds no invariants");
+                            found.insert(key.clone(), policy);
+                            if let Some(arn) = fetched.arn.as_deref() {
+                                found.insert(key.with_id(arn), policy);
+                            }
+                        }
+                        this.metrics.refresh(Source::SecretsManager, Trigger::Prefetch, true);
+                        this.install(&key, fetched, now, seq);
+                    }
+                    Err(e) => {
+                        this.metrics.refresh(Source::SecretsManager, Trigger::Prefetch, false);
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        });
+        Item {
+            label,
+            required,
+            done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
+        }
+    }
+}
+
+fn role_label(role: &str) -> String {
+    if role.is_empty() {
+        String::new()
+    } else {
+        format!(" (role {role})")
     }
 }
 
@@ -171,21 +252,32 @@ pub(super) fn secret_key(id: &str, version: &SecretVersion) -> Key {
 }
 
 /// Groups keys into batch-API calls: current secrets by 20, parameters by 10 per decryption
-/// flag; secrets pinned to a version or stage are fetched one by one (the batch API returns
-/// AWSCURRENT only).
+/// flag, each group read through one role; secrets pinned to a version or stage are fetched
+/// one by one (the batch API returns AWSCURRENT only).
 pub(super) fn batches(keys: Vec<Key>) -> Vec<Vec<Key>> {
     let mut out = Vec::new();
-    let (mut secrets, mut plain, mut decrypted) = (Vec::new(), Vec::new(), Vec::new());
+    // (role, kind of group) → keys, in first-seen order.
+    type Group = (Box<str>, u8);
+    let mut groups: Vec<(Group, Vec<Key>)> = Vec::new();
     for k in keys {
-        match (k.source, k.kind, k.decrypt) {
-            (Source::SecretsManager, SelectorKind::Default, _) => secrets.push(k),
-            (Source::SecretsManager, _, _) => out.push(vec![k]),
-            (Source::Ssm, _, false) => plain.push(k),
-            (Source::Ssm, _, true) => decrypted.push(k),
+        let group = match (k.source, k.kind, k.decrypt) {
+            (Source::SecretsManager, SelectorKind::Default, _) => 0,
+            (Source::SecretsManager, _, _) => {
+                out.push(vec![k]);
+                continue;
+            }
+            (Source::Ssm, _, false) => 1,
+            (Source::Ssm, _, true) => 2,
+        };
+        let id = (k.role.clone(), group);
+        match groups.iter_mut().find(|(g, _)| *g == id) {
+            Some((_, members)) => members.push(k),
+            None => groups.push((id, vec![k])),
         }
     }
-    out.extend(secrets.chunks(SECRETS_BATCH).map(<[Key]>::to_vec));
-    out.extend(plain.chunks(PARAMETERS_BATCH).map(<[Key]>::to_vec));
-    out.extend(decrypted.chunks(PARAMETERS_BATCH).map(<[Key]>::to_vec));
+    for ((_, group), members) in groups {
+        let size = if group == 0 { SECRETS_BATCH } else { PARAMETERS_BATCH };
+        out.extend(members.chunks(size).map(<[Key]>::to_vec));
+    }
     out
 }

@@ -31,6 +31,7 @@ impl Cache {
                         _ => Some(k.selector.to_string()),
                     },
                     with_decryption: k.decrypt,
+                    role: (!k.role.is_empty()).then(|| k.role.to_string()),
                     name: e.name.clone(),
                     arn: e.arn.clone(),
                     version_id: e.version.clone(),
@@ -45,7 +46,7 @@ impl Cache {
                 }
             })
             .collect();
-        items.sort_by(|a, b| (a.source, &a.id).cmp(&(b.source, &b.id)));
+        items.sort_by(|a, b| (a.source, &a.id, &a.role).cmp(&(b.source, &b.id, &b.role)));
         CacheStatus {
             enabled: self.config.enabled,
             capacity: self.config.capacity,
@@ -71,6 +72,9 @@ pub struct EntryStatus {
     pub source: &'static str,
     pub selector: Option<String>,
     pub with_decryption: bool,
+    /// The IAM role it was read through (`roleArn`); absent for the function's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     pub name: Option<String>,
     pub arn: Option<String>,
     pub version_id: Option<String>,

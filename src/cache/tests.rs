@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::file::{ParameterItem, SecretItem};
+use crate::config::file::{FilterItem, ParameterItem, SecretFilter, SecretItem};
 use crate::config::{BySource, CacheConfig, FileConfig, ParameterTarget, SecretVersion};
 use crate::key::{Key, KeyRef, SelectorKind};
 use crate::source::BoxFuture;
@@ -33,6 +33,8 @@ struct FakeFetch {
     values: Mutex<HashMap<String, Result<String, FetchError>>>,
     calls: AtomicUsize,
     batches: Mutex<Vec<usize>>,
+    /// The role of every call, in order.
+    roles: Mutex<Vec<String>>,
     delay_ms: AtomicU64,
 }
 
@@ -69,6 +71,7 @@ impl Fetch for FakeFetch {
     fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
+            self.roles.lock().unwrap().push(key.role.to_string());
             let answer = self.answer(&key.id);
             self.pause().await;
             answer
@@ -79,15 +82,17 @@ impl Fetch for FakeFetch {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
             self.batches.lock().unwrap().push(keys.len());
+            self.roles.lock().unwrap().push(keys[0].role.to_string());
             let answers = keys.iter().map(|k| self.answer(&k.id)).collect();
             self.pause().await;
             answers
         })
     }
 
-    fn fetch_path<'a>(&'a self, path: &'a str, _decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+    fn fetch_path<'a>(&'a self, path: &'a str, _decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
+            self.roles.lock().unwrap().push(role.to_string());
             let names: Vec<String> = self
                 .values
                 .lock()
@@ -97,6 +102,29 @@ impl Fetch for FakeFetch {
                 .cloned()
                 .collect();
             Ok(names.iter().filter_map(|n| self.answer(n).ok()).collect())
+        })
+    }
+
+    /// Matches `name` filters as prefixes of the names set.
+    fn fetch_filtered<'a>(
+        &'a self,
+        filters: &'a [SecretFilter],
+        role: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, SeqCst);
+            self.roles.lock().unwrap().push(role.to_string());
+            let prefixes: Vec<&String> = filters.iter().filter(|f| f.key == "name").flat_map(|f| &f.values).collect();
+            let mut names: Vec<String> = self
+                .values
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+                .cloned()
+                .collect();
+            names.sort();
+            Ok(names.iter().map(|n| self.answer(n)).collect())
         })
     }
 }
@@ -293,6 +321,7 @@ async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
             version: SecretVersion::Current,
             ttl: None,
             required: false,
+            role: String::new(),
         }],
         ..Default::default()
     };
@@ -343,6 +372,7 @@ async fn prefetch_batches_and_early_readers_join_it() {
             version: SecretVersion::Current,
             ttl: None,
             required: i == 0,
+            role: String::new(),
         })
         .collect();
     let parameters = vec![ParameterItem {
@@ -350,6 +380,7 @@ async fn prefetch_batches_and_early_readers_join_it() {
         with_decryption: true,
         ttl: Some(Duration::from_secs(60)),
         required: false,
+        role: String::new(),
     }];
     let file = FileConfig {
         secrets,
@@ -385,6 +416,7 @@ async fn prefetch_reports_required_failures() {
             version: SecretVersion::Current,
             ttl: None,
             required: true,
+            role: String::new(),
         }],
         ..Default::default()
     };
@@ -402,6 +434,7 @@ async fn init_waits_for_required_entries_only() {
         version: SecretVersion::Stage("AWSPREVIOUS".into()),
         ttl: None,
         required,
+        role: String::new(),
     };
     // Pinned versions are fetched one by one, so the two items are two fetches.
     let file = FileConfig {
@@ -586,6 +619,7 @@ async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
             version: SecretVersion::Current,
             ttl: None,
             required: false,
+            role: String::new(),
         }],
         ..Default::default()
     };
@@ -607,4 +641,108 @@ async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
     drop(cache.reserve_prefetch());
     assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
     assert_eq!(fetch.calls.load(SeqCst), 1);
+}
+
+fn filter(prefix: &str, required: bool) -> FilterItem {
+    FilterItem {
+        filters: vec![SecretFilter {
+            key: "name",
+            values: vec![prefix.into()],
+        }],
+        ttl: Some(Duration::from_secs(60)),
+        required,
+        role: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_filter_prefetches_every_match_pinned_by_name_and_arn() {
+    let mut p = policy();
+    p.capacity = 2;
+    let file = FileConfig {
+        secret_filters: vec![filter("shop/", false)],
+        ..Default::default()
+    };
+    let (cache, fetch, clock, _) = setup(p, &file);
+    for n in ["shop/a", "shop/b", "other"] {
+        fetch.set(n, Ok(n));
+    }
+    let report = cache.prefetch().finish().await;
+    assert_eq!((report.loaded, report.failed.len()), (1, 0), "one filter, loaded");
+    assert_eq!(fetch.calls.load(SeqCst), 1);
+    for id in ["shop/a", "arn:shop/b"] {
+        let served = cache.get(key(id), false).await.unwrap();
+        assert_eq!(served.result, CacheResult::Hit, "{id}");
+        assert!(served.entry.pinned);
+        assert_eq!(served.entry.ttl_ms, 60_000);
+    }
+    // Past the TTL a refresh fetches it by name and keeps the filter entry's policy.
+    clock.advance(Duration::from_secs(61));
+    let refreshed = cache.get(key("shop/a"), false).await.unwrap();
+    assert_eq!(refreshed.result, CacheResult::Miss);
+    assert!(refreshed.entry.pinned && refreshed.entry.ttl_ms == 60_000);
+    // Pinned: a third entry cannot evict them; it is evicted itself.
+    cache.get(key("other"), false).await.unwrap();
+    let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["shop/a", "shop/b"]);
+}
+
+#[tokio::test]
+async fn a_filter_matching_nothing_warns_or_fails_when_required() {
+    let file = FileConfig {
+        secret_filters: vec![filter("none/", false), filter("nothing/", true)],
+        ..Default::default()
+    };
+    let (cache, _, _, _) = setup(policy(), &file);
+    let report = cache.prefetch().finish().await;
+    assert_eq!(report.loaded, 1, "the optional filter is a warning, not a failure");
+    let failures: Vec<_> = report.required_failures().collect();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].0, "filter name=nothing/");
+    assert_eq!(failures[0].1.code(), "NoSecretMatched");
+}
+
+#[tokio::test]
+async fn each_role_is_its_own_namespace() {
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("db", Ok("v"));
+    let role = "arn:aws:iam::123456789012:role/reader";
+    let other = "arn:aws:iam::210987654321:role/reader";
+    for k in [key("db"), key("db").with_role(role), key("db").with_role(other)] {
+        assert_eq!(cache.get(k, false).await.unwrap().result, CacheResult::Miss, "{k}");
+        assert_eq!(cache.get(k, false).await.unwrap().result, CacheResult::Hit, "{k}");
+    }
+    // Aliases stay inside their role: the ARN through `role` is that role's entry.
+    assert_eq!(
+        cache.get(key("arn:db").with_role(role), false).await.unwrap().result,
+        CacheResult::Hit
+    );
+    assert_eq!(*fetch.roles.lock().unwrap(), ["", role, other]);
+    let status = cache.status();
+    assert_eq!(status.entries, 3);
+    let roles: Vec<Option<String>> = status.items.into_iter().map(|i| i.role).collect();
+    assert!(roles.contains(&None) && roles.contains(&Some(role.to_string())) && roles.contains(&Some(other.to_string())));
+}
+
+#[test]
+fn batches_never_mix_roles() {
+    let role = "arn:aws:iam::123456789012:role/reader";
+    let keys = vec![
+        Key::secret("a", SelectorKind::Default, ""),
+        Key::secret("b", SelectorKind::Default, "").with_role(role),
+        Key::secret("c", SelectorKind::Default, ""),
+        Key::parameter("/p", false).with_role(role),
+    ];
+    let groups: Vec<Vec<String>> = super::prefetch::batches(keys)
+        .into_iter()
+        .map(|g| g.iter().map(|k| format!("{}@{}", k.id, k.role)).collect())
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            vec!["a@".to_string(), "c@".into()],
+            vec![format!("b@{role}")],
+            vec![format!("/p@{role}")]
+        ]
+    );
 }

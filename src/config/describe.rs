@@ -82,9 +82,19 @@ impl Config {
             let ttl = s.ttl.map(|t| format!(" ttl={}", d(t))).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  secret    {}{version}{ttl}{}",
+                "  secret    {}{version}{ttl}{}{}",
                 s.id,
-                if s.required { " required" } else { "" }
+                if s.required { " required" } else { "" },
+                role(&s.role)
+            );
+        }
+        for f in &cache.prefetch.secret_filters {
+            let ttl = f.ttl.map(|t| format!(" ttl={}", d(t))).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  secrets   {f}{ttl}{}{}",
+                if f.required { " required" } else { "" },
+                role(&f.role)
             );
         }
         for p in &cache.prefetch.parameters {
@@ -95,11 +105,16 @@ impl Config {
             let ttl = p.ttl.map(|t| format!(" ttl={}", d(t))).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {target}{}{ttl}{}",
+                "  {target}{}{ttl}{}{}",
                 if p.with_decryption { " withDecryption" } else { "" },
-                if p.required { " required" } else { "" }
+                if p.required { " required" } else { "" },
+                role(&p.role)
             );
         }
         out
     }
+}
+
+fn role(arn: &str) -> String {
+    if arn.is_empty() { String::new() } else { format!(" roleArn={arn}") }
 }

@@ -1,14 +1,13 @@
 //! The prefetch list (`config.yaml`, SPEC §4): YAML text → typed items, with every problem
 //! reported at once and each one pinned to a line and column of the file.
 //!
-//! The walk is hand-written over saphyr's position-marked nodes rather than serde, because serde
-//! stops at the first error and the contract is "every problem listed at once".
+//! The walk (`walk.rs`) is hand-written over saphyr's position-marked nodes rather than serde,
+//! because serde stops at the first error and the contract is "every problem listed at once".
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{LoadableYamlNode, MarkedYaml};
 
 use super::duration;
 
@@ -18,7 +17,26 @@ pub struct FileConfig {
     /// Default TTL for both sources; environment variables win over it.
     pub ttl: Option<Duration>,
     pub secrets: Vec<SecretItem>,
+    /// Secrets chosen by `filter` instead of `id`: every match is prefetched.
+    pub secret_filters: Vec<FilterItem>,
     pub parameters: Vec<ParameterItem>,
+}
+
+impl FileConfig {
+    /// The distinct roles entries name (`roleArn`), the function's own left out.
+    pub fn roles(&self) -> Vec<&str> {
+        let mut roles: Vec<&str> = self
+            .secrets
+            .iter()
+            .map(|s| s.role.as_str())
+            .chain(self.secret_filters.iter().map(|f| f.role.as_str()))
+            .chain(self.parameters.iter().map(|p| p.role.as_str()))
+            .filter(|r| !r.is_empty())
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        roles
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +46,44 @@ pub struct SecretItem {
     pub version: SecretVersion,
     pub ttl: Option<Duration>,
     pub required: bool,
+    /// `roleArn`: read through this IAM role; empty for the function's own.
+    pub role: String,
 }
+
+/// `secrets: - filter: {tag-key: app, tag-value: shop}`: BatchGetSecretValue's `Filters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterItem {
+    pub filters: Vec<SecretFilter>,
+    pub ttl: Option<Duration>,
+    /// At least one secret must match, and every match must load, for Init to succeed.
+    pub required: bool,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFilter {
+    /// One of `FILTER_KEYS`.
+    pub key: &'static str,
+    /// Up to 10; a leading `!` negates, as in the API.
+    pub values: Vec<String>,
+}
+
+impl fmt::Display for FilterItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("filter ")?;
+        for (i, filter) in self.filters.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{}={}", filter.key, filter.values.join("|"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys BatchGetSecretValue's `Filters` take (without `all`).
+pub const FILTER_KEYS: &[&str] = &["name", "tag-key", "tag-value", "description", "primary-region", "owning-service"];
+/// Values per filter key, and characters per value, as the API allows.
+pub(super) const MAX_FILTER_VALUES: usize = 10;
+pub(super) const MAX_FILTER_VALUE: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretVersion {
@@ -43,6 +98,7 @@ pub struct ParameterItem {
     pub with_decryption: bool,
     pub ttl: Option<Duration>,
     pub required: bool,
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +122,6 @@ impl fmt::Display for FileProblem {
         write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
     }
 }
-
-type Node<'a> = MarkedYaml<'a>;
 
 /// A config file lists ids; one larger than this is a mistake (or something else entirely).
 pub const MAX_FILE_BYTES: usize = 1 << 20;
@@ -128,7 +182,7 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<FileProblem>> {
             }]);
         }
     };
-    let mut walk = Walk::default();
+    let mut walk = super::walk::Walk::default();
     let config = match docs.as_slice() {
         [] => FileConfig::default(),
         [root] => walk.root(root),
@@ -145,224 +199,6 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<FileProblem>> {
     }
 }
 
-#[derive(Default)]
-struct Walk {
-    problems: Vec<FileProblem>,
-}
-
-const ROOT_KEYS: &[&str] = &["ttl", "secrets", "parameters"];
-const SECRET_KEYS: &[&str] = &["id", "versionStage", "versionId", "ttl", "required"];
-const PARAMETER_KEYS: &[&str] = &["name", "path", "withDecryption", "ttl", "required"];
-
-impl Walk {
-    fn problem(&mut self, node: &Node<'_>, message: String) {
-        self.problems.push(FileProblem {
-            line: node.span.start.line(),
-            column: node.span.start.col() + 1,
-            message,
-        });
-    }
-
-    fn root(&mut self, root: &Node<'_>) -> FileConfig {
-        let mut config = FileConfig::default();
-        if matches!(root.data, YamlData::Value(Scalar::Null)) {
-            return config;
-        }
-        let Some(entries) = self.mapping(root, "the top level") else {
-            return config;
-        };
-        for (key, value) in entries {
-            match key {
-                "ttl" => config.ttl = self.duration(value, "ttl"),
-                "secrets" => {
-                    for item in self.sequence(value, "secrets") {
-                        if let Some(s) = self.secret(item) {
-                            config.secrets.push(s);
-                        }
-                    }
-                }
-                "parameters" => {
-                    for item in self.sequence(value, "parameters") {
-                        if let Some(p) = self.parameter(item) {
-                            config.parameters.push(p);
-                        }
-                    }
-                }
-                _ => unreachable!("mapping() filters unknown keys"),
-            }
-        }
-        config
-    }
-
-    fn secret(&mut self, node: &Node<'_>) -> Option<SecretItem> {
-        let entries = self.mapping_with(node, "a secrets entry", SECRET_KEYS)?;
-        let mut id = None;
-        let (mut stage, mut version_id) = (None, None);
-        let (mut ttl, mut required, mut ok) = (None, false, true);
-        for (key, value) in &entries {
-            match *key {
-                "id" => id = self.text(value, "id"),
-                "versionStage" => stage = Some((self.text(value, "versionStage"), *value)),
-                "versionId" => version_id = Some((self.text(value, "versionId"), *value)),
-                "ttl" => ttl = self.duration(value, "ttl"),
-                "required" => required = self.boolean(value, "required").unwrap_or(false),
-                _ => unreachable!(),
-            }
-        }
-        if id.is_none() && !entries.iter().any(|(k, _)| *k == "id") {
-            self.problem(node, "secrets entry has no `id` (a secret name or ARN)".into());
-            ok = false;
-        }
-        let version = match (stage, version_id) {
-            (Some(_), Some((_, at))) => {
-                self.problem(at, "give `versionStage` or `versionId`, not both".into());
-                ok = false;
-                SecretVersion::Current
-            }
-            (Some((Some(stage), _)), None) if stage == "AWSCURRENT" => SecretVersion::Current,
-            (Some((Some(stage), _)), None) => SecretVersion::Stage(stage),
-            (None, Some((Some(id), _))) => SecretVersion::Id(id),
-            _ => SecretVersion::Current,
-        };
-        Some(SecretItem {
-            id: id?,
-            version,
-            ttl,
-            required,
-        })
-        .filter(|_| ok)
-    }
-
-    fn parameter(&mut self, node: &Node<'_>) -> Option<ParameterItem> {
-        let entries = self.mapping_with(node, "a parameters entry", PARAMETER_KEYS)?;
-        let (mut name, mut path) = (None, None);
-        let (mut with_decryption, mut ttl, mut required) = (false, None, false);
-        for (key, value) in &entries {
-            match *key {
-                "name" => name = Some((self.text(value, "name"), *value)),
-                "path" => path = Some((self.text(value, "path"), *value)),
-                "withDecryption" => with_decryption = self.boolean(value, "withDecryption").unwrap_or(false),
-                "ttl" => ttl = self.duration(value, "ttl"),
-                "required" => required = self.boolean(value, "required").unwrap_or(false),
-                _ => unreachable!(),
-            }
-        }
-        let target = match (name, path) {
-            (Some(_), Some((_, at))) => {
-                self.problem(at, "give `name` or `path`, not both".into());
-                return None;
-            }
-            (None, None) => {
-                self.problem(node, "parameters entry has neither `name` nor `path`".into());
-                return None;
-            }
-            (Some((name, _)), None) => ParameterTarget::Name(name?),
-            (None, Some((path, at))) => {
-                let path = path?;
-                if !path.starts_with('/') {
-                    self.problem(at, format!("`path` must start with `/`, got \"{}\"", crate::escape::escaped(&path)));
-                    return None;
-                }
-                ParameterTarget::Path(path)
-            }
-        };
-        Some(ParameterItem {
-            target,
-            with_decryption,
-            ttl,
-            required,
-        })
-    }
-
-    fn mapping<'n, 'a>(&mut self, node: &'n Node<'a>, what: &str) -> Option<Vec<(&'n str, &'n Node<'a>)>> {
-        self.mapping_with(node, what, ROOT_KEYS)
-    }
-
-    /// The entries of a mapping whose keys are all in `allowed`; unknown keys are reported
-    /// and left out so the rest of the entry is still checked.
-    fn mapping_with<'n, 'a>(&mut self, node: &'n Node<'a>, what: &str, allowed: &[&str]) -> Option<Vec<(&'n str, &'n Node<'a>)>> {
-        let YamlData::Mapping(map) = &node.data else {
-            self.problem(
-                node,
-                format!("{what} must be a mapping of keys ({}), got {}", allowed.join(", "), kind(node)),
-            );
-            return None;
-        };
-        let mut out = Vec::with_capacity(map.len());
-        for (key, value) in map {
-            match &key.data {
-                YamlData::Value(Scalar::String(k)) if allowed.contains(&k.as_ref()) => {
-                    let k: &'n str = match k {
-                        Cow::Borrowed(b) => b,
-                        Cow::Owned(o) => o.as_str(),
-                    };
-                    out.push((k, value));
-                }
-                YamlData::Value(Scalar::String(k)) => {
-                    let hint = suggestion(k, allowed);
-                    let k = crate::escape::escaped(k);
-                    self.problem(key, format!("unknown key `{k}` in {what}{hint} (allowed: {})", allowed.join(", ")));
-                }
-                _ => self.problem(key, format!("keys in {what} must be strings, got {}", kind(key))),
-            }
-        }
-        Some(out)
-    }
-
-    fn sequence<'n, 'a>(&mut self, node: &'n Node<'a>, what: &str) -> &'n [Node<'a>] {
-        match &node.data {
-            YamlData::Sequence(items) => items,
-            YamlData::Value(Scalar::Null) => &[],
-            _ => {
-                self.problem(node, format!("`{what}` must be a list, got {}", kind(node)));
-                &[]
-            }
-        }
-    }
-
-    fn text(&mut self, node: &Node<'_>, what: &str) -> Option<String> {
-        let text = match &node.data {
-            YamlData::Value(Scalar::String(s)) => s.to_string(),
-            // Secret names like `2024` are legal; YAML reads them as numbers.
-            YamlData::Value(Scalar::Integer(i)) => i.to_string(),
-            _ => {
-                self.problem(node, format!("`{what}` must be a string, got {}", kind(node)));
-                return None;
-            }
-        };
-        if text.trim().is_empty() {
-            self.problem(node, format!("`{what}` must not be empty"));
-            return None;
-        }
-        Some(text)
-    }
-
-    fn boolean(&mut self, node: &Node<'_>, what: &str) -> Option<bool> {
-        match &node.data {
-            YamlData::Value(Scalar::Boolean(b)) => Some(*b),
-            _ => {
-                self.problem(node, format!("`{what}` must be true or false, got {}", kind(node)));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, node: &Node<'_>, what: &str) -> Option<Duration> {
-        let parsed = match &node.data {
-            YamlData::Value(Scalar::Integer(i)) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-            YamlData::Value(Scalar::String(s)) => duration::parse(s),
-            _ => Err(format!("must be a duration such as 30s, 5m or 1h, got {}", kind(node))),
-        };
-        match parsed.and_then(check_ttl) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.problem(node, format!("`{what}`: {e}"));
-                None
-            }
-        }
-    }
-}
-
 /// TTLs anywhere are bounded to one day: longer would keep a rotated secret too long.
 pub fn check_ttl(d: Duration) -> Result<Duration, String> {
     if d > super::MAX_TTL {
@@ -370,29 +206,6 @@ pub fn check_ttl(d: Duration) -> Result<Duration, String> {
     } else {
         Ok(d)
     }
-}
-
-fn kind(node: &Node<'_>) -> String {
-    match &node.data {
-        YamlData::Value(Scalar::Null) => "nothing (null)".into(),
-        YamlData::Value(Scalar::Boolean(b)) => format!("the boolean {b}"),
-        YamlData::Value(Scalar::Integer(i)) => format!("the number {i}"),
-        YamlData::Value(Scalar::FloatingPoint(f)) => format!("the number {f}"),
-        YamlData::Value(Scalar::String(s)) => format!("the string {s:?}"),
-        YamlData::Sequence(_) => "a list".into(),
-        YamlData::Mapping(_) => "a mapping".into(),
-        _ => "an unsupported YAML value".into(),
-    }
-}
-
-/// "did you mean" for near-miss keys such as `versionstage` or `with_decryption`.
-fn suggestion(key: &str, allowed: &[&str]) -> String {
-    let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
-    allowed
-        .iter()
-        .find(|a| norm(a) == norm(key))
-        .map(|a| format!(" (did you mean `{a}`?)"))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -476,6 +289,77 @@ mod tests {
         assert_eq!(problems.len(), 2);
         assert!(problems[0].message.contains("above the maximum of 1d"));
         assert!(problems[1].message.contains("must start with `/`"));
+    }
+
+    #[test]
+    fn filters_and_roles() {
+        let text = "secrets:\n  - filter: {tag-key: app, tag-value: [shop, cart]}\n    required: true\n    ttl: 10m\n  - filter:\n      name: prod/\n    roleArn: arn:aws:iam::123456789012:role/reader\n  - id: x\n    roleArn: arn:aws:iam::123456789012:role/reader\nparameters:\n  - name: /a\n    roleArn: arn:aws:iam::123456789012:role/other\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.secret_filters.len(), 2);
+        let f = &c.secret_filters[0];
+        assert_eq!(
+            f.filters,
+            vec![
+                SecretFilter {
+                    key: "tag-key",
+                    values: vec!["app".into()]
+                },
+                SecretFilter {
+                    key: "tag-value",
+                    values: vec!["shop".into(), "cart".into()]
+                },
+            ]
+        );
+        assert!(f.required);
+        assert_eq!(f.ttl, Some(Duration::from_secs(600)));
+        assert_eq!(f.role, "");
+        assert_eq!(f.to_string(), "filter tag-key=app, tag-value=shop|cart");
+        assert_eq!(c.secret_filters[1].role, "arn:aws:iam::123456789012:role/reader");
+        assert_eq!(c.secrets[0].role, "arn:aws:iam::123456789012:role/reader");
+        assert_eq!(c.parameters[0].role, "arn:aws:iam::123456789012:role/other");
+    }
+
+    #[test]
+    fn filter_and_role_problems_have_positions() {
+        let text = "secrets:\n  - filter: {tag-key: app, tags: x}\n  - filter: {}\n  - id: a\n    filter: {name: a}\n  - filter: {name: a}\n    versionStage: AWSPREVIOUS\n  - filter: {name: [a, 3, [b]]}\n  - id: b\n    roleArn: arn:aws:iam::1:role/r\nparameters:\n  - name: /a\n    roleArn: nope\n";
+        let problems = parse(text).unwrap_err();
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 7, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("line 2, column 28: unknown key `tags` in a filter"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("line 3, column 13: a filter needs at least one of name, tag-key"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].starts_with("line 5, column 13: give `id` or `filter`, not both"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].starts_with("line 7, column 19: a `filter` entry reads each match's AWSCURRENT"),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[4].starts_with("line 8, column 27: `name` must be a string, got a list"),
+            "{}",
+            lines[4]
+        );
+        assert!(
+            lines[5].starts_with("line 10, column 14: `roleArn` \"arn:aws:iam::1:role/r\" does not name a 12-digit account"),
+            "{}",
+            lines[5]
+        );
+        assert!(
+            lines[6].starts_with("line 13, column 14: `roleArn` \"nope\" is not an IAM role ARN"),
+            "{}",
+            lines[6]
+        );
     }
 
     #[test]

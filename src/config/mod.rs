@@ -9,6 +9,8 @@ mod env;
 pub mod file;
 mod otel;
 mod problem;
+pub mod role;
+mod walk;
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -135,6 +137,11 @@ pub struct UpstreamConfig {
     pub timeout: BySource<Duration>,
     /// Concurrent calls per service (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`).
     pub max_connections: NonZeroUsize,
+    /// Other IAM roles this environment may read through (`SECRETS_CACHE_MAX_ROLES`; 0: none).
+    pub max_roles: usize,
+    /// AssumeRole's `RoleSessionName`: `lambda-secrets-cache-<function name>`, as CloudTrail
+    /// shows it.
+    pub session_name: String,
 }
 
 /// Extension mode.
@@ -203,6 +210,8 @@ impl Config {
         let cache_size = c.integer("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", 0, 1_000_000).unwrap_or(1000) as usize;
         let max_upstream = c.integer("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", 1, 1000).unwrap_or(3) as usize;
         let max_inbound = c.integer("SECRETS_CACHE_MAX_INBOUND_CONNECTIONS", 1, 10_000).unwrap_or(800) as usize;
+        let max_roles = c.integer("SECRETS_CACHE_MAX_ROLES", 0, 100).unwrap_or(10) as usize;
+        let session_name = session_name(c.var("AWS_LAMBDA_FUNCTION_NAME").as_deref());
         let worker_threads = c
             .integer("SECRETS_CACHE_WORKER_THREADS", 1, 64)
             .unwrap_or(DEFAULT_WORKER_THREADS as u64) as usize;
@@ -248,6 +257,13 @@ impl Config {
         let otel = otel::load(&mut c);
         let flush = otel::flush_policy(&mut c, otel.as_ref());
         let (config_path, prefetch, file_loaded) = read(&mut c, read_file, path);
+        let roles = prefetch.roles();
+        if roles.len() > max_roles {
+            c.bad(
+                "SECRETS_CACHE_MAX_ROLES",
+                format!("is {max_roles}, but the config file names {} roles", roles.len()),
+            );
+        }
 
         if !c.problems.is_empty() {
             return Err(ConfigError { problems: c.problems });
@@ -276,6 +292,8 @@ impl Config {
             upstream: UpstreamConfig {
                 timeout,
                 max_connections: NonZeroUsize::new(max_upstream).expect("range starts at 1"),
+                max_roles,
+                session_name,
             },
             lifecycle: LifecycleConfig {
                 init_type,
@@ -293,6 +311,24 @@ impl Config {
             file_loaded,
         })
     }
+}
+
+/// `lambda-secrets-cache-<function>`, cut to STS's 64 characters, with characters a session
+/// name cannot hold replaced by `-`.
+fn session_name(function: Option<&str>) -> String {
+    let mut name = String::from("lambda-secrets-cache");
+    if let Some(f) = function.filter(|f| !f.is_empty()) {
+        name.push('-');
+        name.extend(f.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@_-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        }));
+    }
+    name.truncate(64);
+    name
 }
 
 /// The first token variable set, in the order SPEC §2 gives. With SnapStart the function's

@@ -35,11 +35,13 @@ pub struct Read<'a> {
     pub selector: Cow<'a, str>,
     pub decrypt: bool,
     pub refresh_now: bool,
+    /// `roleArn`: the IAM role to read through; empty for the function's own.
+    pub role: Cow<'a, str>,
 }
 
 impl Read<'_> {
     pub fn key(&self) -> KeyRef<'_> {
-        match self.source {
+        let key = match self.source {
             Source::SecretsManager => KeyRef::secret(&self.id, self.kind, &self.selector),
             Source::Ssm => KeyRef {
                 source: Source::Ssm,
@@ -47,14 +49,16 @@ impl Read<'_> {
                 kind: self.kind,
                 selector: &self.selector,
                 decrypt: self.decrypt,
+                role: "",
             },
-        }
+        };
+        key.with_role(&self.role)
     }
 }
 
-const SECRET_PARAMS: &[&str] = &["secretId", "versionId", "versionStage", "refreshNow"];
-const SECRET_PATH_PARAMS: &[&str] = &["versionId", "versionStage", "refreshNow"];
-const PARAMETER_PARAMS: &[&str] = &["name", "version", "label", "withDecryption", "refreshNow"];
+const SECRET_PARAMS: &[&str] = &["secretId", "versionId", "versionStage", "refreshNow", "roleArn"];
+const SECRET_PATH_PARAMS: &[&str] = &["versionId", "versionStage", "refreshNow", "roleArn"];
+const PARAMETER_PARAMS: &[&str] = &["name", "version", "label", "withDecryption", "refreshNow", "roleArn"];
 
 /// Query pairs, decoded, each key at most once and all from `allowed`.
 struct Query<'a> {
@@ -64,7 +68,7 @@ struct Query<'a> {
 }
 
 /// The most keys any route allows.
-const MAX_PARAMS: usize = 5;
+const MAX_PARAMS: usize = 6;
 
 impl<'a> Query<'a> {
     fn parse(query: Option<&'a str>, allowed: &'static [&'static str]) -> Result<Query<'a>, ApiError> {
@@ -114,6 +118,17 @@ fn required<'a>(value: Option<Cow<'a, str>>, name: &str) -> Result<Cow<'a, str>,
     }
 }
 
+/// `roleArn`, checked to be an IAM role ARN; empty when absent.
+fn role<'a>(q: &mut Query<'a>) -> Result<Cow<'a, str>, ApiError> {
+    match q.take("roleArn") {
+        None => Ok(Cow::Borrowed("")),
+        Some(arn) => match crate::config::role::check_role_arn(&arn) {
+            Ok(()) => Ok(arn),
+            Err(why) => Err(ApiError::BadRequest(format!("roleArn {:?}: {why}", truncate(&arn)))),
+        },
+    }
+}
+
 fn secret_version<'a>(q: &mut Query<'a>) -> Result<(SelectorKind, Cow<'a, str>), ApiError> {
     match (q.take("versionId"), q.take("versionStage")) {
         (Some(_), Some(_)) => Err(ApiError::BadRequest("give versionId or versionStage, not both".into())),
@@ -140,6 +155,7 @@ pub fn secret_path<'a>(raw_id: &'a str, query: Option<&'a str>) -> Result<Read<'
 fn secret_read<'a>(id: Cow<'a, str>, mut q: Query<'a>) -> Result<Read<'a>, ApiError> {
     let (kind, selector) = secret_version(&mut q)?;
     let refresh_now = q.flag("refreshNow")?;
+    let role = role(&mut q)?;
     Ok(Read {
         source: Source::SecretsManager,
         id,
@@ -147,6 +163,7 @@ fn secret_read<'a>(id: Cow<'a, str>, mut q: Query<'a>) -> Result<Read<'a>, ApiEr
         selector,
         decrypt: false,
         refresh_now,
+        role,
     })
 }
 
@@ -155,6 +172,7 @@ pub fn parameter(query: Option<&str>) -> Result<Read<'_>, ApiError> {
     let name = required(q.take("name"), "name")?;
     let decrypt = q.flag("withDecryption")?;
     let refresh_now = q.flag("refreshNow")?;
+    let role = role(&mut q)?;
     let explicit = match (q.take("version"), q.take("label")) {
         (Some(_), Some(_)) => return Err(ApiError::BadRequest("give version or label, not both".into())),
         (Some(v), None) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Some((SelectorKind::Version, v)),
@@ -197,6 +215,7 @@ pub fn parameter(query: Option<&str>) -> Result<Read<'_>, ApiError> {
         selector,
         decrypt,
         refresh_now,
+        role,
     })
 }
 
@@ -239,6 +258,33 @@ mod tests {
             err("secretId=a&refreshNow=maybe"),
             "refreshNow must be true or false, got \"maybe\""
         );
+    }
+
+    #[test]
+    fn role_arns_are_checked_and_keyed() {
+        let arn = "arn:aws:iam::123456789012:role/team/reader";
+        let r = secret(Some("secretId=a&roleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fteam%2Freader")).unwrap();
+        assert_eq!(r.key().role, arn);
+        assert_eq!(secret(Some("secretId=a")).unwrap().key().role, "");
+        let p = parameter(Some("name=/a&roleArn=arn:aws:iam::123456789012:role/reader")).unwrap();
+        assert_eq!(p.key().role, "arn:aws:iam::123456789012:role/reader");
+        assert_eq!(
+            secret_path("a", Some("roleArn=arn:aws:iam::123456789012:role/r"))
+                .unwrap()
+                .key()
+                .role,
+            "arn:aws:iam::123456789012:role/r"
+        );
+        for bad in [
+            "x",
+            "arn:aws:iam::12345:role/r",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::123456789012:user/u",
+            "",
+        ] {
+            let err = secret(Some(&format!("secretId=a&roleArn={bad}"))).unwrap_err();
+            assert!(err.to_string().starts_with("roleArn"), "{bad}: {err}");
+        }
     }
 
     #[test]

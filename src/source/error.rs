@@ -97,6 +97,9 @@ impl FetchError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        if let Some(failed) = super::roles::assume_role_failure(&err) {
+            return failed;
+        }
         if too_large(&err) {
             return FetchError::Invalid(format!("the answer is larger than {} bytes", super::answer::MAX_ANSWER));
         }

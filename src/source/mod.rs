@@ -5,6 +5,9 @@
 pub mod answer;
 pub mod error;
 pub mod render;
+mod roles;
+mod secrets;
+mod ssm;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +23,8 @@ use tokio::sync::Semaphore;
 pub use error::FetchError;
 
 use crate::config::UpstreamConfig;
-use crate::key::{Key, SelectorKind, Source};
+use crate::config::file::SecretFilter;
+use crate::key::{Key, Source};
 use crate::metrics::Metrics;
 
 /// One item as fetched: its rendered body and the ids it can also be found by.
@@ -55,8 +59,17 @@ pub trait Fetch: Send + Sync + 'static {
     /// Many items of one source with the batch APIs; one result per key, in order.
     fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>>;
 
-    /// Every parameter under `path`, recursively (GetParametersByPath).
-    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
+    /// Every parameter under `path`, recursively (GetParametersByPath), through `role`
+    /// (empty: the function's own).
+    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
+
+    /// Every secret `filters` match (BatchGetSecretValue with Filters, every page), through
+    /// `role`: one result per match. The outer error is a failed call; nothing from it counts.
+    fn fetch_filtered<'a>(
+        &'a self,
+        filters: &'a [SecretFilter],
+        role: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>>;
 }
 
 /// Largest batches the APIs accept.
@@ -65,8 +78,10 @@ pub const PARAMETERS_BATCH: usize = 10;
 
 /// The real AWS services.
 pub struct Upstream {
-    secrets: aws_sdk_secretsmanager::Client,
-    ssm: aws_sdk_ssm::Client,
+    /// The function's own credentials.
+    own: Arc<roles::Clients>,
+    /// Other roles, assumed on first use (`roleArn`).
+    roles: roles::Roles,
     /// `PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`: concurrent calls per service.
     limits: [Semaphore; 2],
     budgets: [Duration; 2],
@@ -100,20 +115,34 @@ impl Upstream {
             .with_max_attempts(3)
             .with_initial_backoff(Duration::from_millis(50))
             .with_max_backoff(Duration::from_millis(500));
-        let secrets = aws_sdk_secretsmanager::config::Builder::from(&shared)
-            .timeout_config(timeouts(config.timeout.secrets))
-            .retry_config(retries.clone())
-            .interceptor(CapAnswers)
-            .build();
-        let ssm = aws_sdk_ssm::config::Builder::from(&shared)
-            .timeout_config(timeouts(config.timeout.ssm))
-            .retry_config(retries)
-            .interceptor(CapAnswers)
-            .build();
+        let budgets = config.timeout;
+        let build = move |shared: &aws_types::SdkConfig| {
+            let secrets = aws_sdk_secretsmanager::config::Builder::from(shared)
+                .timeout_config(timeouts(budgets.secrets))
+                .retry_config(retries.clone())
+                .interceptor(CapAnswers)
+                .build();
+            let ssm = aws_sdk_ssm::config::Builder::from(shared)
+                .timeout_config(timeouts(budgets.ssm))
+                .retry_config(retries.clone())
+                .interceptor(CapAnswers)
+                .build();
+            roles::Clients {
+                secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
+                ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            }
+        };
         let permits = config.max_connections.get();
+        let assume_budget = config.timeout.secrets.max(config.timeout.ssm);
         Upstream {
-            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-            ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            own: Arc::new(build(&shared)),
+            roles: roles::Roles::new(
+                shared,
+                config.session_name.clone(),
+                config.max_roles,
+                assume_budget,
+                Box::new(build),
+            ),
             limits: [Semaphore::new(permits), Semaphore::new(permits)],
             budgets: [config.timeout.secrets, config.timeout.ssm],
             metrics,
@@ -193,125 +222,13 @@ impl Upstream {
         result
     }
 
-    async fn get_secret(&self, key: &Key) -> Result<Fetched, FetchError> {
-        let mut req = self.secrets.get_secret_value().secret_id(&*key.id);
-        match key.kind {
-            SelectorKind::VersionId => req = req.version_id(&*key.selector),
-            SelectorKind::VersionStage => req = req.version_stage(&*key.selector),
-            _ => {}
+    /// The clients that read through `role` (empty: the function's own).
+    fn clients(&self, role: &str) -> Result<Arc<roles::Clients>, FetchError> {
+        if role.is_empty() {
+            Ok(self.own.clone())
+        } else {
+            self.roles.clients(role)
         }
-        self.call(Source::SecretsManager, "GetSecretValue", req.send(), |out| {
-            answer::secret(key, out.into())
-        })
-        .await
-    }
-
-    async fn batch_secrets(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
-        let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
-        let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
-        let mut next_token = None;
-        loop {
-            let req = self
-                .secrets
-                .batch_get_secret_value()
-                .set_secret_id_list(Some(ids.clone()))
-                .set_next_token(next_token.take());
-            let out = match self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
-                Ok(out) => out,
-                // No permission for the batch API, or an old endpoint: fall back to one call each.
-                Err(e) if !e.is_transient() => break,
-                Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
-            };
-            for v in out.secret_values.unwrap_or_default() {
-                let matched = keys
-                    .iter()
-                    .position(|k| answer::secret_matches(&k.id, v.name.as_deref(), v.arn.as_deref()));
-                let Some(i) = matched else {
-                    continue;
-                };
-                let result = answer::secret(&keys[i], v.into());
-                if let Err(FetchError::Invalid(why)) = &result {
-                    tracing::warn!(method = "BatchGetSecretValue", why = %why, "upstream answer rejected");
-                }
-                results[i] = Some(result);
-            }
-            for e in out.errors.unwrap_or_default() {
-                if let Some(i) = keys.iter().position(|k| Some(&*k.id) == e.secret_id()) {
-                    results[i] = Some(Err(FetchError::item(
-                        e.error_code().unwrap_or("UnknownError"),
-                        e.message().unwrap_or(""),
-                    )));
-                }
-            }
-            next_token = out.next_token;
-            if next_token.is_none() {
-                break;
-            }
-        }
-        self.fill_missing(keys, results).await
-    }
-
-    async fn get_parameter(&self, key: &Key) -> Result<Fetched, FetchError> {
-        let req = self.ssm.get_parameter().name(key.ssm_name()).with_decryption(key.decrypt);
-        self.call(Source::Ssm, "GetParameter", req.send(), |out| {
-            let mut p = out
-                .parameter
-                .ok_or_else(|| FetchError::Invalid("GetParameter answered without a parameter".into()))?;
-            // AWS echoes the selector (`:3`, `:label`); some stand-ins (moto) do not. Keep the shape.
-            if p.selector.as_deref().is_none_or(str::is_empty) && matches!(key.kind, SelectorKind::Version | SelectorKind::Label) {
-                p.selector = Some(format!(":{}", key.selector));
-            }
-            answer::parameter(answer::Wanted::Key(key), p)
-        })
-        .await
-    }
-
-    async fn batch_parameters(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
-        let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
-        // GetParameters takes one withDecryption flag: one call per flag.
-        for decrypt in [false, true] {
-            let group: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].decrypt == decrypt).collect();
-            if group.is_empty() {
-                continue;
-            }
-            let names: Vec<String> = group.iter().map(|&i| keys[i].ssm_name()).collect();
-            let req = self.ssm.get_parameters().set_names(Some(names.clone())).with_decryption(decrypt);
-            let out = match self.call(Source::Ssm, "GetParameters", req.send(), Ok).await {
-                Ok(out) => out,
-                Err(e) if !e.is_transient() => continue,
-                Err(e) => {
-                    for &i in &group {
-                        results[i] = Some(Err(e.clone()));
-                    }
-                    continue;
-                }
-            };
-            for p in out.parameters.unwrap_or_default() {
-                let full = format!("{}{}", p.name().unwrap_or(""), p.selector().unwrap_or(""));
-                let arn = p.arn().map(|a| format!("{a}{}", p.selector().unwrap_or("")));
-                if let Some(&i) = group
-                    .iter()
-                    .zip(&names)
-                    .find(|(_, n)| **n == full || Some(n.as_str()) == arn.as_deref())
-                    .map(|(i, _)| i)
-                {
-                    let result = answer::parameter(answer::Wanted::Key(&keys[i]), p);
-                    if let Err(FetchError::Invalid(why)) = &result {
-                        tracing::warn!(method = "GetParameters", why = %why, "upstream answer rejected");
-                    }
-                    results[i] = Some(result);
-                }
-            }
-            for invalid in out.invalid_parameters.unwrap_or_default() {
-                if let Some(&i) = group.iter().zip(&names).find(|(_, n)| **n == invalid).map(|(i, _)| i) {
-                    results[i] = Some(Err(FetchError::item(
-                        "ParameterNotFound",
-                        &format!("parameter {invalid} not found"),
-                    )));
-                }
-            }
-        }
-        self.fill_missing(keys, results).await
     }
 
     /// Items a batch answer did not account for are fetched one by one.
@@ -332,38 +249,6 @@ impl Upstream {
             Source::Ssm => self.get_parameter(key).await,
         }
     }
-
-    async fn parameters_by_path(&self, path: &str, decrypt: bool) -> Result<Vec<Fetched>, FetchError> {
-        let mut out = Vec::new();
-        let mut next_token = None;
-        loop {
-            let req = self
-                .ssm
-                .get_parameters_by_path()
-                .path(path)
-                .recursive(true)
-                .with_decryption(decrypt)
-                .set_next_token(next_token.take());
-            // One parameter that is not a valid answer under the path fails the whole path:
-            // nothing from it is installed.
-            let (items, next) = self
-                .call(Source::Ssm, "GetParametersByPath", req.send(), |page| {
-                    let items = page
-                        .parameters
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| answer::parameter(answer::Wanted::Under(path), p))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((items, page.next_token))
-                })
-                .await?;
-            out.extend(items);
-            next_token = next;
-            if next_token.is_none() {
-                return Ok(out);
-            }
-        }
-    }
 }
 
 impl Fetch for Upstream {
@@ -376,6 +261,14 @@ impl Fetch for Upstream {
             match keys {
                 [] => Vec::new(),
                 [one] => vec![self.fetch_one(one).await],
+                // One batch call reads through one role; `cache::batches` groups them so.
+                [first, ..] if keys.iter().any(|k| k.role != first.role) => {
+                    let mut out = Vec::with_capacity(keys.len());
+                    for k in keys {
+                        out.push(self.fetch_one(k).await);
+                    }
+                    out
+                }
                 [first, ..] => match first.source {
                     Source::SecretsManager => self.batch_secrets(keys).await,
                     Source::Ssm => self.batch_parameters(keys).await,
@@ -384,36 +277,16 @@ impl Fetch for Upstream {
         })
     }
 
-    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
-        Box::pin(self.parameters_by_path(path, decrypt))
+    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        Box::pin(self.parameters_by_path(path, decrypt, role))
     }
-}
 
-impl From<aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput> for answer::Secret {
-    fn from(out: aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput) -> Self {
-        answer::Secret {
-            arn: out.arn,
-            name: out.name,
-            version_id: out.version_id,
-            secret_string: out.secret_string,
-            secret_binary: out.secret_binary,
-            version_stages: out.version_stages,
-            created_date: out.created_date,
-        }
-    }
-}
-
-impl From<aws_sdk_secretsmanager::types::SecretValueEntry> for answer::Secret {
-    fn from(v: aws_sdk_secretsmanager::types::SecretValueEntry) -> Self {
-        answer::Secret {
-            arn: v.arn,
-            name: v.name,
-            version_id: v.version_id,
-            secret_string: v.secret_string,
-            secret_binary: v.secret_binary,
-            version_stages: v.version_stages,
-            created_date: v.created_date,
-        }
+    fn fetch_filtered<'a>(
+        &'a self,
+        filters: &'a [SecretFilter],
+        role: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
+        Box::pin(self.secrets_by_filter(filters, role))
     }
 }
 

@@ -1,0 +1,176 @@
+//! Reading through another IAM role (`roleArn`): per role, SDK clients whose credentials come
+//! from STS AssumeRole, cached by the SDK's lazy identity cache and assumed again 2.5 to 5
+//! minutes before they expire (a 5-minute buffer less the cache's jitter; checked at use, so
+//! a frozen environment thaws into a fresh assume when it needs one). At most `max` roles; a request for one more is refused, never evicting a
+//! role whose entries are cached.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use hashbrown::HashMap;
+
+use super::FetchError;
+
+/// The SDK clients one identity reads with.
+pub(super) struct Clients {
+    pub(super) secrets: aws_sdk_secretsmanager::Client,
+    pub(super) ssm: aws_sdk_ssm::Client,
+}
+
+/// Credentials are assumed again up to this long before they expire (the lazy cache takes
+/// up to half of it back as jitter).
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+
+pub(super) struct Roles {
+    shared: aws_types::SdkConfig,
+    sts: aws_sdk_sts::Client,
+    session_name: String,
+    max: usize,
+    budget: Duration,
+    /// Builds a role's clients from its config (the same timeouts, retries and answer cap as
+    /// the function's own).
+    build: Box<dyn Fn(&aws_types::SdkConfig) -> Clients + Send + Sync>,
+    by_role: Mutex<HashMap<Arc<str>, Arc<Clients>>>,
+}
+
+impl Roles {
+    pub(super) fn new(
+        shared: aws_types::SdkConfig,
+        session_name: String,
+        max: usize,
+        budget: Duration,
+        build: Box<dyn Fn(&aws_types::SdkConfig) -> Clients + Send + Sync>,
+    ) -> Roles {
+        let sts = aws_sdk_sts::Client::new(&shared);
+        Roles {
+            shared,
+            sts,
+            session_name,
+            max,
+            budget,
+            build,
+            by_role: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The clients for `role`, made on first use; `TooManyRoles` (400) past the limit.
+    pub(super) fn clients(&self, role: &str) -> Result<Arc<Clients>, FetchError> {
+        let mut by_role = self.by_role.lock().expect("roles lock holds no invariants");
+        if let Some(c) = by_role.get(role) {
+            return Ok(c.clone());
+        }
+        if by_role.len() >= self.max {
+            return Err(FetchError::Service {
+                status: 400,
+                code: "TooManyRoles".into(),
+                message: format!(
+                    "this environment reads through at most {} roles (SECRETS_CACHE_MAX_ROLES) and all are in use",
+                    self.max
+                ),
+            });
+        }
+        let provider = AssumedRole {
+            sts: self.sts.clone(),
+            role: role.to_string(),
+            session_name: self.session_name.clone(),
+            budget: self.budget,
+        };
+        let identity_cache = aws_config::identity::IdentityCache::lazy()
+            .buffer_time(REFRESH_BEFORE_EXPIRY)
+            .build();
+        let config = self
+            .shared
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .identity_cache(identity_cache)
+            .build();
+        let clients = Arc::new((self.build)(&config));
+        by_role.insert(role.into(), clients.clone());
+        tracing::info!(role = %crate::escape::escaped(role), roles = by_role.len(), "reading through a new role");
+        Ok(clients)
+    }
+}
+
+/// Credentials from `sts:AssumeRole` for one role.
+#[derive(Debug)]
+struct AssumedRole {
+    sts: aws_sdk_sts::Client,
+    role: String,
+    session_name: String,
+    budget: Duration,
+}
+
+impl AssumedRole {
+    async fn assume(&self) -> Result<Credentials, CredentialsError> {
+        let call = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role)
+            .role_session_name(&self.session_name)
+            .send();
+        let out = match tokio::time::timeout(self.budget, call).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                let failure = FetchError::from_sdk(e, self.budget.as_millis() as u64);
+                tracing::warn!(role = %crate::escape::escaped(&self.role), error = failure.code(), "AssumeRole failed");
+                return Err(CredentialsError::provider_error(AssumeRoleFailed(failure)));
+            }
+            Err(_) => {
+                let failure = FetchError::Timeout(self.budget.as_millis() as u64);
+                return Err(CredentialsError::provider_error(AssumeRoleFailed(failure)));
+            }
+        };
+        let invalid =
+            |why: &str| CredentialsError::provider_error(AssumeRoleFailed(FetchError::Invalid(format!("AssumeRole answered {why}"))));
+        let c = out.credentials.ok_or_else(|| invalid("without credentials"))?;
+        let expiry = std::time::SystemTime::try_from(c.expiration).map_err(|_| invalid("an expiry out of range"))?;
+        if c.access_key_id.is_empty() || c.secret_access_key.is_empty() || c.session_token.is_empty() {
+            return Err(invalid("with an empty credential"));
+        }
+        Ok(Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            Some(expiry),
+            "AssumeRole",
+        ))
+    }
+}
+
+impl ProvideCredentials for AssumedRole {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.assume())
+    }
+}
+
+/// Carries AssumeRole's own failure through the SDK's credentials error, so a read through a
+/// role the function may not assume answers with STS's status and code (403 AccessDenied),
+/// not a generic failure.
+#[derive(Debug)]
+pub(super) struct AssumeRoleFailed(pub(super) FetchError);
+
+impl std::fmt::Display for AssumeRoleFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AssumeRole failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for AssumeRoleFailed {}
+
+/// The AssumeRole failure somewhere in `err`'s chain of causes, if that is what failed.
+pub(super) fn assume_role_failure(err: &(dyn std::error::Error + 'static)) -> Option<FetchError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        if let Some(failed) = e.downcast_ref::<AssumeRoleFailed>() {
+            return Some(failed.0.clone());
+        }
+        cause = e.source();
+    }
+    None
+}

@@ -1,0 +1,153 @@
+//! Secrets Manager through the SDK: GetSecretValue, BatchGetSecretValue by ids and by
+//! filters, and the SDK's answers into `answer::Secret`.
+
+use super::{FetchError, Fetched, SECRETS_BATCH, Upstream, answer};
+use crate::config::file::SecretFilter;
+use crate::key::{Key, SelectorKind, Source};
+
+impl Upstream {
+    pub(super) async fn get_secret(&self, key: &Key) -> Result<Fetched, FetchError> {
+        let clients = self.clients(&key.role)?;
+        let mut req = clients.secrets.get_secret_value().secret_id(&*key.id);
+        match key.kind {
+            SelectorKind::VersionId => req = req.version_id(&*key.selector),
+            SelectorKind::VersionStage => req = req.version_stage(&*key.selector),
+            _ => {}
+        }
+        self.call(Source::SecretsManager, "GetSecretValue", req.send(), |out| {
+            answer::secret(key, out.into())
+        })
+        .await
+    }
+
+    pub(super) async fn batch_secrets(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
+        let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
+        let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
+        let clients = match self.clients(&keys[0].role) {
+            Ok(c) => c,
+            Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut next_token = None;
+        loop {
+            let req = clients
+                .secrets
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(ids.clone()))
+                .set_next_token(next_token.take());
+            let out = match self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
+                Ok(out) => out,
+                // No permission for the batch API, or an old endpoint: fall back to one call each.
+                Err(e) if !e.is_transient() => break,
+                Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+            };
+            for v in out.secret_values.unwrap_or_default() {
+                let matched = keys
+                    .iter()
+                    .position(|k| answer::secret_matches(&k.id, v.name.as_deref(), v.arn.as_deref()));
+                let Some(i) = matched else {
+                    continue;
+                };
+                let result = answer::secret(&keys[i], v.into());
+                if let Err(FetchError::Invalid(why)) = &result {
+                    tracing::warn!(method = "BatchGetSecretValue", why = %why, "upstream answer rejected");
+                }
+                results[i] = Some(result);
+            }
+            for e in out.errors.unwrap_or_default() {
+                if let Some(i) = keys.iter().position(|k| Some(&*k.id) == e.secret_id()) {
+                    results[i] = Some(Err(FetchError::item(
+                        e.error_code().unwrap_or("UnknownError"),
+                        e.message().unwrap_or(""),
+                    )));
+                }
+            }
+            next_token = out.next_token;
+            if next_token.is_none() {
+                break;
+            }
+        }
+        self.fill_missing(keys, results).await
+    }
+
+    /// BatchGetSecretValue with `Filters`, 20 per page, every page. Each match is validated
+    /// as an answer for its own name (shape, AWSCURRENT, sizes); errors AWS lists per secret
+    /// are results too.
+    pub(super) async fn secrets_by_filter(
+        &self,
+        filters: &[SecretFilter],
+        role: &str,
+    ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let clients = self.clients(role)?;
+        let filters: Vec<Filter> = filters
+            .iter()
+            .map(|f| {
+                Filter::builder()
+                    .key(FilterNameStringType::from(f.key))
+                    .set_values(Some(f.values.clone()))
+                    .build()
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut next_token = None;
+        loop {
+            let req = clients
+                .secrets
+                .batch_get_secret_value()
+                .set_filters(Some(filters.clone()))
+                .max_results(SECRETS_BATCH as i32)
+                .set_next_token(next_token.take());
+            let page = self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await?;
+            for v in page.secret_values.unwrap_or_default() {
+                let Some(name) = v.name.clone() else {
+                    out.push(Err(FetchError::Invalid("a filtered secret came without a Name".into())));
+                    continue;
+                };
+                let key = Key::secret(&name, SelectorKind::Default, "").with_role(role);
+                let result = answer::secret(&key, v.into());
+                if let Err(FetchError::Invalid(why)) = &result {
+                    tracing::warn!(method = "BatchGetSecretValue", why = %why, "upstream answer rejected");
+                }
+                out.push(result);
+            }
+            for e in page.errors.unwrap_or_default() {
+                out.push(Err(FetchError::item(
+                    e.error_code().unwrap_or("UnknownError"),
+                    e.message().unwrap_or(""),
+                )));
+            }
+            next_token = page.next_token;
+            if next_token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl From<aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput> for answer::Secret {
+    fn from(out: aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput) -> Self {
+        answer::Secret {
+            arn: out.arn,
+            name: out.name,
+            version_id: out.version_id,
+            secret_string: out.secret_string,
+            secret_binary: out.secret_binary,
+            version_stages: out.version_stages,
+            created_date: out.created_date,
+        }
+    }
+}
+
+impl From<aws_sdk_secretsmanager::types::SecretValueEntry> for answer::Secret {
+    fn from(v: aws_sdk_secretsmanager::types::SecretValueEntry) -> Self {
+        answer::Secret {
+            arn: v.arn,
+            name: v.name,
+            version_id: v.version_id,
+            secret_string: v.secret_string,
+            secret_binary: v.secret_binary,
+            version_stages: v.version_stages,
+            created_date: v.created_date,
+        }
+    }
+}
