@@ -42,6 +42,16 @@ async fn tagged(tag: &str, n: usize) -> Vec<String> {
     names
 }
 
+/// The access key id that signed each call of `op`, in order.
+fn signing_keys(h: &Harness, op: &str) -> Vec<String> {
+    h.proxy
+        .signed_calls()
+        .into_iter()
+        .filter(|(o, _)| o == op)
+        .map(|(_, key)| key)
+        .collect()
+}
+
 async fn wait_prefetched(h: &Harness, entries: u64) {
     for _ in 0..500 {
         let status = h.ext.get("/status").await.unwrap().json();
@@ -116,13 +126,7 @@ async fn two_roles_and_the_functions_own_never_share_an_entry() {
     assert_eq!(h.proxy.calls("GetSecretValue"), 3, "one per namespace: {:?}", h.proxy.counts());
     assert_eq!(h.proxy.calls("AssumeRole"), 2);
     // Each namespace's call was signed by its own credentials.
-    let keys: Vec<String> = h
-        .proxy
-        .signed_calls()
-        .into_iter()
-        .filter(|(op, _)| op == "GetSecretValue")
-        .map(|(_, key)| key)
-        .collect();
+    let keys = signing_keys(&h, "GetSecretValue");
     assert_eq!(keys[0], "testing", "the function's own credentials");
     assert!(keys[1] != keys[0] && keys[2] != keys[0] && keys[1] != keys[2], "{keys:?}");
     let status = h.ext.get("/status").await.unwrap().json();
@@ -235,13 +239,7 @@ async fn credentials_close_to_expiry_are_assumed_again() {
     // The scripted 100-second credentials were used once, then replaced by moto's (1 h),
     // which were kept for the third read.
     assert_eq!(h.proxy.calls("AssumeRole"), 2, "{:?}", h.proxy.counts());
-    let keys: Vec<String> = h
-        .proxy
-        .signed_calls()
-        .into_iter()
-        .filter(|(op, _)| op == "GetSecretValue")
-        .map(|(_, k)| k)
-        .collect();
+    let keys = signing_keys(&h, "GetSecretValue");
     assert_eq!(keys[0], "ASIASHORTLIVED00001");
     assert!(keys[1] != keys[0] && keys[2] == keys[1], "{keys:?}");
 }
