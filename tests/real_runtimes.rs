@@ -35,7 +35,9 @@ async fn start_as(runtime: Runtime, init_type: InitType) -> Run {
         .unwrap();
     aws.put_parameter(&parameter, "feature-x=on", "String").await.unwrap();
     let proxy = FaultProxy::start(lsc_devtools::moto::Moto::shared().addr).await.unwrap();
-    let config = common::config_file(&format!("secrets:\n  - id: {secret}\n"));
+    // Required: Init waits for it, so the first read is a hit however fast the runtime starts
+    // (without it, a read that comes first joins the prefetch's call: a miss, no extra call).
+    let config = common::config_file(&format!("secrets:\n  - id: {secret}\n    required: true\n"));
     let mut env = lsc_devtools::extension::base_env(&proxy.endpoint(), TOKEN);
     env.push(("AWS_SESSION_TOKEN".into(), TOKEN.into()));
     env.push(("SECRETS_CACHE_CONFIG".into(), config.display().to_string()));

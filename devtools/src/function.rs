@@ -368,6 +368,12 @@ impl LocalFunction {
         }
     }
 
+    /// What the runtime wrote during Init (Lambda prints it before the first START).
+    pub fn init_logs(&self) -> Vec<String> {
+        let logs = self.runtime.as_ref().map(Process::logs).unwrap_or_default();
+        logs.into_iter().take(self.logs_seen).collect()
+    }
+
     /// The runtime's and the extension's output so far, labelled.
     pub fn output(&self) -> String {
         let mut out = String::new();

@@ -149,6 +149,9 @@ pub async fn run(a: LambdaArgs) -> anyhow::Result<()> {
         println!("{}", local.output());
         bail!("Init did not succeed");
     }
+    for line in local.init_logs() {
+        println!("{line}");
+    }
     for _ in 0..a.invocations {
         let invoked = local.invoke(&payload).await?;
         print_invocation(&invoked);

@@ -103,6 +103,8 @@ impl Cache {
         tracing::info!("first activity after restore: prefetching");
         self.deferred.store(false, Relaxed);
         self.clear();
+        // Credentials assumed before the snapshot are in it: every restored copy assumes anew.
+        self.fetch.forget_assumed_roles();
         *started = Some(self.prefetch());
     }
 

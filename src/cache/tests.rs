@@ -35,6 +35,8 @@ struct FakeFetch {
     batches: Mutex<Vec<usize>>,
     /// The role of every call, in order.
     roles: Mutex<Vec<String>>,
+    /// How many times assumed roles were dropped.
+    forgotten: AtomicUsize,
     delay_ms: AtomicU64,
 }
 
@@ -103,6 +105,10 @@ impl Fetch for FakeFetch {
                 .collect();
             Ok(names.iter().filter_map(|n| self.answer(n).ok()).collect())
         })
+    }
+
+    fn forget_assumed_roles(&self) {
+        self.forgotten.fetch_add(1, SeqCst);
     }
 
     /// Matches `name` filters as prefixes of the names set.
@@ -745,4 +751,30 @@ fn batches_never_mix_roles() {
             vec![format!("/p@{role}")]
         ]
     );
+}
+
+#[tokio::test]
+async fn a_snapstart_restore_forgets_assumed_roles_once() {
+    let file = FileConfig {
+        secrets: vec![SecretItem {
+            id: "db".into(),
+            version: SecretVersion::Current,
+            ttl: None,
+            required: false,
+            role: "arn:aws:iam::123456789012:role/reader".into(),
+        }],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(policy(), &file);
+    fetch.set("db", Ok("v"));
+    cache.defer_prefetch();
+    cache.arm_restore();
+    assert_eq!(fetch.forgotten.load(SeqCst), 0, "nothing before the restore");
+    let role = "arn:aws:iam::123456789012:role/reader";
+    let first = cache.get(key("db").with_role(role), false).await.unwrap();
+    assert_eq!(first.result, CacheResult::Miss, "joined the prefetch the restore started");
+    assert_eq!(fetch.forgotten.load(SeqCst), 1);
+    cache.get(key("db").with_role(role), false).await.unwrap();
+    assert_eq!(fetch.forgotten.load(SeqCst), 1, "once per restore");
+    assert_eq!(*fetch.roles.lock().unwrap(), [role]);
 }

@@ -63,6 +63,10 @@ pub trait Fetch: Send + Sync + 'static {
     /// (empty: the function's own).
     fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
 
+    /// Drops the credentials of every assumed role (SnapStart restore: they were in the
+    /// snapshot). The next read through a role assumes it again.
+    fn forget_assumed_roles(&self) {}
+
     /// Every secret `filters` match (BatchGetSecretValue with Filters, every page), through
     /// `role`: one result per match. The outer error is a failed call; nothing from it counts.
     fn fetch_filtered<'a>(
@@ -252,6 +256,10 @@ impl Upstream {
 }
 
 impl Fetch for Upstream {
+    fn forget_assumed_roles(&self) {
+        self.roles.forget();
+    }
+
     fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {
         Box::pin(self.fetch_one(key))
     }

@@ -94,6 +94,21 @@ impl Roles {
     }
 }
 
+impl Roles {
+    /// Drops every role's clients and credentials (a SnapStart restore: the snapshot holds
+    /// them, so every restored copy would share them).
+    pub(super) fn forget(&self) {
+        let mut by_role = self.by_role.lock().expect("roles lock holds no invariants");
+        if !by_role.is_empty() {
+            tracing::info!(
+                roles = by_role.len(),
+                "restored from a snapshot: assuming roles again at their next use"
+            );
+            by_role.clear();
+        }
+    }
+}
+
 /// Credentials from `sts:AssumeRole` for one role.
 #[derive(Debug)]
 struct AssumedRole {
