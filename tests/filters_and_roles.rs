@@ -243,3 +243,35 @@ async fn credentials_close_to_expiry_are_assumed_again() {
     assert_eq!(keys[0], "ASIASHORTLIVED00001");
     assert!(keys[1] != keys[0] && keys[2] == keys[1], "{keys:?}");
 }
+
+/// Single-flight and stale-if-error hold through a role as for the function's own reads.
+#[tokio::test]
+async fn a_role_has_single_flight_and_stale_if_error() {
+    let h = start(&[("SECRETS_MANAGER_TTL", "1")]).await;
+    let id = unique("flight/db");
+    h.aws.create_secret(&id, "v1").await.unwrap();
+    let path = with_role(&secret_path(&id), READER);
+    h.proxy
+        .inject(Fault::always(lsc_devtools::proxy::FaultKind::Delay(Duration::from_millis(200))).on("GetSecretValue"));
+    let reads: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, path) = (h.ext.addr, path.clone());
+            tokio::spawn(async move {
+                lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for r in reads {
+        let r = r.await.unwrap();
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")), "{}", r.text());
+    }
+    assert_eq!(h.proxy.calls("GetSecretValue"), 1, "16 concurrent misses through a role, one call");
+    assert_eq!(h.proxy.calls("AssumeRole"), 1);
+    h.proxy.clear_faults();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.proxy.inject(Fault::status(503, "ServiceUnavailable").on("GetSecretValue"));
+    let stale = h.ext.get(&path).await.unwrap();
+    assert_eq!((stale.status, stale.header("x-cache")), (200, Some("stale")), "{}", stale.text());
+}
