@@ -253,18 +253,7 @@ async fn a_role_has_single_flight_and_stale_if_error() {
     let path = with_role(&secret_path(&id), READER);
     h.proxy
         .inject(Fault::always(lsc_devtools::proxy::FaultKind::Delay(Duration::from_millis(200))).on("GetSecretValue"));
-    let reads: Vec<_> = (0..16)
-        .map(|_| {
-            let (addr, path) = (h.ext.addr, path.clone());
-            tokio::spawn(async move {
-                lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for r in reads {
-        let r = r.await.unwrap();
+    for r in concurrent_gets(h.ext.addr, &path, 16).await {
         assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")), "{}", r.text());
     }
     assert_eq!(h.proxy.calls("GetSecretValue"), 1, "16 concurrent misses through a role, one call");

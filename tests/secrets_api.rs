@@ -138,19 +138,7 @@ async fn thirty_two_concurrent_first_reads_make_one_upstream_call() {
         .inject(lsc_devtools::proxy::Fault::always(lsc_devtools::proxy::FaultKind::Delay(
             std::time::Duration::from_millis(300),
         )));
-    let path = secret_path(&name);
-    let reads: Vec<_> = (0..32)
-        .map(|_| {
-            let (addr, path) = (h.ext.addr, path.clone());
-            tokio::spawn(async move {
-                lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for r in reads {
-        let r = r.await.unwrap();
+    for r in concurrent_gets(h.ext.addr, &secret_path(&name), 32).await {
         assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")));
     }
     assert_eq!(h.proxy.calls("GetSecretValue"), 1, "{:?}", h.proxy.counts());

@@ -56,6 +56,25 @@ pub async fn start(extra: &[(&str, &str)]) -> Harness {
     }
 }
 
+/// `n` GETs of `path` sent at once on separate connections; their answers, in order.
+pub async fn concurrent_gets(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<lsc_devtools::client::Response> {
+    let reads: Vec<_> = (0..n)
+        .map(|_| {
+            let path = path.to_string();
+            tokio::spawn(async move {
+                lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
+                    .await
+                    .expect("the extension answers")
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for r in reads {
+        out.push(r.await.expect("the read task ends"));
+    }
+    out
+}
+
 pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
