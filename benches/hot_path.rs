@@ -50,6 +50,7 @@ impl Fetch for Fixed {
         &'a self,
         _filters: &'a [SecretFilter],
         _role: &'a str,
+        _limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
         Box::pin(async { Ok(Vec::new()) })
     }

@@ -264,3 +264,24 @@ async fn a_role_has_single_flight_and_stale_if_error() {
     let stale = h.ext.get(&path).await.unwrap();
     assert_eq!((stale.status, stale.header("x-cache")), (200, Some("stale")), "{}", stale.text());
 }
+
+/// An endpoint that answers every filtered page with another token is called a bounded number
+/// of times (4 × the pages the cache's capacity needs, plus one), not forever.
+#[tokio::test]
+async fn endless_filter_pages_are_bounded() {
+    use lsc_devtools::proxy::{Answer, FaultKind};
+    let config = config_file("secrets:\n  - filter: {tag-key: endless}\n");
+    let page = Answer::json(200, r#"{"SecretValues":[],"Errors":[],"NextToken":"again"}"#);
+    let h = start_with_faults(
+        &[
+            ("SECRETS_CACHE_CONFIG", config.to_str().unwrap()),
+            ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "20"),
+        ],
+        vec![Fault::always(FaultKind::Answer(page)).on("BatchGetSecretValue")],
+    )
+    .await;
+    h.ext.wait_log("prefetch finished", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(h.proxy.calls("BatchGetSecretValue"), 5, "{:?}", h.proxy.counts());
+    assert!(h.ext.logs().iter().any(|l| l.contains("prefetched what fits")));
+    assert_eq!(h.ext.get("/ping").await.unwrap().status, 200);
+}

@@ -176,7 +176,8 @@ impl Cache {
         let what = label.clone();
         let task = self.tasks.spawn(async move {
             let answers = tokio::select! {
-                r = this.fetch.fetch_filtered(&item.filters, &item.role) => r?,
+                // Matches are pinned: never more than the cache holds.
+                r = this.fetch.fetch_filtered(&item.filters, &item.role, this.config.capacity) => r?,
                 () = cancel.cancelled() => return Err(cancelled()),
             };
             if answers.is_empty() {

@@ -116,6 +116,7 @@ impl Fetch for FakeFetch {
         &'a self,
         filters: &'a [SecretFilter],
         role: &'a str,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
@@ -130,6 +131,7 @@ impl Fetch for FakeFetch {
                 .cloned()
                 .collect();
             names.sort();
+            names.truncate(limit);
             Ok(names.iter().map(|n| self.answer(n)).collect())
         })
     }
@@ -691,6 +693,24 @@ async fn a_filter_prefetches_every_match_pinned_by_name_and_arn() {
     cache.get(key("other"), false).await.unwrap();
     let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["shop/a", "shop/b"]);
+}
+
+#[tokio::test]
+async fn a_filter_never_pins_more_than_the_cache_holds() {
+    let mut p = policy();
+    p.capacity = 2;
+    let file = FileConfig {
+        secret_filters: vec![filter("shop/", false)],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(p, &file);
+    for n in ["shop/a", "shop/b", "shop/c"] {
+        fetch.set(n, Ok(n));
+    }
+    let report = cache.prefetch().finish().await;
+    assert_eq!((report.loaded, report.failed.len()), (1, 0));
+    let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
+    assert_eq!(ids, ["shop/a", "shop/b"], "the capacity is the limit asked of the source");
 }
 
 #[tokio::test]

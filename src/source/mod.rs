@@ -67,12 +67,14 @@ pub trait Fetch: Send + Sync + 'static {
     /// snapshot). The next read through a role assumes it again.
     fn forget_assumed_roles(&self) {}
 
-    /// Every secret `filters` match (BatchGetSecretValue with Filters, every page), through
-    /// `role`: one result per match. The outer error is a failed call; nothing from it counts.
+    /// The secrets `filters` match (BatchGetSecretValue with Filters, every page), through
+    /// `role`, at most `limit` of them: one result per match. The outer error is a failed
+    /// call; nothing from it counts.
     fn fetch_filtered<'a>(
         &'a self,
         filters: &'a [SecretFilter],
         role: &'a str,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>>;
 }
 
@@ -293,8 +295,9 @@ impl Fetch for Upstream {
         &'a self,
         filters: &'a [SecretFilter],
         role: &'a str,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
-        Box::pin(self.secrets_by_filter(filters, role))
+        Box::pin(self.secrets_by_filter(filters, role, limit))
     }
 }
 

@@ -69,13 +69,16 @@ impl Upstream {
         self.fill_missing(keys, results).await
     }
 
-    /// BatchGetSecretValue with `Filters`, 20 per page, every page. Each match is validated
-    /// as an answer for its own name (shape, AWSCURRENT, sizes); errors AWS lists per secret
-    /// are results too.
+    /// BatchGetSecretValue with `Filters`, 20 per page, page after page until AWS says there
+    /// is no more, `limit` results are in hand, or the page bound is reached (an endpoint
+    /// that keeps handing out tokens must not keep us calling). Each match is validated as an
+    /// answer for its own name (shape, AWSCURRENT, sizes); errors AWS lists per secret are
+    /// results too.
     pub(super) async fn secrets_by_filter(
         &self,
         filters: &[SecretFilter],
         role: &str,
+        limit: usize,
     ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
         let clients = self.clients(role)?;
@@ -88,9 +91,11 @@ impl Upstream {
                     .build()
             })
             .collect();
+        // AWS may answer a filtered page with fewer than 20 and a token: room for that.
+        let max_pages = limit.div_ceil(SECRETS_BATCH) * 4 + 1;
         let mut out = Vec::new();
         let mut next_token = None;
-        loop {
+        for _ in 0..max_pages {
             let req = clients
                 .secrets
                 .batch_get_secret_value()
@@ -120,7 +125,17 @@ impl Upstream {
             if next_token.is_none() {
                 return Ok(out);
             }
+            if out.len() >= limit {
+                break;
+            }
         }
+        out.truncate(limit);
+        tracing::warn!(
+            matches = out.len(),
+            limit,
+            "the filter matches more than the cache holds (or its pages did not end); prefetched what fits"
+        );
+        Ok(out)
     }
 }
 

@@ -41,8 +41,17 @@ pub fn aws() -> AwsJson {
 
 /// moto + proxy + extension (`serve`) with `extra` environment on top of the defaults.
 pub async fn start(extra: &[(&str, &str)]) -> Harness {
+    start_with_faults(extra, Vec::new()).await
+}
+
+/// As `start`, with `faults` injected at the proxy before the extension starts (its prefetch
+/// meets them).
+pub async fn start_with_faults(extra: &[(&str, &str)], faults: Vec<lsc_devtools::proxy::Fault>) -> Harness {
     let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.addr).await.expect("proxy starts");
+    for fault in faults {
+        proxy.inject(fault);
+    }
     let mut env = base_env(&proxy.endpoint(), TOKEN);
     for (k, v) in extra {
         env.retain(|(name, _)| name != k);
