@@ -42,7 +42,13 @@ impl Fetch for Fixed {
         })
     }
 
-    fn fetch_path<'a>(&'a self, _path: &'a str, _decrypt: bool, _role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+    fn fetch_path<'a>(
+        &'a self,
+        _path: &'a str,
+        _decrypt: bool,
+        _role: &'a str,
+        _limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 

@@ -265,23 +265,29 @@ async fn a_role_has_single_flight_and_stale_if_error() {
     assert_eq!((stale.status, stale.header("x-cache")), (200, Some("stale")), "{}", stale.text());
 }
 
-/// An endpoint that answers every filtered page with another token is called a bounded number
-/// of times (4 × the pages the cache's capacity needs, plus one), not forever.
+/// An endpoint that answers every listing page with another token is called a bounded number
+/// of times (4 × the pages the cache's capacity needs, plus one), not forever: for a filter
+/// (20 per page) and for a parameter path (10 per page).
 #[tokio::test]
-async fn endless_filter_pages_are_bounded() {
+async fn endless_listing_pages_are_bounded() {
     use lsc_devtools::proxy::{Answer, FaultKind};
-    let config = config_file("secrets:\n  - filter: {tag-key: endless}\n");
-    let page = Answer::json(200, r#"{"SecretValues":[],"Errors":[],"NextToken":"again"}"#);
+    let config = config_file("secrets:\n  - filter: {tag-key: endless}\nparameters:\n  - path: /endless/\n");
+    let secrets = Answer::json(200, r#"{"SecretValues":[],"Errors":[],"NextToken":"again"}"#);
+    let parameters = Answer::json(200, r#"{"Parameters":[],"NextToken":"again"}"#);
     let h = start_with_faults(
         &[
             ("SECRETS_CACHE_CONFIG", config.to_str().unwrap()),
             ("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE", "20"),
         ],
-        vec![Fault::always(FaultKind::Answer(page)).on("BatchGetSecretValue")],
+        vec![
+            Fault::always(FaultKind::Answer(secrets)).on("BatchGetSecretValue"),
+            Fault::always(FaultKind::Answer(parameters)).on("GetParametersByPath"),
+        ],
     )
     .await;
     h.ext.wait_log("prefetch finished", Duration::from_secs(10)).await.unwrap();
     assert_eq!(h.proxy.calls("BatchGetSecretValue"), 5, "{:?}", h.proxy.counts());
-    assert!(h.ext.logs().iter().any(|l| l.contains("prefetched what fits")));
+    assert_eq!(h.proxy.calls("GetParametersByPath"), 9, "{:?}", h.proxy.counts());
+    assert!(h.ext.logs().iter().any(|l| l.contains("kept what fits")));
     assert_eq!(h.ext.get("/ping").await.unwrap().status, 200);
 }

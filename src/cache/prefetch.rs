@@ -138,7 +138,8 @@ impl Reserved {
             let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let task = cache.tasks.spawn(async move {
                 let result = tokio::select! {
-                    r = this.fetch.fetch_path(&path, decrypt, &role) => r,
+                    // Entries under a path are pinned: never more than the cache holds.
+                    r = this.fetch.fetch_path(&path, decrypt, &role, this.config.capacity) => r,
                     () = cancel.cancelled() => Err(cancelled()),
                 };
                 let now = this.clock.now_ms();

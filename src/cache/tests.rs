@@ -91,7 +91,13 @@ impl Fetch for FakeFetch {
         })
     }
 
-    fn fetch_path<'a>(&'a self, path: &'a str, _decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+    fn fetch_path<'a>(
+        &'a self,
+        path: &'a str,
+        _decrypt: bool,
+        role: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
             self.roles.lock().unwrap().push(role.to_string());
@@ -103,7 +109,7 @@ impl Fetch for FakeFetch {
                 .filter(|k| k.starts_with(path))
                 .cloned()
                 .collect();
-            Ok(names.iter().filter_map(|n| self.answer(n).ok()).collect())
+            Ok(names.iter().take(limit).filter_map(|n| self.answer(n).ok()).collect())
         })
     }
 

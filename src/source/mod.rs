@@ -59,9 +59,15 @@ pub trait Fetch: Send + Sync + 'static {
     /// Many items of one source with the batch APIs; one result per key, in order.
     fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>>;
 
-    /// Every parameter under `path`, recursively (GetParametersByPath), through `role`
-    /// (empty: the function's own).
-    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
+    /// The parameters under `path`, recursively (GetParametersByPath), through `role`
+    /// (empty: the function's own), at most `limit` of them.
+    fn fetch_path<'a>(
+        &'a self,
+        path: &'a str,
+        decrypt: bool,
+        role: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
 
     /// Drops the credentials of every assumed role (SnapStart restore: they were in the
     /// snapshot). The next read through a role assumes it again.
@@ -76,6 +82,23 @@ pub trait Fetch: Send + Sync + 'static {
         role: &'a str,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>>;
+}
+
+/// How many pages a listing (a parameter path, a secrets filter) may take for `limit` items
+/// at `per_page`: AWS may answer short pages with a token, so four times what a full listing
+/// needs, plus one; an endpoint that keeps handing out tokens is not called forever.
+fn page_bound(limit: usize, per_page: usize) -> usize {
+    limit.div_ceil(per_page) * 4 + 1
+}
+
+/// A listing stopped at its bound: say so (what was cut is not cached).
+fn listing_cut(what: &'static str, items: usize, limit: usize) {
+    tracing::warn!(
+        listing = what,
+        items,
+        limit,
+        "the listing has more than the cache holds (or its pages did not end); kept what fits"
+    );
 }
 
 /// Largest batches the APIs accept.
@@ -287,8 +310,14 @@ impl Fetch for Upstream {
         })
     }
 
-    fn fetch_path<'a>(&'a self, path: &'a str, decrypt: bool, role: &'a str) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
-        Box::pin(self.parameters_by_path(path, decrypt, role))
+    fn fetch_path<'a>(
+        &'a self,
+        path: &'a str,
+        decrypt: bool,
+        role: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        Box::pin(self.parameters_by_path(path, decrypt, role, limit))
     }
 
     fn fetch_filtered<'a>(

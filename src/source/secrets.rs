@@ -69,9 +69,8 @@ impl Upstream {
         self.fill_missing(keys, results).await
     }
 
-    /// BatchGetSecretValue with `Filters`, 20 per page, page after page until AWS says there
-    /// is no more, `limit` results are in hand, or the page bound is reached (an endpoint
-    /// that keeps handing out tokens must not keep us calling). Each match is validated as an
+    /// BatchGetSecretValue with `Filters`, 20 per page, page after page until there is no
+    /// more, `limit` results are in hand, or the page bound is reached. Each match is validated as an
     /// answer for its own name (shape, AWSCURRENT, sizes); errors AWS lists per secret are
     /// results too.
     pub(super) async fn secrets_by_filter(
@@ -91,11 +90,9 @@ impl Upstream {
                     .build()
             })
             .collect();
-        // AWS may answer a filtered page with fewer than 20 and a token: room for that.
-        let max_pages = limit.div_ceil(SECRETS_BATCH) * 4 + 1;
         let mut out = Vec::new();
         let mut next_token = None;
-        for _ in 0..max_pages {
+        for _ in 0..super::page_bound(limit, SECRETS_BATCH) {
             let req = clients
                 .secrets
                 .batch_get_secret_value()
@@ -130,11 +127,7 @@ impl Upstream {
             }
         }
         out.truncate(limit);
-        tracing::warn!(
-            matches = out.len(),
-            limit,
-            "the filter matches more than the cache holds (or its pages did not end); prefetched what fits"
-        );
+        super::listing_cut("BatchGetSecretValue", out.len(), limit);
         Ok(out)
     }
 }

@@ -1,6 +1,6 @@
 //! Parameter Store through the SDK: GetParameter, GetParameters, GetParametersByPath.
 
-use super::{FetchError, Fetched, Upstream, answer};
+use super::{FetchError, Fetched, PARAMETERS_BATCH, Upstream, answer};
 use crate::key::{Key, SelectorKind, Source};
 
 impl Upstream {
@@ -72,11 +72,13 @@ impl Upstream {
         self.fill_missing(keys, results).await
     }
 
-    pub(super) async fn parameters_by_path(&self, path: &str, decrypt: bool, role: &str) -> Result<Vec<Fetched>, FetchError> {
+    /// GetParametersByPath, page after page until there is no more, `limit` parameters are in
+    /// hand, or the page bound is reached.
+    pub(super) async fn parameters_by_path(&self, path: &str, decrypt: bool, role: &str, limit: usize) -> Result<Vec<Fetched>, FetchError> {
         let clients = self.clients(role)?;
         let mut out = Vec::new();
         let mut next_token = None;
-        loop {
+        for _ in 0..super::page_bound(limit, PARAMETERS_BATCH) {
             let req = clients
                 .ssm
                 .get_parameters_by_path()
@@ -102,6 +104,12 @@ impl Upstream {
             if next_token.is_none() {
                 return Ok(out);
             }
+            if out.len() >= limit {
+                break;
+            }
         }
+        out.truncate(limit);
+        super::listing_cut("GetParametersByPath", out.len(), limit);
+        Ok(out)
     }
 }
