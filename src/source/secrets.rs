@@ -28,7 +28,9 @@ impl Upstream {
             Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
         };
         let mut next_token = None;
-        loop {
+        // Pages past the bound (an endpoint that keeps handing out tokens) are not asked for;
+        // what they did not answer is fetched one by one.
+        for _ in 0..super::page_bound(keys.len(), SECRETS_BATCH) {
             let req = clients
                 .secrets
                 .batch_get_secret_value()
