@@ -291,7 +291,7 @@ impl LocalFunction {
             _ => None,
         };
         let function_addr = recorder.as_ref().map(|r| r.addr).or(extension_addr);
-        let runtime = match function {
+        let mut runtime = match function {
             Function::Handler(handler) => {
                 let mut runtime_env = env.clone();
                 for (k, v) in handler.runtime_env() {
@@ -312,60 +312,23 @@ impl LocalFunction {
                 None
             }
         };
-        let mut local = LocalFunction {
+        let init = wait_init(&platform, runtime.as_mut(), &ext).await?;
+        if freeze && !init.failed() {
+            let mut pids = vec![ext.pid()];
+            pids.extend(runtime.as_ref().map(Process::pid));
+            platform.freeze_between_invokes(pids);
+        }
+        Ok(LocalFunction {
+            logs_seen: runtime.as_ref().map_or(0, Process::log_count),
             platform,
             extension: ext,
             runtime,
-            init: InitOutcome {
-                duration: Duration::ZERO,
-                errors: Vec::new(),
-                runtime_error: None,
-            },
+            init,
             started_at,
             function_addr,
             recorder,
-            logs_seen: 0,
             init_reported: false,
-        };
-        local.init = local.wait_init().await?;
-        local.logs_seen = local.runtime.as_ref().map_or(0, Process::log_count);
-        if freeze && !local.init.failed() {
-            let mut pids = vec![local.extension.pid()];
-            pids.extend(local.runtime.as_ref().map(Process::pid));
-            local.platform.freeze_between_invokes(pids);
-        }
-        Ok(local)
-    }
-
-    /// Init, or an error as soon as the runtime process exits without finishing it.
-    async fn wait_init(&mut self) -> anyhow::Result<InitOutcome> {
-        let init = self.platform.wait_init(Duration::from_secs(60));
-        tokio::pin!(init);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            tokio::select! {
-                outcome = &mut init => {
-                    return outcome.map_err(|e| anyhow::anyhow!("{e}\n{}", self.output()));
-                }
-                () = tokio::time::sleep(Duration::from_millis(20)) => {
-                    let exited = match self.runtime.as_mut() {
-                        Some(r) => r.try_wait()?,
-                        None => None,
-                    };
-                    if let Some(status) = exited {
-                        // A runtime that reported an init error exits next; give the
-                        // platform a moment to see the report first.
-                        if let Ok(Ok(outcome)) = tokio::time::timeout(Duration::from_millis(200), &mut init).await {
-                            return Ok(outcome);
-                        }
-                        bail!("the runtime exited with {status} during Init\n{}", self.output());
-                    }
-                    if Instant::now() > deadline {
-                        bail!("Init did not finish in 60 s\n{}", self.output());
-                    }
-                }
-            }
-        }
+        })
     }
 
     /// What the runtime wrote during Init (Lambda prints it before the first START).
@@ -376,15 +339,7 @@ impl LocalFunction {
 
     /// The runtime's and the extension's output so far, labelled.
     pub fn output(&self) -> String {
-        let mut out = String::new();
-        if let Some(r) = &self.runtime {
-            out.push_str("--- runtime output ---\n");
-            out.push_str(&r.logs().join("\n"));
-            out.push('\n');
-        }
-        out.push_str("--- extension output ---\n");
-        out.push_str(&self.extension.logs().join("\n"));
-        out
+        output(self.runtime.as_ref(), &self.extension)
     }
 
     /// One invocation with `payload`.
@@ -429,6 +384,47 @@ impl LocalFunction {
     pub fn started_epoch_ms(&self) -> f64 {
         self.started_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() * 1000.0
     }
+}
+
+/// Init, or an error as soon as the runtime process exits without finishing it (the
+/// platform's own wait bounds it at 60 s).
+async fn wait_init(platform: &FakeLambda, mut runtime: Option<&mut Process>, extension: &Extension) -> anyhow::Result<InitOutcome> {
+    let init = platform.wait_init(Duration::from_secs(60));
+    tokio::pin!(init);
+    loop {
+        tokio::select! {
+            outcome = &mut init => {
+                return outcome.map_err(|e| anyhow::anyhow!("{e}\n{}", output(runtime.as_deref(), extension)));
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                let exited = match runtime.as_deref_mut() {
+                    Some(r) => r.try_wait()?,
+                    None => None,
+                };
+                if let Some(status) = exited {
+                    // A runtime that reported an init error exits next; give the platform a
+                    // moment to see the report first.
+                    if let Ok(Ok(outcome)) = tokio::time::timeout(Duration::from_millis(200), &mut init).await {
+                        return Ok(outcome);
+                    }
+                    bail!("the runtime exited with {status} during Init\n{}", output(runtime.as_deref(), extension));
+                }
+            }
+        }
+    }
+}
+
+/// The runtime's and the extension's output so far, labelled.
+fn output(runtime: Option<&Process>, extension: &Extension) -> String {
+    let mut out = String::new();
+    if let Some(r) = runtime {
+        out.push_str("--- runtime output ---\n");
+        out.push_str(&r.logs().join("\n"));
+        out.push('\n');
+    }
+    out.push_str("--- extension output ---\n");
+    out.push_str(&extension.logs().join("\n"));
+    out
 }
 
 /// Sets `key` in `env` (replacing it when `replace`, else only when absent).

@@ -113,7 +113,7 @@ impl Nginx {
 impl Drop for Nginx {
     /// SIGQUIT to the master: it stops its workers (SIGKILL would leave them running).
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
+        crate::process::signal_pid(self.child.id(), "QUIT");
         let _ = self.child.wait();
     }
 }

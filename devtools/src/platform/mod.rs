@@ -388,10 +388,7 @@ impl FakeLambda {
     fn signal_frozen(&self, signal: &str) {
         let pids = self.lock().freeze.clone();
         for pid in pids {
-            let _ = std::process::Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(pid.to_string())
-                .status();
+            crate::process::signal_pid(pid, signal);
         }
     }
 

@@ -228,19 +228,29 @@ fn subscribe(platform: &FakeLambda, id: Option<String>, body: &Bytes) -> Answer 
     response
 }
 
-async fn runtime_next(platform: &FakeLambda) -> Answer {
+/// Parks a runtime call in the slot `slot` picks until the platform answers it; `None` when
+/// the environment is shutting down (then or while parked).
+async fn park_runtime<T>(platform: &FakeLambda, slot: impl FnOnce(&mut super::Inner) -> &mut Option<oneshot::Sender<T>>) -> Option<T> {
     let rx = {
         let mut inner = platform.lock();
         if inner.phase == Phase::ShuttingDown {
-            return error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down");
+            return None;
         }
         let (tx, rx) = oneshot::channel();
-        inner.runtime_pending = Some(tx);
+        *slot(&mut inner) = Some(tx);
         rx
     };
     platform.bump();
-    let Ok(invoke) = rx.await else {
-        return error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down");
+    rx.await.ok()
+}
+
+fn shutting_down() -> Answer {
+    error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down")
+}
+
+async fn runtime_next(platform: &FakeLambda) -> Answer {
+    let Some(invoke) = park_runtime(platform, |i| &mut i.runtime_pending).await else {
+        return shutting_down();
     };
     let mut response = Response::new(Full::new(invoke.payload));
     let h = response.headers_mut();
@@ -256,19 +266,9 @@ async fn runtime_next(platform: &FakeLambda) -> Answer {
 /// SnapStart: the runtime's init is over and the snapshot may be taken; answered (empty) at
 /// the restore.
 async fn runtime_restore_next(platform: &FakeLambda) -> Answer {
-    let rx = {
-        let mut inner = platform.lock();
-        if inner.phase == Phase::ShuttingDown {
-            return error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down");
-        }
-        let (tx, rx) = oneshot::channel();
-        inner.runtime_restore = Some(tx);
-        rx
-    };
-    platform.bump();
-    match rx.await {
-        Ok(()) => Response::new(Full::new(Bytes::new())),
-        Err(_) => error(StatusCode::GONE, "Runtime.ShuttingDown", "the environment is shutting down"),
+    match park_runtime(platform, |i| &mut i.runtime_restore).await {
+        Some(()) => Response::new(Full::new(Bytes::new())),
+        None => shutting_down(),
     }
 }
 
