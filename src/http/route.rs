@@ -41,18 +41,17 @@ pub struct Read<'a> {
 
 impl Read<'_> {
     pub fn key(&self) -> KeyRef<'_> {
-        let key = match self.source {
-            Source::SecretsManager => KeyRef::secret(&self.id, self.kind, &self.selector),
+        match self.source {
+            Source::SecretsManager => KeyRef::secret(&self.id, self.kind, &self.selector).with_role(&self.role),
             Source::Ssm => KeyRef {
                 source: Source::Ssm,
                 id: &self.id,
                 kind: self.kind,
                 selector: &self.selector,
                 decrypt: self.decrypt,
-                role: "",
+                role: &self.role,
             },
-        };
-        key.with_role(&self.role)
+        }
     }
 }
 
