@@ -102,8 +102,8 @@ pub struct Cache {
     items: HashMap<Key, ItemPolicy>,
     /// Parameter paths: (path, withDecryption, role, policy).
     paths: Vec<(String, bool, String, ItemPolicy)>,
-    /// Secrets a config `filter` found, with that entry's policy (known once the prefetch
-    /// has run, so a later refresh keeps them pinned with their TTL).
+    /// What a config `filter` or `path` loaded, with that entry's policy (known once the
+    /// prefetch has run, so a later refresh keeps them pinned with their TTL).
     found: Mutex<HashMap<Key, ItemPolicy>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
@@ -228,20 +228,39 @@ impl Cache {
         if let Some(p) = aliases.into_iter().flatten().find_map(|id| self.items.get(&key.with_id(id))) {
             return *p;
         }
-        if key.source == Source::Ssm
-            && let Some((_, _, _, p)) = self
-                .paths
-                .iter()
-                .find(|(path, decrypt, role, _)| *decrypt == key.decrypt && **role == *key.role && key.id.starts_with(path.as_str()))
-        {
-            return *p;
-        }
         if let Some(p) = self.found.lock().expect("found lock holds no invariants").get(key) {
             return *p;
+        }
+        // Under a configured path but not loaded by its prefetch (created since, or left out
+        // by the prefetch's budget): the path's TTL, not pinned, so reads cannot grow what is
+        // pinned past what the prefetch loaded.
+        if let Some(p) = self.path_policy(key) {
+            return ItemPolicy { pinned: false, ..p };
         }
         ItemPolicy {
             ttl: of(&self.config.ttl, key.source),
             pinned: false,
+        }
+    }
+
+    /// The policy of the configured `path` that `key` lies under, if any.
+    fn path_policy(&self, key: &Key) -> Option<ItemPolicy> {
+        if key.source != Source::Ssm {
+            return None;
+        }
+        self.paths
+            .iter()
+            .find(|(path, decrypt, role, _)| *decrypt == key.decrypt && **role == *key.role && key.id.starts_with(path.as_str()))
+            .map(|(.., p)| *p)
+    }
+
+    /// A prefetch listing (a path, a filter) loaded `key`: later installs under its name and
+    /// ARN keep `policy` (pinned, the entry's TTL).
+    fn remember_found(&self, key: &Key, arn: Option<&str>, policy: ItemPolicy) {
+        let mut found = self.found.lock().expect("found lock holds no invariants");
+        found.insert(key.clone(), policy);
+        if let Some(arn) = arn {
+            found.insert(key.with_id(arn), policy);
         }
     }
 

@@ -3,6 +3,7 @@
 //! With SnapStart the prefetch is deferred to the first activity after the restore.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hashbrown::HashMap;
@@ -118,11 +119,13 @@ impl Cache {
 }
 
 impl Reserved {
-    /// Starts every fetch now, the batches in parallel.
+    /// Starts every fetch now, the batches in parallel. Paths and filters share what the
+    /// named entries leave of the capacity: together they never pin more than the cache holds.
     pub fn launch(mut self) -> Background {
         let cache = self.cache.clone();
         let cancel = cache.cancel_token().child_token();
         let mut background = Background::new(cancel.clone());
+        let budget = Arc::new(Budget(AtomicUsize::new(cache.config.capacity.saturating_sub(self.waits.len()))));
         for group in std::mem::take(&mut self.groups) {
             cache.launch(group, Trigger::Prefetch, cancel.clone());
         }
@@ -133,23 +136,34 @@ impl Reserved {
         }
         for (path, decrypt, role, required) in std::mem::take(&mut self.paths) {
             let label = format!("{path} (path){}", role_label(&role));
+            let label_for_log = label.clone();
             let this = cache.clone();
             let cancel = cancel.clone();
+            let budget = budget.clone();
             let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             let task = cache.tasks.spawn(async move {
                 let result = tokio::select! {
-                    // Entries under a path are pinned: never more than the cache holds.
-                    r = this.fetch.fetch_path(&path, decrypt, &role, this.config.capacity) => r,
+                    // Entries under a path are pinned: never more than the budget.
+                    r = this.fetch.fetch_path(&path, decrypt, &role, budget.left()) => r,
                     () = cancel.cancelled() => Err(cancelled()),
                 };
                 let now = this.clock.now_ms();
                 result.map(|items| {
+                    let mut left_out = 0;
                     for item in items {
-                        if let Some(name) = item.name.clone() {
-                            this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                            this.install(&Key::parameter(&name, decrypt).with_role(&role), item, now, seq);
+                        let Some(name) = item.name.clone() else { continue };
+                        if !budget.claim() {
+                            left_out += 1;
+                            continue;
                         }
+                        let key = Key::parameter(&name, decrypt).with_role(&role);
+                        if let Some(policy) = this.path_policy(&key) {
+                            this.remember_found(&key, item.arn.as_deref(), policy);
+                        }
+                        this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
+                        this.install(&key, item, now, seq);
                     }
+                    warn_left_out(left_out, &label_for_log);
                 })
             });
             background.items.push(Item {
@@ -159,7 +173,7 @@ impl Reserved {
             });
         }
         for item in std::mem::take(&mut self.filters) {
-            background.items.push(cache.prefetch_filter(item, cancel.clone()));
+            background.items.push(cache.prefetch_filter(item, cancel.clone(), budget.clone()));
         }
         background
     }
@@ -169,7 +183,7 @@ impl Cache {
     /// Every secret `item`'s filter matches, installed by name and ARN and pinned with the
     /// entry's TTL. No match is a warning, or a failure when the entry is `required`; so is
     /// a match that cannot be loaded.
-    fn prefetch_filter(self: &Arc<Self>, item: FilterItem, cancel: tokio_util::sync::CancellationToken) -> Item {
+    fn prefetch_filter(self: &Arc<Self>, item: FilterItem, cancel: tokio_util::sync::CancellationToken, budget: Arc<Budget>) -> Item {
         let label = format!("{item}{}", role_label(&item.role));
         let required = item.required;
         let this = self.clone();
@@ -177,8 +191,8 @@ impl Cache {
         let what = label.clone();
         let task = self.tasks.spawn(async move {
             let answers = tokio::select! {
-                // Matches are pinned: never more than the cache holds.
-                r = this.fetch.fetch_filtered(&item.filters, &item.role, this.config.capacity) => r?,
+                // Matches are pinned: never more than the budget.
+                r = this.fetch.fetch_filtered(&item.filters, &item.role, budget.left()) => r?,
                 () = cancel.cancelled() => return Err(cancelled()),
             };
             if answers.is_empty() {
@@ -195,18 +209,17 @@ impl Cache {
             };
             let now = this.clock.now_ms();
             let mut first_error = None;
+            let mut left_out = 0;
             for answer in answers {
                 match answer {
                     Ok(fetched) => {
                         let Some(name) = fetched.name.clone() else { continue };
-                        let key = Key::secret(&name, SelectorKind::Default, "").with_role(&item.role);
-                        {
-                            let mut found = this.found.lock().expect("found lock holds no invariants");
-                            found.insert(key.clone(), policy);
-                            if let Some(arn) = fetched.arn.as_deref() {
-                                found.insert(key.with_id(arn), policy);
-                            }
+                        if !budget.claim() {
+                            left_out += 1;
+                            continue;
                         }
+                        let key = Key::secret(&name, SelectorKind::Default, "").with_role(&item.role);
+                        this.remember_found(&key, fetched.arn.as_deref(), policy);
                         this.metrics.refresh(Source::SecretsManager, Trigger::Prefetch, true);
                         this.install(&key, fetched, now, seq);
                     }
@@ -216,6 +229,7 @@ impl Cache {
                     }
                 }
             }
+            warn_left_out(left_out, &what);
             first_error.map_or(Ok(()), Err)
         });
         Item {
@@ -223,6 +237,30 @@ impl Cache {
             required,
             done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
         }
+    }
+}
+
+/// The entries paths and filters may still pin, shared by every listing of one prefetch.
+struct Budget(AtomicUsize);
+
+impl Budget {
+    fn left(&self) -> usize {
+        self.0.load(Relaxed)
+    }
+
+    /// Takes one entry's place; false once the budget is spent.
+    fn claim(&self) -> bool {
+        self.0.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1)).is_ok()
+    }
+}
+
+fn warn_left_out(left_out: usize, what: &str) {
+    if left_out > 0 {
+        tracing::warn!(
+                entry = %crate::escape::escaped(what),
+                left_out,
+                "the configured entries fill the cache: matches left out (raise PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)"
+        );
     }
 }
 

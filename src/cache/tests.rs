@@ -420,6 +420,11 @@ async fn prefetch_batches_and_early_readers_join_it() {
     assert_eq!(p.result, CacheResult::Hit);
     assert_eq!(p.entry.ttl_ms, 60_000);
     assert!(p.entry.pinned);
+    // Created under the path after the prefetch: the path's TTL, but not pinned (reads cannot
+    // grow what the config pins).
+    fetch.set("/app/later", Ok("q"));
+    let later = cache.get(KeyRef::parameter("/app/later", true), false).await.unwrap();
+    assert_eq!((later.result, later.entry.ttl_ms, later.entry.pinned), (CacheResult::Miss, 60_000, false));
 }
 
 #[tokio::test]
@@ -717,6 +722,40 @@ async fn a_filter_never_pins_more_than_the_cache_holds() {
     assert_eq!((report.loaded, report.failed.len()), (1, 0));
     let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["shop/a", "shop/b"], "the capacity is the limit asked of the source");
+}
+
+#[tokio::test]
+async fn paths_and_filters_together_never_pin_more_than_the_cache_holds() {
+    let mut p = policy();
+    p.capacity = 4;
+    let file = FileConfig {
+        secrets: vec![crate::config::file::SecretItem {
+            id: "named".into(),
+            version: crate::config::SecretVersion::Current,
+            ttl: None,
+            required: true,
+            role: String::new(),
+        }],
+        secret_filters: vec![filter("shop/", false), filter("blog/", false)],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(p, &file);
+    for n in ["named", "shop/a", "shop/b", "blog/a", "blog/b"] {
+        fetch.set(n, Ok(n));
+    }
+    let report = cache.prefetch().finish().await;
+    assert_eq!(report.failed.len(), 0, "a full cache is a warning");
+    let items = cache.status().items;
+    assert_eq!(items.len(), 4, "the capacity bounds every configured entry together");
+    assert!(items.iter().any(|i| i.id == "named"), "named entries come first");
+    // What was left out is read like anything else: a miss, not pinned.
+    let left_out = ["shop/a", "shop/b", "blog/a", "blog/b"]
+        .into_iter()
+        .find(|id| !items.iter().any(|i| i.id == *id))
+        .unwrap();
+    let served = cache.get(key(left_out), false).await.unwrap();
+    assert_eq!(served.result, CacheResult::Miss);
+    assert!(!served.entry.pinned);
 }
 
 #[tokio::test]
