@@ -250,7 +250,7 @@ impl Cache {
         }
         self.paths
             .iter()
-            .find(|(path, decrypt, role, _)| *decrypt == key.decrypt && **role == *key.role && key.id.starts_with(path.as_str()))
+            .find(|(path, decrypt, role, _)| *decrypt == key.decrypt && **role == *key.role && crate::key::parameter_under(path, &key.id))
             .map(|(.., p)| *p)
     }
 

@@ -424,7 +424,10 @@ async fn prefetch_batches_and_early_readers_join_it() {
     // grow what the config pins).
     fetch.set("/app/later", Ok("q"));
     let later = cache.get(KeyRef::parameter("/app/later", true), false).await.unwrap();
-    assert_eq!((later.result, later.entry.ttl_ms, later.entry.pinned), (CacheResult::Miss, 60_000, false));
+    assert_eq!(
+        (later.result, later.entry.ttl_ms, later.entry.pinned),
+        (CacheResult::Miss, 60_000, false)
+    );
 }
 
 #[tokio::test]
@@ -722,6 +725,30 @@ async fn a_filter_never_pins_more_than_the_cache_holds() {
     assert_eq!((report.loaded, report.failed.len()), (1, 0));
     let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["shop/a", "shop/b"], "the capacity is the limit asked of the source");
+}
+
+#[tokio::test]
+async fn a_path_holds_whole_segments_only() {
+    let file = FileConfig {
+        parameters: vec![ParameterItem {
+            target: ParameterTarget::Path("/app".into()),
+            with_decryption: false,
+            ttl: Some(Duration::from_secs(60)),
+            required: false,
+            role: String::new(),
+        }],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(policy(), &file);
+    for n in ["/app/x", "/application/x"] {
+        fetch.set(n, Ok("v"));
+    }
+    let ttl = |id: &'static str| {
+        let cache = cache.clone();
+        async move { cache.get(KeyRef::parameter(id, false), false).await.unwrap().entry.ttl_ms }
+    };
+    assert_eq!(ttl("/app/x").await, 60_000);
+    assert_eq!(ttl("/application/x").await, 300_000, "not under /app: the default TTL");
 }
 
 #[tokio::test]

@@ -170,8 +170,7 @@ pub fn parameter(wanted: Wanted<'_>, mut p: aws_sdk_ssm::types::Parameter) -> Re
             }
         }
         Wanted::Under(path) => {
-            let rest = name.strip_prefix(path);
-            if !rest.is_some_and(|r| path.ends_with('/') || r.starts_with('/')) {
+            if !crate::key::parameter_under(path, name) {
                 return Err(invalid("the answer holds a parameter outside the requested path"));
             }
         }
