@@ -1,6 +1,7 @@
 //! Shared vocabulary: the identity of one upstream item (which service, which id, which
-//! version, read through which IAM role). Sources fetch by it, the cache is keyed by it, metrics are labelled by its
-//! source, and a request builds a borrowed `KeyRef` so a lookup allocates nothing.
+//! version, read through which IAM role). Sources fetch by it, the cache is keyed by it,
+//! metrics are labelled by its source, and a request builds a borrowed `KeyRef` so a lookup
+//! allocates nothing.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

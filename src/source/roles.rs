@@ -1,8 +1,8 @@
 //! Reading through another IAM role (`roleArn`): per role, SDK clients whose credentials come
 //! from STS AssumeRole, cached by the SDK's lazy identity cache and assumed again 2.5 to 5
 //! minutes before they expire (a 5-minute buffer less the cache's jitter; checked at use, so
-//! a frozen environment thaws into a fresh assume when it needs one). At most `max` roles; a request for one more is refused, never evicting a
-//! role whose entries are cached.
+//! a frozen environment thaws into a fresh assume when it needs one). At most `max` roles; a
+//! request for one more is refused, never evicting a role whose entries are cached.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
