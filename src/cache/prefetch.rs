@@ -257,9 +257,9 @@ impl Budget {
 fn warn_left_out(left_out: usize, what: &str) {
     if left_out > 0 {
         tracing::warn!(
-                entry = %crate::escape::escaped(what),
-                left_out,
-                "the configured entries fill the cache: matches left out (raise PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)"
+            entry = %crate::escape::escaped(what),
+            left_out,
+            "the configured entries fill the cache: matches left out (raise PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)"
         );
     }
 }
