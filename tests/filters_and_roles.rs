@@ -193,6 +193,25 @@ async fn role_limits_bad_arns_and_access_denied_are_clear_errors() {
     assert_eq!(h.proxy.calls("GetSecretValue"), 0, "nothing was read without the role");
 }
 
+/// A role AssumeRole has only refused holds no entries, so it takes no place from the next;
+/// one that has read keeps its place.
+#[tokio::test]
+async fn a_role_only_refused_gives_its_place_to_the_next() {
+    let h = start(&[("SECRETS_CACHE_MAX_ROLES", "1")]).await;
+    let id = unique("refused/db");
+    h.aws.create_secret(&id, "v").await.unwrap();
+    let path = secret_path(&id);
+    h.proxy.inject(Fault::status(403, "AccessDenied").on("AssumeRole").times(1));
+    let denied = h.ext.get(&with_role(&path, AUDITOR)).await.unwrap();
+    assert_eq!(denied.json()["__type"], "AccessDenied", "{}", denied.text());
+    let next = h.ext.get(&with_role(&path, READER)).await.unwrap();
+    assert_eq!(next.status, 200, "{}", next.text());
+    let again = h.ext.get(&with_role(&path, AUDITOR)).await.unwrap();
+    assert_eq!(again.json()["__type"], "TooManyRoles", "{}", again.text());
+    assert_eq!(h.ext.get(&with_role(&path, READER)).await.unwrap().header("x-cache"), Some("hit"));
+    assert_eq!((h.proxy.calls("AssumeRole"), h.proxy.calls("GetSecretValue")), (2, 1));
+}
+
 #[tokio::test]
 async fn config_entries_read_through_their_role() {
     let id = unique("cfg-role/db");

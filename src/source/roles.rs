@@ -2,8 +2,11 @@
 //! from STS AssumeRole, cached by the SDK's lazy identity cache and assumed again 2.5 to 5
 //! minutes before they expire (a 5-minute buffer less the cache's jitter; checked at use, so
 //! a frozen environment thaws into a fresh assume when it needs one). At most `max` roles; a
-//! request for one more is refused, never evicting a role whose entries are cached.
+//! request for one more takes the place of a role whose AssumeRole has only ever failed (it
+//! holds no entries), or is refused itself: a role whose entries may be cached is kept.
 
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,8 +36,19 @@ pub(super) struct Roles {
     /// Builds a role's clients from its config (the same timeouts, retries and answer cap as
     /// the function's own).
     build: Box<dyn Fn(&aws_types::SdkConfig) -> Clients + Send + Sync>,
-    by_role: Mutex<HashMap<Arc<str>, Arc<Clients>>>,
+    by_role: Mutex<HashMap<Arc<str>, Role>>,
 }
+
+struct Role {
+    clients: Arc<Clients>,
+    outcome: Arc<AtomicU8>,
+}
+
+/// What AssumeRole has answered for a role so far (`Role::outcome`).
+const NOT_YET: u8 = 0;
+const ASSUMED: u8 = 1;
+/// No attempt has succeeded and none is under way: nothing was read through it.
+const ONLY_FAILED: u8 = 2;
 
 impl Roles {
     pub(super) fn new(
@@ -59,8 +73,18 @@ impl Roles {
     /// The clients for `role`, made on first use; `TooManyRoles` (400) past the limit.
     pub(super) fn clients(&self, role: &str) -> Result<Arc<Clients>, FetchError> {
         let mut by_role = self.by_role.lock().expect("roles lock holds no invariants");
-        if let Some(c) = by_role.get(role) {
-            return Ok(c.clone());
+        if let Some(r) = by_role.get(role) {
+            return Ok(r.clients.clone());
+        }
+        if by_role.len() >= self.max {
+            let refused = by_role
+                .iter()
+                .find(|(_, r)| r.outcome.load(Relaxed) == ONLY_FAILED)
+                .map(|(arn, _)| arn.clone());
+            if let Some(arn) = refused {
+                by_role.remove(&arn);
+                tracing::info!(role = %crate::escape::escaped(&arn), "dropping a role AssumeRole has only failed for, for a new one");
+            }
         }
         if by_role.len() >= self.max {
             return Err(FetchError::Service {
@@ -72,11 +96,13 @@ impl Roles {
                 ),
             });
         }
+        let outcome = Arc::new(AtomicU8::new(NOT_YET));
         let provider = AssumedRole {
             sts: self.sts.clone(),
             role: role.to_string(),
             session_name: self.session_name.clone(),
             budget: self.budget,
+            outcome: outcome.clone(),
         };
         let identity_cache = aws_config::identity::IdentityCache::lazy()
             .buffer_time(REFRESH_BEFORE_EXPIRY)
@@ -88,7 +114,13 @@ impl Roles {
             .identity_cache(identity_cache)
             .build();
         let clients = Arc::new((self.build)(&config));
-        by_role.insert(role.into(), clients.clone());
+        by_role.insert(
+            role.into(),
+            Role {
+                clients: clients.clone(),
+                outcome,
+            },
+        );
         tracing::info!(role = %crate::escape::escaped(role), roles = by_role.len(), "reading through a new role");
         Ok(clients)
     }
@@ -116,10 +148,23 @@ struct AssumedRole {
     role: String,
     session_name: String,
     budget: Duration,
+    outcome: Arc<AtomicU8>,
 }
 
 impl AssumedRole {
     async fn assume(&self) -> Result<Credentials, CredentialsError> {
+        // Under way again: not a role to drop for a new one until this attempt fails too.
+        let _ = self.outcome.compare_exchange(ONLY_FAILED, NOT_YET, Relaxed, Relaxed);
+        let assumed = self.try_assume().await;
+        if assumed.is_ok() {
+            self.outcome.store(ASSUMED, Relaxed);
+        } else {
+            let _ = self.outcome.compare_exchange(NOT_YET, ONLY_FAILED, Relaxed, Relaxed);
+        }
+        assumed
+    }
+
+    async fn try_assume(&self) -> Result<Credentials, CredentialsError> {
         let call = self
             .sts
             .assume_role()
