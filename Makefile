@@ -80,6 +80,7 @@ summary = awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests ($(2))
 ## Every test: unit, integration (against moto), devtools, on the host build; then the
 ## integration suite again against both layer binaries (layer-test).
 test: $(STAMP) tools node-ric
+	@df -Pk . | awk 'NR == 2 { printf "disk: %.1f GB free here; a fresh make test takes ~4.5 GB\n", $$4 / 1048576 }'
 	$(CARGO) build --workspace --bins
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
 	$(MAKE) --no-print-directory layer-test
