@@ -8,6 +8,7 @@
 pub mod background;
 pub mod entry;
 mod flight;
+mod listing;
 mod prefetch;
 mod snapshot;
 mod status;
@@ -100,8 +101,8 @@ pub struct Cache {
     fetch: Arc<dyn Fetch>,
     config: CacheConfig,
     items: HashMap<Key, ItemPolicy>,
-    /// Parameter paths: (path, withDecryption, role, policy).
-    paths: Vec<(String, bool, String, ItemPolicy)>,
+    /// The config's parameter paths and secret filters.
+    listings: Vec<listing::Listing>,
     /// What a config `filter` or `path` loaded, with that entry's policy (known once the
     /// prefetch has run, so a later refresh keeps them pinned with their TTL).
     found: Mutex<HashMap<Key, ItemPolicy>>,
@@ -123,19 +124,17 @@ pub struct Cache {
 impl Cache {
     pub fn new(fetch: Arc<dyn Fetch>, config: &CacheConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Arc<Cache> {
         let mut items = HashMap::new();
-        let mut paths = Vec::new();
         for s in &config.prefetch.secrets {
             let ttl = s.ttl.unwrap_or(config.ttl.secrets);
             items.insert(secret_key(&s.id, &s.version).with_role(&s.role), ItemPolicy { ttl, pinned: true });
         }
         for p in &config.prefetch.parameters {
-            let ttl = p.ttl.unwrap_or(config.ttl.ssm);
-            let policy = ItemPolicy { ttl, pinned: true };
-            match &p.target {
-                ParameterTarget::Name(n) => {
-                    items.insert(Key::parameter(n, p.with_decryption).with_role(&p.role), policy);
-                }
-                ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.role.clone(), policy)),
+            if let ParameterTarget::Name(n) = &p.target {
+                let ttl = p.ttl.unwrap_or(config.ttl.ssm);
+                items.insert(
+                    Key::parameter(n, p.with_decryption).with_role(&p.role),
+                    ItemPolicy { ttl, pinned: true },
+                );
             }
         }
         Arc::new(Cache {
@@ -146,7 +145,7 @@ impl Cache {
             fetch,
             config: config.clone(),
             items,
-            paths,
+            listings: listing::from_config(config),
             found: Mutex::new(HashMap::new()),
             metrics,
             clock,
@@ -245,13 +244,18 @@ impl Cache {
 
     /// The policy of the configured `path` that `key` lies under, if any.
     fn path_policy(&self, key: &Key) -> Option<ItemPolicy> {
-        if key.source != Source::Ssm {
-            return None;
-        }
-        self.paths
+        self.listings
             .iter()
-            .find(|(path, decrypt, role, _)| *decrypt == key.decrypt && **role == *key.role && crate::key::parameter_under(path, &key.id))
-            .map(|(.., p)| *p)
+            .find(|l| match &l.what {
+                listing::Listed::Path { path, decrypt } => {
+                    key.source == Source::Ssm
+                        && *decrypt == key.decrypt
+                        && *l.role == *key.role
+                        && crate::key::parameter_under(path, &key.id)
+                }
+                listing::Listed::Filter(_) => false,
+            })
+            .map(|l| l.policy)
     }
 
     /// A prefetch listing (a path, a filter) loaded `key`: later installs under its name and

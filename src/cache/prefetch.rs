@@ -3,28 +3,26 @@
 //! With SnapStart the prefetch is deferred to the first activity after the restore.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hashbrown::HashMap;
 
 use super::Cache;
-use super::background::{Background, Item};
+use super::background::Background;
 use super::flight::{Flight, NewFlight, cancelled};
-use crate::config::file::FilterItem;
+use super::listing::Budget;
 use crate::config::{ParameterTarget, SecretVersion};
 use crate::key::{Key, SelectorKind, Source};
 use crate::metrics::Trigger;
-use crate::source::{FetchError, PARAMETERS_BATCH, SECRETS_BATCH};
+use crate::source::{PARAMETERS_BATCH, SECRETS_BATCH};
 
 /// Prefetch flights registered but not started; see `Cache::reserve_prefetch`.
 pub struct Reserved {
     pub(super) cache: Arc<Cache>,
     pub(super) groups: Vec<Vec<NewFlight>>,
     pub(super) waits: Vec<(Key, Flight)>,
-    /// (path, withDecryption, role, required)
-    pub(super) paths: Vec<(String, bool, String, bool)>,
-    pub(super) filters: Vec<FilterItem>,
+    /// Whether the config's listings (paths, filters) run at the launch.
+    pub(super) listings: bool,
     pub(super) required: HashMap<Key, bool>,
 }
 
@@ -36,8 +34,6 @@ impl Cache {
     pub fn reserve_prefetch(self: &Arc<Self>) -> Reserved {
         let file = &self.config.prefetch;
         let mut keys: Vec<(Key, bool)> = Vec::new();
-        let mut paths = Vec::new();
-        let mut filters = Vec::new();
         if self.config.enabled {
             keys.extend(
                 file.secrets
@@ -45,12 +41,10 @@ impl Cache {
                     .map(|s| (secret_key(&s.id, &s.version).with_role(&s.role), s.required)),
             );
             for p in &file.parameters {
-                match &p.target {
-                    ParameterTarget::Name(n) => keys.push((Key::parameter(n, p.with_decryption).with_role(&p.role), p.required)),
-                    ParameterTarget::Path(path) => paths.push((path.clone(), p.with_decryption, p.role.clone(), p.required)),
+                if let ParameterTarget::Name(n) = &p.target {
+                    keys.push((Key::parameter(n, p.with_decryption).with_role(&p.role), p.required));
                 }
             }
-            filters = file.secret_filters.clone();
         }
         let required: HashMap<Key, bool> = keys.iter().cloned().collect();
         let mut waits = Vec::new();
@@ -64,8 +58,7 @@ impl Cache {
             cache: self.clone(),
             groups,
             waits,
-            paths,
-            filters,
+            listings: self.config.enabled,
             required,
         }
     }
@@ -125,7 +118,7 @@ impl Reserved {
         let cache = self.cache.clone();
         let cancel = cache.cancel_token().child_token();
         let mut background = Background::new(cancel.clone());
-        let budget = Arc::new(Budget(AtomicUsize::new(cache.config.capacity.saturating_sub(self.waits.len()))));
+        let budget = Budget::new(cache.config.capacity.saturating_sub(self.waits.len()));
         for group in std::mem::take(&mut self.groups) {
             cache.launch(group, Trigger::Prefetch, cancel.clone());
         }
@@ -134,141 +127,12 @@ impl Reserved {
             let is_required = required.get(&key).copied().unwrap_or(false);
             background.push_flight(key.to_string(), is_required, flight);
         }
-        for (path, decrypt, role, required) in std::mem::take(&mut self.paths) {
-            let label = format!("{path} (path){}", role_label(&role));
-            let label_for_log = label.clone();
-            let this = cache.clone();
-            let cancel = cancel.clone();
-            let budget = budget.clone();
-            let seq = cache.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let task = cache.tasks.spawn(async move {
-                let result = tokio::select! {
-                    // Entries under a path are pinned: never more than the budget.
-                    r = this.fetch.fetch_path(&path, decrypt, &role, budget.left()) => r,
-                    () = cancel.cancelled() => Err(cancelled()),
-                };
-                let now = this.clock.now_ms();
-                result.map(|items| {
-                    let mut left_out = 0;
-                    for item in items {
-                        let Some(name) = item.name.clone() else { continue };
-                        if !budget.claim() {
-                            left_out += 1;
-                            continue;
-                        }
-                        let key = Key::parameter(&name, decrypt).with_role(&role);
-                        if let Some(policy) = this.path_policy(&key) {
-                            this.remember_found(&key, item.arn.as_deref(), policy);
-                        }
-                        this.metrics.refresh(Source::Ssm, Trigger::Prefetch, true);
-                        this.install(&key, item, now, seq);
-                    }
-                    warn_left_out(left_out, &label_for_log);
-                })
-            });
-            background.items.push(Item {
-                label,
-                required,
-                done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
-            });
-        }
-        for item in std::mem::take(&mut self.filters) {
-            background.items.push(cache.prefetch_filter(item, cancel.clone(), budget.clone()));
+        if self.listings {
+            for i in 0..cache.listings.len() {
+                background.items.push(cache.prefetch_listing(i, cancel.clone(), budget.clone()));
+            }
         }
         background
-    }
-}
-
-impl Cache {
-    /// Every secret `item`'s filter matches, installed by name and ARN and pinned with the
-    /// entry's TTL. No match is a warning, or a failure when the entry is `required`; so is
-    /// a match that cannot be loaded.
-    fn prefetch_filter(self: &Arc<Self>, item: FilterItem, cancel: tokio_util::sync::CancellationToken, budget: Arc<Budget>) -> Item {
-        let label = format!("{item}{}", role_label(&item.role));
-        let required = item.required;
-        let this = self.clone();
-        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let what = label.clone();
-        let task = self.tasks.spawn(async move {
-            let answers = tokio::select! {
-                // Matches are pinned: never more than the budget.
-                r = this.fetch.fetch_filtered(&item.filters, &item.role, budget.left()) => r?,
-                () = cancel.cancelled() => return Err(cancelled()),
-            };
-            if answers.is_empty() {
-                tracing::warn!(filter = %crate::escape::escaped(&what), required, "the filter matched no secret");
-                return if required {
-                    Err(FetchError::item("NoSecretMatched", "the filter matched no secret"))
-                } else {
-                    Ok(())
-                };
-            }
-            let policy = super::ItemPolicy {
-                ttl: item.ttl.unwrap_or(this.config.ttl.secrets),
-                pinned: true,
-            };
-            let now = this.clock.now_ms();
-            let mut first_error = None;
-            let mut left_out = 0;
-            for answer in answers {
-                match answer {
-                    Ok(fetched) => {
-                        let Some(name) = fetched.name.clone() else { continue };
-                        if !budget.claim() {
-                            left_out += 1;
-                            continue;
-                        }
-                        let key = Key::secret(&name, SelectorKind::Default, "").with_role(&item.role);
-                        this.remember_found(&key, fetched.arn.as_deref(), policy);
-                        this.metrics.refresh(Source::SecretsManager, Trigger::Prefetch, true);
-                        this.install(&key, fetched, now, seq);
-                    }
-                    Err(e) => {
-                        this.metrics.refresh(Source::SecretsManager, Trigger::Prefetch, false);
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            warn_left_out(left_out, &what);
-            first_error.map_or(Ok(()), Err)
-        });
-        Item {
-            label,
-            required,
-            done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
-        }
-    }
-}
-
-/// The entries paths and filters may still pin, shared by every listing of one prefetch.
-struct Budget(AtomicUsize);
-
-impl Budget {
-    fn left(&self) -> usize {
-        self.0.load(Relaxed)
-    }
-
-    /// Takes one entry's place; false once the budget is spent.
-    fn claim(&self) -> bool {
-        self.0.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1)).is_ok()
-    }
-}
-
-fn warn_left_out(left_out: usize, what: &str) {
-    if left_out > 0 {
-        tracing::warn!(
-            entry = %crate::escape::escaped(what),
-            left_out,
-            "the configured entries fill the cache: matches left out (raise PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)"
-        );
-    }
-}
-
-fn role_label(role: &str) -> String {
-    if role.is_empty() {
-        String::new()
-    } else {
-        format!(" (role {role})")
     }
 }
 

@@ -786,6 +786,34 @@ async fn paths_and_filters_together_never_pin_more_than_the_cache_holds() {
 }
 
 #[tokio::test]
+async fn a_listing_with_no_place_left_is_not_listed_and_fails_init_when_required() {
+    let mut p = policy();
+    p.capacity = 2;
+    let named = |id: &str| crate::config::file::SecretItem {
+        id: id.into(),
+        version: crate::config::SecretVersion::Current,
+        ttl: None,
+        required: false,
+        role: String::new(),
+    };
+    // Named entries fill the cache: the filters are not even listed.
+    let file = FileConfig {
+        secrets: vec![named("named"), named("shop/a")],
+        secret_filters: vec![filter("shop/", false), filter("shop/", true)],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(p, &file);
+    for n in ["named", "shop/a", "shop/b"] {
+        fetch.set(n, Ok(n));
+    }
+    let report = cache.prefetch().finish().await;
+    let failed: Vec<(&str, bool)> = report.failed.iter().map(|(_, e, required)| (e.code(), *required)).collect();
+    assert_eq!(failed, [("CacheFull", true)], "the optional one is a warning");
+    assert_eq!(fetch.calls.load(SeqCst), 1, "one batch for the named entries, no listing");
+    assert_eq!(cache.status().items.len(), 2);
+}
+
+#[tokio::test]
 async fn a_filter_matching_nothing_warns_or_fails_when_required() {
     let file = FileConfig {
         secret_filters: vec![filter("none/", false), filter("nothing/", true)],

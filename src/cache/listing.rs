@@ -1,0 +1,208 @@
+//! The config's listings: entries that load whatever a listing returns, every parameter under
+//! a `path` (GetParametersByPath) or every secret a `filter` matches (BatchGetSecretValue with
+//! Filters). One prefetch item per listing; what it returns is installed by name (and ARN),
+//! pinned with the entry's TTL. Together, one prefetch's listings pin at most what the named
+//! entries leave of the capacity (`Budget`).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio_util::sync::CancellationToken;
+
+use super::background::Item;
+use super::flight::cancelled;
+use super::{Cache, ItemPolicy};
+use crate::config::file::SecretFilter;
+use crate::config::{CacheConfig, ParameterTarget};
+use crate::key::{Key, SelectorKind, Source};
+use crate::metrics::Trigger;
+use crate::source::{Fetch, FetchError, Fetched};
+
+pub(super) struct Listing {
+    pub(super) what: Listed,
+    pub(super) role: String,
+    required: bool,
+    pub(super) policy: ItemPolicy,
+    /// For logs and init errors: the path or the filter, and the role.
+    label: String,
+}
+
+pub(super) enum Listed {
+    Path { path: String, decrypt: bool },
+    Filter(Vec<SecretFilter>),
+}
+
+/// The listings of `config`'s file, in its order: paths, then filters.
+pub(super) fn from_config(config: &CacheConfig) -> Vec<Listing> {
+    let file = &config.prefetch;
+    let paths = file.parameters.iter().filter_map(|p| match &p.target {
+        ParameterTarget::Path(path) => Some(Listing {
+            label: format!("{path} (path){}", role_label(&p.role)),
+            what: Listed::Path {
+                path: path.clone(),
+                decrypt: p.with_decryption,
+            },
+            role: p.role.clone(),
+            required: p.required,
+            policy: ItemPolicy {
+                ttl: p.ttl.unwrap_or(config.ttl.ssm),
+                pinned: true,
+            },
+        }),
+        ParameterTarget::Name(_) => None,
+    });
+    let filters = file.secret_filters.iter().map(|f| Listing {
+        label: format!("{f}{}", role_label(&f.role)),
+        what: Listed::Filter(f.filters.clone()),
+        role: f.role.clone(),
+        required: f.required,
+        policy: ItemPolicy {
+            ttl: f.ttl.unwrap_or(config.ttl.secrets),
+            pinned: true,
+        },
+    });
+    paths.chain(filters).collect()
+}
+
+pub(super) fn role_label(role: &str) -> String {
+    if role.is_empty() {
+        String::new()
+    } else {
+        format!(" (role {role})")
+    }
+}
+
+impl Listing {
+    /// At most `limit` items. A path is all or nothing (one invalid parameter fails it); a
+    /// filter has a result per match.
+    async fn list(&self, fetch: &dyn Fetch, limit: usize) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
+        match &self.what {
+            Listed::Path { path, decrypt } => Ok(fetch
+                .fetch_path(path, *decrypt, &self.role, limit)
+                .await?
+                .into_iter()
+                .map(Ok)
+                .collect()),
+            Listed::Filter(filters) => fetch.fetch_filtered(filters, &self.role, limit).await,
+        }
+    }
+
+    fn source(&self) -> Source {
+        match self.what {
+            Listed::Path { .. } => Source::Ssm,
+            Listed::Filter(_) => Source::SecretsManager,
+        }
+    }
+
+    /// The key an item named `name` is installed under.
+    fn key(&self, name: &str) -> Key {
+        match self.what {
+            Listed::Path { decrypt, .. } => Key::parameter(name, decrypt),
+            Listed::Filter(_) => Key::secret(name, SelectorKind::Default, ""),
+        }
+        .with_role(&self.role)
+    }
+}
+
+/// The entries listings may still pin, shared by every listing of one prefetch.
+pub(super) struct Budget(AtomicUsize);
+
+impl Budget {
+    pub(super) fn new(entries: usize) -> Arc<Budget> {
+        Arc::new(Budget(AtomicUsize::new(entries)))
+    }
+
+    fn left(&self) -> usize {
+        self.0.load(Relaxed)
+    }
+
+    /// Takes one entry's place; false once the budget is spent.
+    fn claim(&self) -> bool {
+        self.0.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1)).is_ok()
+    }
+}
+
+impl Cache {
+    /// The prefetch item for `self.listings[index]`. A filter that matches nothing is a
+    /// warning, or a failure when the entry is `required`; so is a match that cannot be
+    /// loaded, and an entry with no place left at all. Items past the budget are left out
+    /// with a warning.
+    pub(super) fn prefetch_listing(self: &Arc<Self>, index: usize, cancel: CancellationToken, budget: Arc<Budget>) -> Item {
+        let listing = &self.listings[index];
+        let (label, required) = (listing.label.clone(), listing.required);
+        let this = self.clone();
+        let seq = self.seq.fetch_add(1, Relaxed) + 1;
+        let task = self.tasks.spawn(async move {
+            let listing = &this.listings[index];
+            let limit = budget.left();
+            if limit == 0 {
+                return spent(listing);
+            }
+            let answers = tokio::select! {
+                r = listing.list(&*this.fetch, limit) => r?,
+                () = cancel.cancelled() => return Err(cancelled()),
+            };
+            if answers.is_empty() && matches!(listing.what, Listed::Filter(_)) {
+                tracing::warn!(filter = %crate::escape::escaped(&listing.label), required = listing.required, "the filter matched no secret");
+                return if listing.required {
+                    Err(FetchError::item("NoSecretMatched", "the filter matched no secret"))
+                } else {
+                    Ok(())
+                };
+            }
+            let now = this.clock.now_ms();
+            let (mut first_error, mut left_out) = (None, 0);
+            for answer in answers {
+                match answer {
+                    Ok(fetched) => {
+                        let Some(name) = fetched.name.clone() else { continue };
+                        if !budget.claim() {
+                            left_out += 1;
+                            continue;
+                        }
+                        let key = listing.key(&name);
+                        this.remember_found(&key, fetched.arn.as_deref(), listing.policy);
+                        this.metrics.refresh(listing.source(), Trigger::Prefetch, true);
+                        this.install(&key, fetched, now, seq);
+                    }
+                    Err(e) => {
+                        this.metrics.refresh(listing.source(), Trigger::Prefetch, false);
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if left_out > 0 {
+                tracing::warn!(
+                    entry = %crate::escape::escaped(&listing.label),
+                    left_out,
+                    "the configured entries fill the cache: items left out (raise PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)"
+                );
+            }
+            first_error.map_or(Ok(()), Err)
+        });
+        Item {
+            label,
+            required,
+            done: Box::pin(async move { task.await.unwrap_or_else(|join| Err(FetchError::Other(join.to_string()))) }),
+        }
+    }
+}
+
+/// The named entries took every place before `listing` started: it is not listed at all (a
+/// warning, or `CacheFull` when it is required).
+fn spent(listing: &Listing) -> Result<(), FetchError> {
+    tracing::warn!(
+        entry = %crate::escape::escaped(&listing.label),
+        required = listing.required,
+        "the named entries fill the cache: not listed (raise PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)"
+    );
+    if listing.required {
+        Err(FetchError::item(
+            "CacheFull",
+            "the configured entries fill the cache (PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE)",
+        ))
+    } else {
+        Ok(())
+    }
+}
