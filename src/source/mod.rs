@@ -84,21 +84,47 @@ pub trait Fetch: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>>;
 }
 
-/// How many pages a listing (a parameter path, a secrets filter) may take for `limit` items
-/// at `per_page`: AWS may answer short pages with a token, so four times what a full listing
-/// needs, plus one; an endpoint that keeps handing out tokens is not called forever.
+/// How many pages a listing (a parameter path, a secrets filter, a batch by ids) may take
+/// for `limit` items at `per_page`: AWS may answer short pages with a token, so four times
+/// what a full listing needs, plus one; an endpoint that keeps handing out tokens is not
+/// called forever.
 fn page_bound(limit: usize, per_page: usize) -> usize {
     limit.div_ceil(per_page) * 4 + 1
 }
 
-/// A listing stopped at its bound: say so (what was cut is not cached).
-fn listing_cut(what: &'static str, items: usize, limit: usize) {
+/// A listing read `page` by page (each call gets the previous page's token): until there are
+/// no more pages, `limit` items are in hand, or `page_bound` pages were read. Cut to `limit`,
+/// with a warning when it was cut; a page that fails fails the listing.
+async fn listing<T, P>(
+    what: &'static str,
+    limit: usize,
+    per_page: usize,
+    mut page: impl FnMut(Option<String>) -> P,
+) -> Result<Vec<T>, FetchError>
+where
+    P: Future<Output = Result<(Vec<T>, Option<String>), FetchError>>,
+{
+    let mut out = Vec::new();
+    let mut next_token = None;
+    for _ in 0..page_bound(limit, per_page) {
+        let (items, next) = page(next_token.take()).await?;
+        out.extend(items);
+        next_token = next;
+        if next_token.is_none() {
+            return Ok(out);
+        }
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out.truncate(limit);
     tracing::warn!(
         listing = what,
-        items,
+        items = out.len(),
         limit,
         "the listing has more than the cache holds (or its pages did not end); kept what fits"
     );
+    Ok(out)
 }
 
 /// Largest batches the APIs accept.

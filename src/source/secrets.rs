@@ -71,10 +71,9 @@ impl Upstream {
         self.fill_missing(keys, results).await
     }
 
-    /// BatchGetSecretValue with `Filters`, 20 per page, page after page until there is no
-    /// more, `limit` results are in hand, or the page bound is reached. Each match is validated as an
-    /// answer for its own name (shape, AWSCURRENT, sizes); errors AWS lists per secret are
-    /// results too.
+    /// BatchGetSecretValue with `Filters`, 20 per page, at most `limit` results
+    /// (`super::listing`). Each match is validated as an answer for its own name (shape,
+    /// AWSCURRENT, sizes); errors AWS lists per secret are results too.
     pub(super) async fn secrets_by_filter(
         &self,
         filters: &[SecretFilter],
@@ -92,45 +91,37 @@ impl Upstream {
                     .build()
             })
             .collect();
-        let mut out = Vec::new();
-        let mut next_token = None;
-        for _ in 0..super::page_bound(limit, SECRETS_BATCH) {
+        super::listing("BatchGetSecretValue", limit, SECRETS_BATCH, |token| {
             let req = clients
                 .secrets
                 .batch_get_secret_value()
                 .set_filters(Some(filters.clone()))
                 .max_results(SECRETS_BATCH as i32)
-                .set_next_token(next_token.take());
-            let page = self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await?;
-            for v in page.secret_values.unwrap_or_default() {
-                let Some(name) = v.name.clone() else {
-                    out.push(Err(FetchError::Invalid("a filtered secret came without a Name".into())));
-                    continue;
-                };
-                let key = Key::secret(&name, SelectorKind::Default, "").with_role(role);
-                let result = answer::secret(&key, v.into());
-                if let Err(FetchError::Invalid(why)) = &result {
-                    tracing::warn!(method = "BatchGetSecretValue", why = %why, "upstream answer rejected");
+                .set_next_token(token);
+            self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), |page| {
+                let mut items = Vec::new();
+                for v in page.secret_values.unwrap_or_default() {
+                    let Some(name) = v.name.clone() else {
+                        items.push(Err(FetchError::Invalid("a filtered secret came without a Name".into())));
+                        continue;
+                    };
+                    let key = Key::secret(&name, SelectorKind::Default, "").with_role(role);
+                    let result = answer::secret(&key, v.into());
+                    if let Err(FetchError::Invalid(why)) = &result {
+                        tracing::warn!(method = "BatchGetSecretValue", why = %why, "upstream answer rejected");
+                    }
+                    items.push(result);
                 }
-                out.push(result);
-            }
-            for e in page.errors.unwrap_or_default() {
-                out.push(Err(FetchError::item(
-                    e.error_code().unwrap_or("UnknownError"),
-                    e.message().unwrap_or(""),
-                )));
-            }
-            next_token = page.next_token;
-            if next_token.is_none() {
-                return Ok(out);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        out.truncate(limit);
-        super::listing_cut("BatchGetSecretValue", out.len(), limit);
-        Ok(out)
+                for e in page.errors.unwrap_or_default() {
+                    items.push(Err(FetchError::item(
+                        e.error_code().unwrap_or("UnknownError"),
+                        e.message().unwrap_or(""),
+                    )));
+                }
+                Ok((items, page.next_token))
+            })
+        })
+        .await
     }
 }
 

@@ -72,44 +72,28 @@ impl Upstream {
         self.fill_missing(keys, results).await
     }
 
-    /// GetParametersByPath, page after page until there is no more, `limit` parameters are in
-    /// hand, or the page bound is reached.
+    /// GetParametersByPath, at most `limit` parameters (`super::listing`). One parameter that
+    /// is not a valid answer under the path fails the whole path: nothing from it is installed.
     pub(super) async fn parameters_by_path(&self, path: &str, decrypt: bool, role: &str, limit: usize) -> Result<Vec<Fetched>, FetchError> {
         let clients = self.clients(role)?;
-        let mut out = Vec::new();
-        let mut next_token = None;
-        for _ in 0..super::page_bound(limit, PARAMETERS_BATCH) {
+        super::listing("GetParametersByPath", limit, PARAMETERS_BATCH, |token| {
             let req = clients
                 .ssm
                 .get_parameters_by_path()
                 .path(path)
                 .recursive(true)
                 .with_decryption(decrypt)
-                .set_next_token(next_token.take());
-            // One parameter that is not a valid answer under the path fails the whole path:
-            // nothing from it is installed.
-            let (items, next) = self
-                .call(Source::Ssm, "GetParametersByPath", req.send(), |page| {
-                    let items = page
-                        .parameters
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| answer::parameter(answer::Wanted::Under(path), p))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok((items, page.next_token))
-                })
-                .await?;
-            out.extend(items);
-            next_token = next;
-            if next_token.is_none() {
-                return Ok(out);
-            }
-            if out.len() >= limit {
-                break;
-            }
-        }
-        out.truncate(limit);
-        super::listing_cut("GetParametersByPath", out.len(), limit);
-        Ok(out)
+                .set_next_token(token);
+            self.call(Source::Ssm, "GetParametersByPath", req.send(), |page| {
+                let items = page
+                    .parameters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| answer::parameter(answer::Wanted::Under(path), p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((items, page.next_token))
+            })
+        })
+        .await
     }
 }
