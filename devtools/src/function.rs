@@ -263,15 +263,9 @@ impl LocalFunction {
         };
         let platform = FakeLambda::start(options.clone()).await?;
         let mut env = env;
-        for (k, v) in [
-            ("AWS_LAMBDA_RUNTIME_API", platform.runtime_api()),
-            ("AWS_LAMBDA_FUNCTION_NAME", options.function_name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", options.function_version.clone()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", options.memory_mb.to_string()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", options.init_type.as_str().into()),
-            ("AWS_REGION", options.region.clone()),
-            ("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1".into()),
-        ] {
+        let mut lambda_env = platform.process_env();
+        lambda_env.push(("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1".into()));
+        for (k, v) in lambda_env {
             set(&mut env, k, &v, false);
         }
         let started_at = SystemTime::now();

@@ -131,18 +131,15 @@ impl Drop for Lambda {
 
 /// The environment the extension gets under the fake platform.
 pub fn lambda_env(proxy: &FaultProxy, platform: &lsc_devtools::platform::FakeLambda, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let o = platform.options();
     let mut env = base_env(&proxy.endpoint(), TOKEN);
-    for (k, v) in [
-        ("AWS_LAMBDA_RUNTIME_API", platform.runtime_api()),
-        ("AWS_LAMBDA_FUNCTION_NAME", o.function_name.clone()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", o.function_version.clone()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", o.memory_mb.to_string()),
-        ("AWS_LAMBDA_INITIALIZATION_TYPE", o.init_type.as_str().to_string()),
+    // What Lambda sets, but the region: `base_env` names the one moto is reached in.
+    let lambda = platform.process_env().into_iter().filter(|(k, _)| *k != "AWS_REGION");
+    let ours = [
         ("SECRETS_CACHE_SANDBOX_HOST", "127.0.0.1".to_string()),
         // Generous on a loaded CI machine; the no-telemetry tests set their own.
         ("SECRETS_CACHE_RUNTIME_DONE_WAIT", "2s".to_string()),
-    ] {
+    ];
+    for (k, v) in lambda.chain(ours) {
         env.push((k.to_string(), v));
     }
     // An empty value removes the variable.

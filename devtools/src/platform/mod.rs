@@ -317,6 +317,20 @@ impl FakeLambda {
         self.addr.to_string()
     }
 
+    /// The variables Lambda sets for every process of the environment (extensions and the
+    /// runtime), from this platform's options.
+    pub fn process_env(&self) -> Vec<(&'static str, String)> {
+        let o = self.options();
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.runtime_api()),
+            ("AWS_LAMBDA_FUNCTION_NAME", o.function_name),
+            ("AWS_LAMBDA_FUNCTION_VERSION", o.function_version),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", o.memory_mb.to_string()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", o.init_type.as_str().into()),
+            ("AWS_REGION", o.region),
+        ]
+    }
+
     pub fn options(&self) -> Options {
         self.lock().options.clone()
     }
