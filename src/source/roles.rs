@@ -29,7 +29,8 @@ const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 pub(super) struct Roles {
     shared: aws_types::SdkConfig,
-    sts: aws_sdk_sts::Client,
+    /// Made at the first role: most functions never read through one.
+    sts: std::sync::OnceLock<aws_sdk_sts::Client>,
     session_name: String,
     max: usize,
     budget: Duration,
@@ -58,10 +59,9 @@ impl Roles {
         budget: Duration,
         build: Box<dyn Fn(&aws_types::SdkConfig) -> Clients + Send + Sync>,
     ) -> Roles {
-        let sts = aws_sdk_sts::Client::new(&shared);
         Roles {
             shared,
-            sts,
+            sts: std::sync::OnceLock::new(),
             session_name,
             max,
             budget,
@@ -98,7 +98,7 @@ impl Roles {
         }
         let outcome = Arc::new(AtomicU8::new(NOT_YET));
         let provider = AssumedRole {
-            sts: self.sts.clone(),
+            sts: self.sts.get_or_init(|| aws_sdk_sts::Client::new(&self.shared)).clone(),
             role: role.to_string(),
             session_name: self.session_name.clone(),
             budget: self.budget,
