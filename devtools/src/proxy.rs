@@ -28,6 +28,57 @@ pub enum FaultKind {
     Reset,
     /// Answer with exactly this, whatever was asked.
     Answer(Answer),
+    /// Stop at `gate` until the test opens it: before forwarding (`after: false`, the call
+    /// reads upstream as it is when released) or after upstream answered (`after: true`, the
+    /// answer reflects upstream as it was when asked).
+    Hold { gate: Gate, after: bool },
+    /// Wait a random time up to `before` before forwarding, and up to `after` once upstream
+    /// answered: calls overlap and answer out of order.
+    Jitter { before: Duration, after: Duration },
+}
+
+/// Where a held call waits (`FaultKind::Hold`). The test waits for a call to reach it, changes
+/// upstream, then opens it. Clones share the gate.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<GateInner>);
+
+#[derive(Debug)]
+struct GateInner {
+    reached: tokio::sync::Semaphore,
+    open: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(GateInner {
+            reached: tokio::sync::Semaphore::new(0),
+            open: tokio::sync::Semaphore::new(0),
+        }))
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Gate {
+    /// Waits until a call is held here (each call is waited for once).
+    pub async fn reached(&self) {
+        let within = tokio::time::timeout(Duration::from_secs(10), self.0.reached.acquire()).await;
+        within.expect("a call reaches the gate within 10 s").expect("never closed").forget();
+    }
+
+    /// Lets one held call (or the next to come) through.
+    pub fn open(&self) {
+        self.0.open.add_permits(1);
+    }
+
+    async fn pass(&self) {
+        self.0.reached.add_permits(1);
+        self.0.open.acquire().await.expect("never closed").forget();
+    }
 }
 
 /// A scripted upstream answer.
@@ -79,6 +130,13 @@ impl Fault {
     pub fn times(mut self, n: usize) -> Fault {
         self.remaining = Some(n);
         self
+    }
+
+    /// The next call of `op` waits at a new gate (see `FaultKind::Hold`); the gate is returned.
+    pub fn hold(op: &str, after: bool) -> (Fault, Gate) {
+        let gate = Gate::default();
+        let fault = Fault::always(FaultKind::Hold { gate: gate.clone(), after }).on(op).times(1);
+        (fault, gate)
     }
 }
 
@@ -151,6 +209,14 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A random duration in [0, `max`].
+fn random_up_to(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded per instance: a fresh one is a fresh random number.
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    max.mul_f64((r % 10_001) as f64 / 10_000.0)
 }
 
 #[derive(Debug)]
@@ -226,6 +292,8 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
         }
         Some(FaultKind::Reset) => return Err(Dropped),
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::Hold { ref gate, after: false }) => gate.pass().await,
+        Some(FaultKind::Jitter { before, .. }) => tokio::time::sleep(random_up_to(before)).await,
         Some(FaultKind::Answer(a)) => {
             let mut response = http::Response::new(Full::new(a.body));
             *response.status_mut() = http::StatusCode::from_u16(a.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -236,7 +304,7 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
             }
             return Ok(response);
         }
-        Some(FaultKind::DelayAnswer(_)) | None => {}
+        Some(FaultKind::DelayAnswer(_) | FaultKind::Hold { after: true, .. }) | None => {}
     }
 
     let headers: Vec<(String, String)> = parts
@@ -248,8 +316,11 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
     let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let answered = client::request(upstream, parts.method.as_str(), path, &header_refs, body.to_vec()).await;
-    if let Some(FaultKind::DelayAnswer(d)) = fault {
-        tokio::time::sleep(d).await;
+    match fault {
+        Some(FaultKind::DelayAnswer(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::Hold { gate, after: true }) => gate.pass().await,
+        Some(FaultKind::Jitter { after, .. }) => tokio::time::sleep(random_up_to(after)).await,
+        _ => {}
     }
     match answered {
         Ok(up) => {
