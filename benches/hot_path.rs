@@ -27,7 +27,10 @@ impl Fetch for Fixed {
                 body,
                 name: Some(name),
                 arn: None,
-                version: Some("v1".into()),
+                revision: lambda_secrets_cache::source::Revision {
+                    version: Some("v1".into()),
+                    rank: Some(1),
+                },
             })
         })
     }

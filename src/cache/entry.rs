@@ -2,11 +2,12 @@
 //! Entries are immutable; what changes between fetches lives in the shared `EntryStats`.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
 
 use crate::key::Key;
+use crate::source::Revision;
 
 pub struct Entry {
     /// The key it was fetched under first, then its aliases (name, ARN).
@@ -14,14 +15,15 @@ pub struct Entry {
     pub body: Bytes,
     pub name: Option<String>,
     pub arn: Option<String>,
-    pub version: Option<String>,
+    /// Which value of the item this is (what orders it against another answer).
+    pub revision: Revision,
     pub fetched_at_ms: u64,
     pub ttl_ms: u64,
     /// When refresh-ahead picks it up (jittered per entry).
     pub ahead_at_ms: u64,
-    /// The sequence number of the flight that fetched it (see `Cache::install`).
-    pub seq: u64,
-    /// Named in the config file: never evicted.
+    /// When its answer was received, on the fetch clock (see `order`).
+    pub received: u64,
+    /// Loaded by the config file (named, or found by a `path` or `filter`): never evicted.
     pub pinned: bool,
     pub stats: std::sync::Arc<EntryStats>,
 }
@@ -56,6 +58,9 @@ pub struct EntryStats {
     pub retry_after_ms: AtomicU64,
     /// The error code of the last failed refresh (never a message, never a value).
     pub last_error: Mutex<Option<String>>,
+    /// An overlapping answer could not be ordered against the value held: refresh-ahead reads
+    /// the item once more.
+    pub confirm: AtomicBool,
 }
 
 impl EntryStats {

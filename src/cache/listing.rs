@@ -132,7 +132,7 @@ impl Cache {
         let listing = &self.listings[index];
         let (label, required) = (listing.label.clone(), listing.required);
         let this = self.clone();
-        let seq = self.seq.fetch_add(1, Relaxed) + 1;
+        let ticket = self.flights.ticket();
         let task = self.tasks.spawn(async move {
             let listing = &this.listings[index];
             let limit = budget.left();
@@ -143,6 +143,7 @@ impl Cache {
                 r = listing.list(&*this.fetch, limit) => r?,
                 () = cancel.cancelled() => return Err(cancelled()),
             };
+            let received = this.flights.tick();
             if answers.is_empty() && matches!(listing.what, Listed::Filter(_)) {
                 tracing::warn!(filter = %crate::escape::escaped(&listing.label), required = listing.required, "the filter matched no secret");
                 return if listing.required {
@@ -164,7 +165,8 @@ impl Cache {
                         let key = listing.key(&name);
                         this.remember_found(&key, fetched.arn.as_deref(), listing.policy);
                         this.metrics.refresh(listing.source(), Trigger::Prefetch, true);
-                        this.install(&key, fetched, now, seq);
+                        // A newer value held (or evicted since) stays: the listing's is older.
+                        let _ = this.install(&key, fetched, now, ticket.sent, received);
                     }
                     Err(e) => {
                         this.metrics.refresh(listing.source(), Trigger::Prefetch, false);

@@ -1,25 +1,27 @@
 //! The middle of the data flow: an immutable snapshot (`ArcSwap`) that readers load once per
-//! request without locking, and the one writer that replaces it (`install`). Misses and
-//! refreshes go through single-flight flights (`flight`); the configured entries are
-//! prefetched (`prefetch`); background work is handed out as `Background` handles. Also here:
-//! TTL, refresh-ahead with jitter, stale-if-error, and eviction of the least recently read
-//! entries. Built from its own slice of the configuration (`config::CacheConfig`).
+//! request without locking, and the one writer that replaces it (`store`). Misses and
+//! refreshes go through single-flight flights (`flight`); an answer only replaces a value
+//! upstream gave earlier (`order`); the configured entries are prefetched (`prefetch`);
+//! background work is handed out as `Background` handles. Also here: TTL, refresh-ahead with
+//! jitter, stale-if-error, and eviction of the least recently read entries. Built from its own
+//! slice of the configuration (`config::CacheConfig`).
 
 pub mod background;
 pub mod entry;
 mod flight;
 mod listing;
+mod order;
 mod prefetch;
 mod snapshot;
 mod status;
+mod store;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,8 +30,9 @@ pub use background::Background;
 pub use entry::Entry;
 pub use snapshot::Snapshot;
 
-use flight::{Flight, wait};
+use flight::{Flights, wait};
 use snapshot::unique;
+use store::{Installed, Store};
 
 use prefetch::{batches, secret_key};
 
@@ -90,14 +93,8 @@ impl Served {
 }
 
 pub struct Cache {
-    snapshot: ArcSwap<Snapshot>,
-    /// Serialises writers; readers never take it.
-    writer: Mutex<()>,
-    /// In-flight fetches by key, with the sequence number each started with.
-    flights: Mutex<HashMap<Key, (u64, Flight)>>,
-    /// Gives every flight its place in time: an answer from a flight that started earlier
-    /// never replaces one from a flight that started later.
-    seq: AtomicU64,
+    store: Store,
+    flights: Flights,
     fetch: Arc<dyn Fetch>,
     config: CacheConfig,
     items: HashMap<Key, ItemPolicy>,
@@ -138,10 +135,8 @@ impl Cache {
             }
         }
         Arc::new(Cache {
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            writer: Mutex::new(()),
-            flights: Mutex::new(HashMap::new()),
-            seq: AtomicU64::new(0),
+            store: Store::new(config.enabled, config.capacity, metrics.clone()),
+            flights: Flights::default(),
             fetch,
             config: config.clone(),
             items,
@@ -163,7 +158,7 @@ impl Cache {
         let now = self.clock.now_ms();
         self.restored();
         let cached = if self.config.enabled {
-            self.snapshot.load().map.get(&key).cloned()
+            self.store.load().map.get(&key).cloned()
         } else {
             None
         };
@@ -274,11 +269,10 @@ impl Cache {
         (self.jitter.hash_one(key) % 2001) as f64 / 10_000.0 - 0.1
     }
 
-    /// Replaces the snapshot with one that holds `fetched` under `key`, its name and its ARN,
-    /// unless one of those keys already holds an entry fetched by a flight that started later
-    /// (`seq`): then that newer entry stays and is returned instead, so an entry never goes
-    /// back to an older answer whichever alias fetched it.
-    fn install(&self, key: &Key, fetched: Fetched, now: u64, seq: u64) -> Arc<Entry> {
+    /// Offers `fetched`, the answer for `key` of a fetch sent at `sent` and received at
+    /// `received`, to the store under `key`, its name and its ARN, with the TTL and pin its
+    /// policy gives. What the item's readers get is in the result (see `store::Installed`).
+    fn install(&self, key: &Key, fetched: Fetched, now: u64, sent: u64, received: u64) -> Installed {
         let item = self.item_policy(key, &fetched);
         let ttl_ms = item.ttl.as_millis() as u64;
         let mut keys = vec![key.clone()];
@@ -289,83 +283,24 @@ impl Cache {
             }
         }
         let ahead_ms = (ttl_ms as f64 * self.config.refresh_ahead * (1.0 + self.jitter(key))) as u64;
-        let _writer = self.writer.lock().expect("writer lock holds no invariants");
-        let snap = self.snapshot.load_full();
-        if self.config.enabled
-            && let Some(newer) = keys
-                .iter()
-                .filter_map(|k| snap.map.get(k))
-                .filter(|e| e.seq > seq)
-                .max_by_key(|e| e.seq)
-        {
-            return newer.clone();
-        }
-        let stats = keys
-            .iter()
-            .find_map(|k| snap.map.get(k))
-            .map(|e| e.stats.clone())
-            .unwrap_or_default();
-        stats.record_success();
-        stats.last_read_ms.store(now, Relaxed);
-        let entry = Arc::new(Entry {
+        let entry = Entry {
             keys,
             body: fetched.body,
             name: fetched.name,
             arn: fetched.arn,
-            version: fetched.version,
+            revision: fetched.revision,
             fetched_at_ms: now,
             ttl_ms,
             ahead_at_ms: now + ahead_ms,
-            seq,
+            received,
             pinned: item.pinned,
-            stats,
-        });
-        if !self.config.enabled || ttl_ms == 0 {
-            return entry;
-        }
-        let mut map = snap.map.clone();
-        for k in &entry.keys {
-            if let Some(old) = map.get(k).cloned() {
-                for old_key in &old.keys {
-                    if map.get(old_key).is_some_and(|e| Arc::ptr_eq(e, &old)) {
-                        map.remove(old_key);
-                    }
-                }
-            }
-        }
-        for k in &entry.keys {
-            map.insert(k.clone(), entry.clone());
-        }
-        self.evict(&mut map);
-        let snapshot = Snapshot::new(map);
-        self.metrics.cache_size(snapshot.per_source, snapshot.bytes);
-        self.snapshot.store(Arc::new(snapshot));
-        entry
-    }
-
-    /// Drops the least recently read unpinned entries until the map fits the capacity.
-    fn evict(&self, map: &mut HashMap<Key, Arc<Entry>>) {
-        let mut count = unique(map).count();
-        while count > self.config.capacity {
-            let Some(victim) = unique(map)
-                .filter(|e| !e.pinned)
-                .min_by_key(|e| e.stats.last_read_ms.load(Relaxed))
-                .cloned()
-            else {
-                return; // everything left is pinned by the config file
-            };
-            for k in &victim.keys {
-                if map.get(k).is_some_and(|e| Arc::ptr_eq(e, &victim)) {
-                    map.remove(k);
-                }
-            }
-            self.metrics.eviction();
-            count -= 1;
-        }
+            stats: Arc::default(),
+        };
+        self.store.install(entry, sent, self.flights.oldest_open())
     }
 
     fn note_failure(&self, key: &Key, err: &FetchError, now: u64) {
-        if let Some(entry) = self.snapshot.load().map.get(key) {
+        if let Some(entry) = self.store.load().map.get(key) {
             entry.stats.record_failure(err.code(), err.is_transient(), now);
         }
     }
@@ -379,8 +314,9 @@ impl Cache {
             return background;
         }
         let now = self.clock.now_ms();
-        let due: Vec<Key> = unique(&self.snapshot.load().map)
-            .filter(|e| e.ttl_ms > 0 && now >= e.ahead_at_ms && now >= e.stats.retry_after_ms.load(Relaxed))
+        let due: Vec<Key> = unique(&self.store.load().map)
+            .filter(|e| e.ttl_ms > 0 && now >= e.stats.retry_after_ms.load(Relaxed))
+            .filter(|e| now >= e.ahead_at_ms || e.stats.confirm.load(Relaxed))
             .map(|e| e.primary().clone())
             .collect();
         for group in batches(due) {
@@ -414,9 +350,7 @@ impl Cache {
 
     /// Drops every cached value (their buffers are zeroised when the last reader lets go).
     pub fn clear(&self) {
-        let _writer = self.writer.lock().expect("writer lock holds no invariants");
-        self.snapshot.store(Arc::new(Snapshot::default()));
-        self.metrics.cache_size([0, 0], 0);
+        self.store.clear();
     }
 }
 

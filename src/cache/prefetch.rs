@@ -50,7 +50,7 @@ impl Cache {
         let mut waits = Vec::new();
         let mut groups = Vec::new();
         for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
-            let (flights, new) = self.reserve(group.clone(), false);
+            let (flights, new) = self.flights.reserve(group.clone(), false);
             waits.extend(group.into_iter().zip(flights));
             groups.push(new);
         }
@@ -143,7 +143,7 @@ impl Drop for Reserved {
             return;
         }
         for f in self.groups.drain(..).flatten() {
-            self.cache.land(&f.key, f.seq);
+            self.cache.flights.land(&f.key, f.ticket.sent);
             let _ = f.tx.send(Some(Err(cancelled())));
         }
     }

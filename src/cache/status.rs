@@ -13,7 +13,7 @@ impl Cache {
     /// Everything `/status` shows. Never a value.
     pub fn status(&self) -> CacheStatus {
         let now = self.clock.now_ms();
-        let snap = self.snapshot.load_full();
+        let snap = self.store.load_full();
         let mut items: Vec<EntryStatus> = unique(&snap.map)
             .map(|e| {
                 let last_error = e.stats.last_error();
@@ -34,7 +34,7 @@ impl Cache {
                     role: (!k.role.is_empty()).then(|| k.role.to_string()),
                     name: e.name.clone(),
                     arn: e.arn.clone(),
-                    version_id: e.version.clone(),
+                    version_id: e.revision.version.clone(),
                     age_seconds: e.age_secs(now),
                     ttl_seconds: e.ttl_ms / 1000,
                     state,

@@ -30,7 +30,9 @@ impl TestClock {
 /// An upstream whose answers the test sets, counting every call.
 #[derive(Default)]
 struct FakeFetch {
-    values: Mutex<HashMap<String, Result<String, FetchError>>>,
+    /// Each value with the generation `set` gave it: its version and rank.
+    values: Mutex<HashMap<String, Generation>>,
+    generation: AtomicU64,
     calls: AtomicUsize,
     batches: Mutex<Vec<usize>>,
     /// The role of every call, in order.
@@ -38,23 +40,71 @@ struct FakeFetch {
     /// How many times assumed roles were dropped.
     forgotten: AtomicUsize,
     delay_ms: AtomicU64,
+    /// Gates for the next single-item calls, in order.
+    holds: Mutex<std::collections::VecDeque<Hold>>,
+    /// Answers carry no revision (nothing orders them but the time of their calls).
+    unranked: std::sync::atomic::AtomicBool,
+}
+
+type Generation = (i64, Result<String, FetchError>);
+/// Where one call stops: before it reads upstream, after it.
+type Hold = (Option<Arc<Gate>>, Option<Arc<Gate>>);
+
+/// A point a call stops at until the test opens it; the test can wait for a call to reach it.
+struct Gate {
+    reached: tokio::sync::Semaphore,
+    open: tokio::sync::Semaphore,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            reached: tokio::sync::Semaphore::new(0),
+            open: tokio::sync::Semaphore::new(0),
+        }
+    }
+}
+
+impl Gate {
+    async fn pass(&self) {
+        self.reached.add_permits(1);
+        self.open.acquire().await.unwrap().forget();
+    }
+
+    async fn reached(&self) {
+        self.reached.acquire().await.unwrap().forget();
+    }
+
+    fn open(&self) {
+        self.open.add_permits(1);
+    }
 }
 
 impl FakeFetch {
     fn set(&self, name: &str, value: Result<&str, FetchError>) {
-        self.values.lock().unwrap().insert(name.to_string(), value.map(str::to_string));
+        let generation = self.generation.fetch_add(1, SeqCst) as i64 + 1;
+        self.values
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (generation, value.map(str::to_string)));
     }
 
     fn answer(&self, id: &str) -> Result<Fetched, FetchError> {
         let name = id.strip_prefix("arn:").unwrap_or(id);
         match self.values.lock().unwrap().get(name) {
-            Some(Ok(v)) => Ok(Fetched {
+            Some((generation, Ok(v))) => Ok(Fetched {
                 body: Bytes::from(v.clone()),
                 name: Some(name.to_string()),
                 arn: Some(format!("arn:{name}")),
-                version: Some("v".into()),
+                revision: match self.unranked.load(SeqCst) {
+                    true => crate::source::Revision::default(),
+                    false => crate::source::Revision {
+                        version: Some(generation.to_string()),
+                        rank: Some(*generation),
+                    },
+                },
             }),
-            Some(Err(e)) => Err(e.clone()),
+            Some((_, Err(e))) => Err(e.clone()),
             None => Err(FetchError::item("ResourceNotFoundException", "not found")),
         }
     }
@@ -74,7 +124,14 @@ impl Fetch for FakeFetch {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
             self.roles.lock().unwrap().push(key.role.to_string());
+            let (before, after) = self.holds.lock().unwrap().pop_front().unwrap_or_default();
+            if let Some(gate) = before {
+                gate.pass().await;
+            }
             let answer = self.answer(&key.id);
+            if let Some(gate) = after {
+                gate.pass().await;
+            }
             self.pause().await;
             answer
         })
@@ -606,6 +663,119 @@ async fn refresh_now_never_joins_a_fetch_that_started_before_it() {
     let _ = miss.await.unwrap();
     let s = cache.get(key("b"), false).await.unwrap();
     assert_eq!((s.result, body(&s)), (CacheResult::Hit, "new"));
+}
+
+/// The next single-item call waits at a gate before it reads upstream, or after.
+fn hold(fetch: &FakeFetch, before: bool) -> Arc<Gate> {
+    let gate = Arc::new(Gate::default());
+    let hold = if before {
+        (Some(gate.clone()), None)
+    } else {
+        (None, Some(gate.clone()))
+    };
+    fetch.holds.lock().unwrap().push_back(hold);
+    gate
+}
+
+fn spawn_get(cache: &Arc<Cache>, id: &'static str, refresh_now: bool) -> tokio::task::JoinHandle<Result<Served, FetchError>> {
+    let c = cache.clone();
+    tokio::spawn(async move { c.get(key(id), refresh_now).await })
+}
+
+#[tokio::test]
+async fn overlapping_fetches_are_ordered_by_what_upstream_read_not_by_when_they_started() {
+    // Issue 22, item 1: a refreshNow held before it reaches upstream, a second one that reads
+    // OLD at once and whose answer is held; rotate; the first reads NEW and serves it; the
+    // second's OLD arrives last and must not replace NEW.
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("OLD"));
+    cache.get(key("a"), false).await.unwrap();
+    let first_held = hold(&fetch, true);
+    let first = spawn_get(&cache, "a", true);
+    first_held.reached().await;
+    let second_held = hold(&fetch, false);
+    let second = spawn_get(&cache, "a", true);
+    second_held.reached().await;
+    fetch.set("a", Ok("NEW"));
+    first_held.open();
+    assert_eq!(body(&first.await.unwrap().unwrap()), "NEW");
+    second_held.open();
+    assert_eq!(body(&second.await.unwrap().unwrap()), "NEW", "the late OLD answer gets NEW");
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Hit, "NEW"));
+    assert!(cache.refresh_ahead().is_empty(), "ordered by version: nothing to confirm");
+}
+
+#[tokio::test]
+async fn answers_nothing_orders_keep_the_value_held_and_read_the_item_again() {
+    // The same interleaving with answers that carry no version or rank: the value already
+    // there stays, and the next refresh-ahead reads the item once more.
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.unranked.store(true, SeqCst);
+    fetch.set("a", Ok("OLD"));
+    cache.get(key("a"), false).await.unwrap();
+    let first_held = hold(&fetch, true);
+    let first = spawn_get(&cache, "a", true);
+    first_held.reached().await;
+    let second_held = hold(&fetch, false);
+    let second = spawn_get(&cache, "a", true);
+    second_held.reached().await;
+    fetch.set("a", Ok("NEW"));
+    first_held.open();
+    assert_eq!(body(&first.await.unwrap().unwrap()), "NEW");
+    second_held.open();
+    assert_eq!(body(&second.await.unwrap().unwrap()), "NEW");
+    let confirm = cache.refresh_ahead();
+    assert_eq!(confirm.len(), 1, "the item is read once more");
+    confirm.finish().await;
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Hit, "NEW"));
+    assert!(cache.refresh_ahead().is_empty(), "confirmed");
+}
+
+#[tokio::test]
+async fn a_fetch_sent_after_a_value_arrived_replaces_it_even_with_an_older_version() {
+    // An operator moved AWSCURRENT back: a read that starts after NEW was received and
+    // returns OLD is the truth now.
+    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    fetch.set("a", Ok("OLD"));
+    let old_generation = fetch.values.lock().unwrap()["a"].0;
+    fetch.set("a", Ok("NEW"));
+    assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "NEW");
+    fetch.values.lock().unwrap().insert("a".into(), (old_generation, Ok("OLD".into())));
+    let s = cache.get(key("a"), true).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Refresh, "OLD"));
+    assert_eq!(body(&cache.get(key("a"), false).await.unwrap()), "OLD");
+}
+
+#[tokio::test]
+async fn an_eviction_never_lets_an_older_answer_back_in() {
+    // Issue 22, item 2: capacity 2; a read of x whose OLD answer is held; rotate; refreshNow
+    // serves NEW; three other reads evict it; the held OLD answer arrives: it is not
+    // installed, its reader gets NEW from one confirming read.
+    let mut config = policy();
+    config.capacity = 2;
+    let (cache, fetch, clock, _) = setup(config, &FileConfig::default());
+    fetch.set("x", Ok("OLD"));
+    let held = hold(&fetch, false);
+    let late = spawn_get(&cache, "x", false);
+    held.reached().await;
+    fetch.set("x", Ok("NEW"));
+    assert_eq!(body(&cache.get(key("x"), true).await.unwrap()), "NEW");
+    for id in ["y", "z", "w"] {
+        clock.advance(Duration::from_secs(1));
+        fetch.set(id, Ok("other"));
+        cache.get(key(id), false).await.unwrap();
+    }
+    assert!(cache.status().items.iter().all(|i| i.id != "x"), "x was evicted");
+    let calls = fetch.calls.load(SeqCst);
+    held.open();
+    assert_eq!(body(&late.await.unwrap().unwrap()), "NEW", "never OLD");
+    assert_eq!(fetch.calls.load(SeqCst), calls + 1, "one confirming read");
+    for id in ["x", "arn:x"] {
+        let s = cache.get(key(id), false).await.unwrap();
+        assert_eq!((s.result, body(&s)), (CacheResult::Hit, "NEW"), "{id}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

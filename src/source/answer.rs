@@ -9,7 +9,7 @@ use aws_smithy_types::{Blob, DateTime};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::render;
-use super::{FetchError, Fetched};
+use super::{FetchError, Fetched, Revision};
 use crate::key::{Key, SelectorKind};
 
 /// `SecretString`, or `SecretBinary` decoded: AWS allows 64 KiB.
@@ -72,11 +72,42 @@ pub fn secret_matches(id: &str, name: Option<&str>, arn: Option<&str>) -> bool {
         || arn.is_some_and(|a| a.strip_prefix(id).is_some_and(|rest| rest.len() == 7 && rest.starts_with('-')))
 }
 
+/// Whether `arn` is the ARN of the secret named `name`: `arn:<partition>:secretsmanager:
+/// <region>:<account>:secret:<name>-<6 characters>`. An answer whose ARN names another secret
+/// would make that ARN an alias of this value.
+pub fn secret_arn_names(arn: &str, name: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    let ["arn", partition, "secretsmanager", region, account, "secret", rest] = parts[..] else {
+        return false;
+    };
+    let suffix = rest.strip_prefix(name).and_then(|r| r.strip_prefix('-'));
+    !partition.is_empty()
+        && !region.is_empty()
+        && !account.is_empty()
+        && suffix.is_some_and(|s| s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Whether `arn` is the ARN of the parameter named `name`: `arn:<partition>:ssm:<region>:
+/// <account>:parameter/<name without its leading slash>`.
+fn parameter_arn_names(arn: &str, name: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ["arn", partition, "ssm", region, account, resource] = parts[..] else {
+        return false;
+    };
+    !partition.is_empty()
+        && !region.is_empty()
+        && !account.is_empty()
+        && resource.strip_prefix("parameter/") == Some(name.strip_prefix('/').unwrap_or(name))
+}
+
 /// Validates a secret answer for `key` and renders the body the function will receive.
 pub fn secret(key: &Key, mut answer: Secret) -> Result<Fetched, FetchError> {
     let name = field(answer.name.as_deref(), "Name", MAX_ID)?;
     let arn = field(answer.arn.as_deref(), "ARN", MAX_ID)?;
     let version_id = field(answer.version_id.as_deref(), "VersionId", MAX_TOKEN)?;
+    if !secret_arn_names(arn, name) {
+        return Err(invalid("the answer's ARN is not the ARN of its Name"));
+    }
     if !secret_matches(&key.id, Some(name), Some(arn)) {
         return Err(invalid("the answer is for another secret than the one requested"));
     }
@@ -119,15 +150,20 @@ pub fn secret(key: &Key, mut answer: Secret) -> Result<Fetched, FetchError> {
         version_stages: stages,
         created_date: answer.created_date.as_ref(),
     });
+    let rank = answer.created_date.and_then(|d| d.to_millis().ok());
     Ok(Fetched {
         body,
         name: answer.name.take(),
         arn: answer.arn.take(),
-        version: answer.version_id.take(),
+        revision: Revision {
+            version: answer.version_id.take(),
+            rank,
+        },
     })
 }
 
 /// Which parameters an answer may be for.
+#[derive(Clone, Copy)]
 pub enum Wanted<'a> {
     /// GetParameter / GetParameters: this key (a name or an ARN, maybe with a selector).
     Key(&'a Key),
@@ -137,11 +173,27 @@ pub enum Wanted<'a> {
 
 /// Validates a parameter answer and renders the body the function will receive. The SDK's
 /// copy of the value is wiped whatever the outcome.
+///
+/// A reference to a secret (`/aws/reference/secretsmanager/<id>`) is found by the reference
+/// only: AWS gives it the secret's ARN and `Version` 0 whatever the secret's version, and
+/// local stand-ins name it after the secret, so neither id is an alias in Parameter Store's
+/// namespace, and nothing in it orders two answers.
 pub fn parameter(wanted: Wanted<'_>, mut p: aws_sdk_ssm::types::Parameter) -> Result<Fetched, FetchError> {
     let value = Zeroizing::new(p.value.take());
     let name = field(p.name(), "Name", MAX_ID)?;
+    let reference = match wanted {
+        Wanted::Key(key) => key.id.strip_prefix(REFERENCE_PREFIX),
+        Wanted::Under(_) => None,
+    };
     if let Some(arn) = p.arn() {
         field(Some(arn), "ARN", MAX_ID)?;
+        let names_it = match reference {
+            Some(secret) => secret_arn_names(arn, secret) || secret_matches(secret, None, Some(arn)) || parameter_arn_names(arn, name),
+            None => parameter_arn_names(arn, name),
+        };
+        if !names_it {
+            return Err(invalid("the answer's ARN is not the ARN of its Name"));
+        }
     }
     {
         use aws_sdk_ssm::types::ParameterType;
@@ -183,11 +235,22 @@ pub fn parameter(wanted: Wanted<'_>, mut p: aws_sdk_ssm::types::Parameter) -> Re
         Some(_) => {}
     }
     let body = render::parameter(&p, value.as_deref());
+    if let (Some(_), Wanted::Key(key)) = (reference, wanted) {
+        return Ok(Fetched {
+            body,
+            name: Some(key.id.to_string()),
+            arn: None,
+            revision: Revision::default(),
+        });
+    }
     Ok(Fetched {
         body,
         name: p.name,
         arn: p.arn,
-        version: Some(p.version.to_string()),
+        revision: Revision {
+            version: Some(p.version.to_string()),
+            rank: Some(p.version),
+        },
     })
 }
 
@@ -302,7 +365,10 @@ mod tests {
             .r#type(aws_sdk_ssm::types::ParameterType::String)
             .value("v")
             .version(version)
-            .arn(format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}"))
+            .arn(format!(
+                "arn:aws:ssm:us-east-1:123456789012:parameter/{}",
+                name.strip_prefix('/').unwrap_or(name)
+            ))
             .build()
     }
 
@@ -337,5 +403,78 @@ mod tests {
         let mut untyped = parameter_answer("/a/b", 1);
         untyped.r#type = None;
         assert!(rejected(parameter(Wanted::Key(&k), untyped)).contains("Type"));
+    }
+
+    #[test]
+    fn an_arn_is_accepted_only_as_the_arn_of_the_answers_name() {
+        assert!(secret_arn_names(ARN, "prod/db"));
+        for (arn, name) in [
+            (ARN, "prod"),
+            (ARN, "prod/d"),
+            ("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdE", "prod/db"),
+            ("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db", "prod/db"),
+            ("arn:aws:ssm:us-east-1:123456789012:secret:prod/db-AbCdEf", "prod/db"),
+            ("arn:aws:secretsmanager:us-east-1:123456789012:secret:other-AbCdEf", "prod/db"),
+        ] {
+            assert!(!secret_arn_names(arn, name), "{arn} for {name}");
+        }
+        // Asked for `prod/db` (or for the ARN it names), answered with the ARN of another
+        // secret: that ARN must never become an alias of this value.
+        let mut a = answer();
+        a.arn = Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:other-XyZ123".into());
+        assert!(rejected(secret(&key("prod/db"), a)).contains("ARN"));
+        let mut a = answer();
+        a.arn = Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:other-XyZ123".into());
+        let by_arn = key("arn:aws:secretsmanager:us-east-1:123456789012:secret:other-XyZ123");
+        assert!(rejected(secret(&by_arn, a)).contains("ARN"));
+
+        let k = Key::parameter("/a/b", false);
+        let mut p = parameter_answer("/a/b", 1);
+        p.arn = Some("arn:aws:ssm:us-east-1:123456789012:parameter/a/c".into());
+        assert!(rejected(parameter(Wanted::Key(&k), p)).contains("ARN"));
+        let mut p = parameter_answer("/a/b", 1);
+        p.arn = Some("arn:aws:ssm:us-east-1:123456789012:parameter/a/c".into());
+        assert!(rejected(parameter(Wanted::Under("/a"), p)).contains("ARN"));
+        let plain = Key::parameter("flags", false);
+        assert!(parameter(Wanted::Key(&plain), parameter_answer("flags", 1)).is_ok());
+    }
+
+    #[test]
+    fn a_reference_to_a_secret_is_found_by_the_reference_only_and_carries_no_order() {
+        let reference = Key::parameter("/aws/reference/secretsmanager/prod/db", true);
+        let mut p = parameter_answer("/aws/reference/secretsmanager/prod/db", 0);
+        p.arn = Some(ARN.into());
+        let f = parameter(Wanted::Key(&reference), p).unwrap();
+        assert_eq!(f.name.as_deref(), Some("/aws/reference/secretsmanager/prod/db"));
+        assert_eq!(f.arn, None, "the secret's ARN is no parameter's id");
+        assert_eq!(f.revision, Revision::default(), "Version 0 says nothing of the secret's version");
+        // Named after the secret (moto): `prod/db` would otherwise alias a parameter of that name.
+        let f = parameter(Wanted::Key(&reference), parameter_answer("prod/db", 0)).unwrap();
+        assert_eq!(f.name.as_deref(), Some("/aws/reference/secretsmanager/prod/db"));
+        let mut p = parameter_answer("/aws/reference/secretsmanager/prod/db", 0);
+        p.arn = Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:other-AbCdEf".into());
+        assert!(rejected(parameter(Wanted::Key(&reference), p)).contains("ARN"));
+    }
+
+    #[test]
+    fn revisions_name_and_order_values() {
+        let mut a = answer();
+        a.created_date = Some(DateTime::from_millis(1_700_000_000_123));
+        let f = secret(&key("prod/db"), a).unwrap();
+        assert_eq!(
+            f.revision,
+            Revision {
+                version: Some("v1".into()),
+                rank: Some(1_700_000_000_123)
+            }
+        );
+        let f = parameter(Wanted::Key(&Key::parameter("/a/b", false)), parameter_answer("/a/b", 7)).unwrap();
+        assert_eq!(
+            f.revision,
+            Revision {
+                version: Some("7".into()),
+                rank: Some(7)
+            }
+        );
     }
 }

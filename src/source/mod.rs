@@ -27,14 +27,27 @@ use crate::config::file::SecretFilter;
 use crate::key::{Key, Source};
 use crate::metrics::Metrics;
 
-/// One item as fetched: its rendered body and the ids it can also be found by.
+/// One item as fetched: its rendered body, the ids it can also be found by, and which value
+/// of the item it is.
 #[derive(Clone)]
 pub struct Fetched {
     pub body: Bytes,
     pub name: Option<String>,
     pub arn: Option<String>,
-    /// Secrets Manager `VersionId`, or Parameter Store `Version`.
+    pub revision: Revision,
+}
+
+/// Which value of an item an answer carries, as far as upstream says: what the cache needs to
+/// order two answers whose calls overlapped (see `cache::order`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revision {
+    /// Names one value for good: a Secrets Manager `VersionId` (versions are immutable), a
+    /// Parameter Store `Version`. Equal versions, equal values.
     pub version: Option<String>,
+    /// Orders values: a later value has a higher rank. Parameter Store's `Version` (it only
+    /// grows); a secret version's `CreatedDate` in milliseconds (a rotation creates a newer
+    /// one; only an operator moving `AWSCURRENT` back breaks that order).
+    pub rank: Option<i64>,
 }
 
 impl std::fmt::Debug for Fetched {
@@ -43,7 +56,7 @@ impl std::fmt::Debug for Fetched {
         f.debug_struct("Fetched")
             .field("name", &self.name)
             .field("arn", &self.arn)
-            .field("version", &self.version)
+            .field("revision", &self.revision)
             .field("body_len", &self.body.len())
             .finish()
     }
