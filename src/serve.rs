@@ -5,10 +5,16 @@
 //! drain time. Optionally it keeps the number of open sockets within a budget: when the budget
 //! is spent it stops accepting (the kernel queues new connections) rather than take the
 //! descriptors the rest of the process needs.
+//!
+//! A request must arrive whole within `request_timeout` of its first byte; the wait between
+//! requests on a kept-alive connection is not bounded. (hyper's own header timeout also runs
+//! while a connection is idle: after a Lambda freeze longer than it, it fires at the thaw and
+//! races the function's next request on that connection, which then gets no answer.)
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,8 +22,10 @@ use hyper::server::conn::http1;
 use hyper::service::HttpService;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,8 +45,12 @@ pub enum Admit<S> {
 
 /// How a server accepts and drains.
 pub struct Accept {
-    /// Connection settings (timeouts, header limits).
+    /// Connection settings (header limits). Its header-read timeout is off: see
+    /// `request_timeout`.
     pub http: http1::Builder,
+    /// How long a request may take to arrive once its first byte has (then the connection is
+    /// closed); `None`: no bound.
+    pub request_timeout: Option<Duration>,
     /// How long open connections get to finish once cancelled.
     pub drain: Duration,
     /// Open sockets allowed at once (served or handed elsewhere); `None`: no limit.
@@ -48,10 +60,14 @@ pub struct Accept {
 }
 
 impl Accept {
-    /// Defaults: hyper's HTTP/1 settings, a 500 ms drain, no budget.
+    /// Defaults: hyper's HTTP/1 settings without its header timeout, no request timeout, a
+    /// 500 ms drain, no budget.
     pub fn new(name: &'static str) -> Accept {
+        let mut http = http1::Builder::new();
+        http.header_read_timeout(None);
         Accept {
-            http: http1::Builder::new(),
+            http,
+            request_timeout: None,
             drain: Duration::from_millis(500),
             budget: None,
             name,
@@ -101,7 +117,8 @@ impl Accept {
             let _ = stream.set_nodelay(true);
             match admit() {
                 Admit::Serve(service) => {
-                    let conn = graceful.watch(self.http.serve_connection(TokioIo::new(stream), service));
+                    let io = TokioIo::new(RequestDeadline::new(stream, self.request_timeout));
+                    let conn = graceful.watch(self.http.serve_connection(io, service));
                     tokio::spawn(async move {
                         // A broken connection is the client's to retry; nothing to do here.
                         let _ = conn.await;
@@ -123,6 +140,84 @@ impl Accept {
         };
         let _ = tokio::time::timeout(self.drain, drained).await;
         Ok(())
+    }
+}
+
+/// A connection whose requests must arrive within a bound of their first byte. The bound is
+/// armed when bytes arrive while none is armed, and disarmed when an answer is written (the
+/// request was read whole). A connection waiting for its next request is never timed out, so
+/// nothing closes it in a way a request could race.
+struct RequestDeadline {
+    stream: TcpStream,
+    limit: Option<Duration>,
+    /// Made at the first request, reset at each one after.
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl RequestDeadline {
+    fn new(stream: TcpStream, limit: Option<Duration>) -> RequestDeadline {
+        RequestDeadline {
+            stream,
+            limit,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    fn arm(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.armed = true;
+    }
+}
+
+impl AsyncRead for RequestDeadline {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        // Polled before every read that waits: the deadline wakes the connection when it passes.
+        if this.armed
+            && let Some(sleep) = &mut this.sleep
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        if let Some(limit) = this.limit
+            && !this.armed
+            && buf.filled().len() > before
+        {
+            this.arm(limit);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for RequestDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.armed = false;
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        self.armed = false;
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -11,7 +11,6 @@ use common::*;
 use lsc_devtools::extension::{Extension, base_env};
 use lsc_devtools::moto::Moto;
 use lsc_devtools::proxy::FaultProxy;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Descriptors the process holds now.
@@ -19,60 +18,41 @@ fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-async fn exchange(stream: &mut TcpStream, request: &str) -> String {
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut out = Vec::new();
-    // One response: the head, then its Content-Length body.
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .expect("answered within 5 s")
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&out).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if out.len() >= end + 4 + length {
-                return text;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).to_string()
-}
-
-#[tokio::test]
-async fn idle_connections_above_the_descriptor_limit_do_not_starve_upstream_calls() {
+/// The extension in standalone mode with `RLIMIT_NOFILE` at `limit` (soft and hard) and
+/// `extra` environment, in front of a proxy to moto.
+async fn start_with_descriptors(limit: u32, extra: &[(&str, &str)]) -> (FaultProxy, Extension) {
     let proxy = FaultProxy::start(Moto::shared().addr).await.unwrap();
-    let name = unique("fd-miss");
-    aws().create_secret(&name, "fd-value").await.unwrap();
     let mut env = base_env(&proxy.endpoint(), TOKEN);
     env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
     env.push(("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL".into(), "info".into()));
-    // Lambda's limit, soft and hard, as the extension sees it there.
+    for (k, v) in extra {
+        env.push((k.to_string(), v.to_string()));
+    }
     let run = bin_command();
     let program: Vec<String> = std::iter::once(run.get_program())
         .chain(run.get_args())
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let mut args = vec!["-c", "ulimit -n 1024 && exec \"$@\" serve", "sh"];
+    let script = format!("ulimit -n {limit} && exec \"$@\" serve");
+    let mut args = vec!["-c", script.as_str(), "sh"];
     args.extend(program.iter().map(String::as_str));
     let ext = Extension::start("sh".as_ref(), &args, &env).await.unwrap();
-    let limit = std::fs::read_to_string(format!("/proc/{}/limits", ext.pid())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", ext.pid())).unwrap();
     assert!(
-        limit.lines().any(|l| l.starts_with("Max open files") && l.contains(" 1024 ")),
-        "{limit}"
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(&format!(" {limit} "))),
+        "{limits}"
     );
+    (proxy, ext)
+}
+
+#[tokio::test]
+async fn idle_connections_above_the_descriptor_limit_do_not_starve_upstream_calls() {
+    let name = unique("fd-miss");
+    aws().create_secret(&name, "fd-value").await.unwrap();
+    // Lambda's limit, soft and hard, as the extension sees it there.
+    let (_proxy, ext) = start_with_descriptors(1024, &[]).await;
 
     // The function's own keep-alive connection, opened first.
     let mut function = TcpStream::connect(ext.addr).await.unwrap();
@@ -112,4 +92,24 @@ async fn idle_connections_above_the_descriptor_limit_do_not_starve_upstream_call
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut again = TcpStream::connect(ext.addr).await.unwrap();
     assert!(exchange(&mut again, ping).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_connection_limit_at_or_above_the_descriptor_budget_still_answers_429_at_once() {
+    // Issue 22, item 6: SECRETS_CACHE_MAX_INBOUND_CONNECTIONS at or above RLIMIT_NOFILE - 64
+    // (1 000 under a limit of 256 here): the served connections must leave descriptors to
+    // refuse with, or nothing ever answers the connections over the limit.
+    let (_proxy, ext) = start_with_descriptors(256, &[("SECRETS_CACHE_MAX_INBOUND_CONNECTIONS", "1000")]).await;
+    let mut idle = Vec::new();
+    for _ in 0..220 {
+        idle.push(TcpStream::connect(ext.addr).await.unwrap());
+    }
+    // The connections past the limit are refused (each within a second) meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    let mut late = TcpStream::connect(ext.addr).await.unwrap();
+    let answer = exchange(&mut late, "GET /ping HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(1), "answered in {:?}", started.elapsed());
+    drop(idle);
 }

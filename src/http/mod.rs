@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioTimer;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -48,8 +47,10 @@ const PROXY_HEADERS: [&str; 7] = [
 /// Request line plus headers; hyper answers 431 above it. Bodies are never read.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
-/// A client that opens a connection and sends nothing is dropped after this.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request must arrive whole within this of its first byte. A kept-alive connection waiting
+/// for its next request is not timed out (see `serve`): a Lambda freeze would fire that timer
+/// at the thaw, racing the function's next request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection over the limit gets to send its request before its 429.
 const REFUSE_WAIT: Duration = Duration::from_millis(500);
 /// How long open connections get to finish when the server stops. Reads still waiting on AWS
@@ -62,6 +63,9 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 const RESERVED_DESCRIPTORS: u64 = 64;
 /// The most sockets held open at once when `RLIMIT_NOFILE` is effectively unlimited.
 const MAX_DESCRIPTOR_BUDGET: u64 = 16_384;
+/// Sockets of the budget kept for refusing (429): served connections never take them, so a
+/// connection over the limit is answered within a second whatever the limit is set to.
+const REFUSE_RESERVE: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -86,7 +90,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     token: Token,
     /// Connections served at once (`SECRETS_CACHE_MAX_INBOUND_CONNECTIONS`, within the
-    /// descriptor budget); more are answered 429 and closed at once.
+    /// descriptor budget less `REFUSE_RESERVE`); more are answered 429 and closed at once.
     connections: Arc<Semaphore>,
     /// Sockets open at once, served or being refused: when none is left, accepting pauses
     /// (the kernel queues new connections) so upstream calls always have descriptors.
@@ -107,11 +111,12 @@ impl Server {
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     ) -> Arc<Server> {
         let descriptors = descriptor_budget();
+        let served = descriptors - REFUSE_RESERVE.min(descriptors / 4);
         Arc::new(Server {
             cache,
             metrics,
             token: config.token.clone(),
-            connections: Arc::new(Semaphore::new(config.max_inbound_connections.get().min(descriptors))),
+            connections: Arc::new(Semaphore::new(config.max_inbound_connections.get().min(served))),
             descriptors,
             answer_now: CancellationToken::new(),
             hooks,
@@ -123,12 +128,8 @@ impl Server {
     /// waiting near the end of the drain is answered `504 ShuttingDown`.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) -> Result<(), HttpError> {
         let mut accept = crate::serve::Accept::new("http");
-        accept
-            .http
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .max_headers(MAX_HEADERS);
+        accept.http.max_buf_size(MAX_HEADER_BYTES).max_headers(MAX_HEADERS);
+        accept.request_timeout = Some(REQUEST_TIMEOUT);
         accept.drain = DRAIN_TIMEOUT;
         accept.budget = Some(self.descriptors);
         let this = self.clone();

@@ -256,3 +256,41 @@ pub async fn read_all(addr: std::net::SocketAddr, paths: &[String]) -> Reads {
     }
     out
 }
+
+/// Writes `request` on `stream` and reads one answer (head, then its Content-Length body);
+/// whatever came before the connection closed if it closed first. At most 5 s.
+pub async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if let Err(e) = stream.write_all(request.as_bytes()).await {
+        return format!("write failed: {e}");
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    // One response: the head, then its Content-Length body.
+    loop {
+        let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+            Err(_) => return format!("no answer within 5 s: {}", String::from_utf8_lossy(&out)),
+            Ok(Err(e)) => return format!("read failed: {e}"),
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}

@@ -23,6 +23,10 @@ use crate::serve::{Accept, Admit};
 const MAX_DELIVERY: usize = 4 << 20;
 /// Deliveries waiting to be parsed; each is at most one buffering window.
 pub const QUEUE: usize = 256;
+/// Connections open at once. The platform delivers one batch at a time; whatever else opens
+/// connections here (anything inside the sandbox can) waits in the kernel's queue instead of
+/// taking the process's descriptors and memory.
+const MAX_CONNECTIONS: usize = 16;
 
 pub struct Listener {
     listener: TcpListener,
@@ -53,7 +57,11 @@ impl Listener {
     /// Answers deliveries until `cancel`, then lets open connections finish (bounded).
     pub async fn run(self, queue: mpsc::Sender<Bytes>, dropped: Arc<Dropped>, cancel: CancellationToken) -> std::io::Result<()> {
         let mut accept = Accept::new("telemetry listener");
+        // hyper's header timeout, idle waits included: a delivery the platform sends on a
+        // connection closed at a thaw is retried by the platform, and connections that send
+        // nothing must not keep the budget from it.
         accept.http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+        accept.budget = Some(MAX_CONNECTIONS);
         accept
             .run(self.listener, cancel, move || {
                 let (queue, dropped) = (queue.clone(), dropped.clone());
