@@ -212,6 +212,96 @@ async fn a_role_only_refused_gives_its_place_to_the_next() {
     assert_eq!((h.proxy.calls("AssumeRole"), h.proxy.calls("GetSecretValue")), (2, 1));
 }
 
+/// Issue 22, item 7: a role "only refused" whose read was already on its way (waiting for
+/// an upstream place) must not lose its place to a new role and then read anyway: a role that
+/// has read keeps its place, and the new one is refused.
+#[tokio::test]
+async fn a_role_whose_read_is_under_way_is_never_dropped_for_a_new_one() {
+    let h = start(&[
+        ("SECRETS_CACHE_MAX_ROLES", "1"),
+        ("PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS", "1"),
+    ])
+    .await;
+    let ids: Vec<String> = (0..4).map(|i| unique(&format!("under-way/{i}"))).collect();
+    for id in &ids {
+        h.aws.create_secret(id, "v").await.unwrap();
+    }
+    h.proxy.inject(Fault::status(403, "AccessDenied").on("AssumeRole").times(1));
+    let denied = h.ext.get(&with_role(&secret_path(&ids[0]), AUDITOR)).await.unwrap();
+    assert_eq!(denied.json()["__type"], "AccessDenied", "{}", denied.text());
+    // The function's own read holds the only upstream place.
+    let (fault, held) = Fault::hold("GetSecretValue", false);
+    h.proxy.inject(fault);
+    let own = spawn_get(h.ext.addr, secret_path(&ids[1]));
+    held.reached().await;
+    let audited = spawn_get(h.ext.addr, with_role(&secret_path(&ids[2]), AUDITOR));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader = h.ext.get(&with_role(&secret_path(&ids[3]), READER)).await.unwrap();
+    held.open();
+    let (own, audited) = (own.await.unwrap(), audited.await.unwrap());
+    assert_eq!(own.status, 200);
+    assert_eq!(audited.status, 200, "{}", audited.text());
+    assert_eq!(reader.json()["__type"], "TooManyRoles", "{}", reader.text());
+    // The role that read keeps its place and reads on.
+    let again = h.ext.get(&with_role(&secret_path(&ids[3]), AUDITOR)).await.unwrap();
+    assert_eq!(again.status, 200, "{}", again.text());
+    let status = h.ext.get("/status").await.unwrap().json();
+    let roles: std::collections::BTreeSet<&str> = status["cache"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["role"].as_str())
+        .collect();
+    assert_eq!(roles, [AUDITOR].into_iter().collect(), "one role at SECRETS_CACHE_MAX_ROLES=1");
+}
+
+/// Issue 22, item 5: AssumeRole hanging for one role must not hold the upstream places the
+/// function's own reads need.
+#[tokio::test]
+async fn a_hung_assume_role_never_stalls_another_identitys_reads() {
+    let h = start(&[]).await;
+    let own = unique("hung-sts/own");
+    h.aws.create_secret(&own, "own-value").await.unwrap();
+    let (fault, hung) = Fault::hold("AssumeRole", false);
+    h.proxy.inject(fault);
+    // Six items (six flights, more than PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS' 3).
+    let mut through_role = Vec::new();
+    for i in 0..6 {
+        let theirs = unique(&format!("hung-sts/theirs-{i}"));
+        h.aws.create_secret(&theirs, "v").await.unwrap();
+        through_role.push(spawn_get(h.ext.addr, with_role(&secret_path(&theirs), READER)));
+    }
+    hung.reached().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let r = h.ext.get(&secret_path(&own)).await.unwrap();
+    assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+    hung.open();
+    for read in through_role {
+        assert_eq!(read.await.unwrap().status, 200);
+    }
+}
+
+/// Issue 22, item 8: STS answering 5xx is retried with the same short back-offs as the other
+/// services, so the reader gets STS's answer within its budget, not a time-out.
+#[tokio::test]
+async fn sts_failures_come_back_as_sts_answered_them_within_the_budget() {
+    let h = start(&[
+        ("SECRETS_MANAGER_TIMEOUT_MILLIS", "1000"),
+        ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "1000"),
+    ])
+    .await;
+    let id = unique("sts-503/db");
+    h.aws.create_secret(&id, "v").await.unwrap();
+    h.proxy.inject(Fault::status(503, "ServiceUnavailable").on("AssumeRole"));
+    for role in [READER, AUDITOR, FOREIGN] {
+        let r = h.ext.get(&with_role(&secret_path(&id), role)).await.unwrap();
+        assert_eq!((r.status, r.json()["__type"].as_str()), (503, Some("ServiceUnavailable")), "{role}");
+    }
+    assert_eq!(h.proxy.calls("AssumeRole"), 9, "three attempts per role");
+}
+
 #[tokio::test]
 async fn config_entries_read_through_their_role() {
     let id = unique("cfg-role/db");

@@ -13,15 +13,6 @@ use lsc_devtools::client;
 use lsc_devtools::proxy::{Answer, Fault, FaultKind};
 use serde_json::json;
 
-fn spawn_read(h: &Harness, path: String) -> tokio::task::JoinHandle<client::Response> {
-    let addr = h.ext.addr;
-    tokio::spawn(async move {
-        client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
-            .await
-            .expect("the extension answers")
-    })
-}
-
 /// What a secret or parameter read served: its value.
 fn value(r: &client::Response) -> String {
     assert_eq!(r.status, 200, "{}", r.text());
@@ -41,12 +32,12 @@ async fn overlapping_refreshes(h: &Harness, path: &str, op: &str, rotate: impl s
     let refresh = format!("{path}&refreshNow=true");
     let (fault, first) = Fault::hold(op, false);
     h.proxy.inject(fault);
-    let first_read = spawn_read(h, refresh.clone());
+    let first_read = spawn_get(h.ext.addr, refresh.clone());
     first.reached().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (fault, second) = Fault::hold(op, true);
     h.proxy.inject(fault);
-    let second_read = spawn_read(h, refresh);
+    let second_read = spawn_get(h.ext.addr, refresh);
     second.reached().await;
     rotate.await;
     first.open();
@@ -93,7 +84,7 @@ async fn an_eviction_never_lets_a_late_older_answer_back_in() {
     }
     let (fault, held) = Fault::hold("GetSecretValue", true);
     h.proxy.inject(fault);
-    let late = spawn_read(&h, secret_path(&x));
+    let late = spawn_get(h.ext.addr, secret_path(&x));
     held.reached().await;
     h.aws.put_secret_value(&x, "NEW").await.unwrap();
     let fresh = h.ext.get(&format!("{}&refreshNow=true", secret_path(&x))).await.unwrap();

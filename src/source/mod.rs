@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod error;
+mod limit;
 pub mod render;
 mod roles;
 mod secrets;
@@ -18,7 +19,6 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 pub use error::FetchError;
 
@@ -150,8 +150,6 @@ pub struct Upstream {
     own: Arc<roles::Clients>,
     /// Other roles, assumed on first use (`roleArn`).
     roles: roles::Roles,
-    /// `PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`: concurrent calls per service.
-    limits: [Semaphore; 2],
     budgets: [Duration; 2],
     metrics: Arc<Metrics>,
 }
@@ -168,7 +166,7 @@ impl Upstream {
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
             .build_https();
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http)
+            .http_client(http.clone())
             .load()
             .await;
         let timeouts = |budget: Duration| {
@@ -184,13 +182,19 @@ impl Upstream {
             .with_initial_backoff(Duration::from_millis(50))
             .with_max_backoff(Duration::from_millis(500));
         let budgets = config.timeout;
+        // One limit per service, shared by every identity's clients (one connection pool).
+        let permits = config.max_connections.get();
+        let (secrets_http, ssm_http) = (limit::limited(http.clone(), permits), limit::limited(http, permits));
+        let sts_retries = retries.clone();
         let build = move |shared: &aws_types::SdkConfig| {
             let secrets = aws_sdk_secretsmanager::config::Builder::from(shared)
+                .http_client(secrets_http.clone())
                 .timeout_config(timeouts(budgets.secrets))
                 .retry_config(retries.clone())
                 .interceptor(CapAnswers)
                 .build();
             let ssm = aws_sdk_ssm::config::Builder::from(shared)
+                .http_client(ssm_http.clone())
                 .timeout_config(timeouts(budgets.ssm))
                 .retry_config(retries.clone())
                 .interceptor(CapAnswers)
@@ -200,26 +204,30 @@ impl Upstream {
                 ssm: aws_sdk_ssm::Client::from_conf(ssm),
             }
         };
-        let permits = config.max_connections.get();
         let assume_budget = config.timeout.secrets.max(config.timeout.ssm);
+        // STS with the same budget and back-offs: its default ~1 s back-off would outlast the
+        // read's budget, turning STS's own answer into a time-out.
+        let sts = aws_sdk_sts::config::Builder::from(&shared)
+            .timeout_config(timeouts(assume_budget))
+            .retry_config(sts_retries);
         Upstream {
             own: Arc::new(build(&shared)),
             roles: roles::Roles::new(
                 shared,
+                sts,
                 config.session_name.clone(),
                 config.max_roles,
                 assume_budget,
                 Box::new(build),
             ),
-            limits: [Semaphore::new(permits), Semaphore::new(permits)],
             budgets: [config.timeout.secrets, config.timeout.ssm],
             metrics,
         }
     }
 
-    /// Runs one SDK call under the service's concurrency limit, timed and classified; `read`
-    /// turns the SDK's output into what the caller trusts (an answer it rejects makes the
-    /// call a failed one, in the span and the metrics too).
+    /// Runs one SDK call, timed and classified (the service's concurrency limit is in its HTTP
+    /// client: `limit`); `read` turns the SDK's output into what the caller trusts (an answer
+    /// it rejects makes the call a failed one, in the span and the metrics too).
     async fn call<T, R, E, F>(
         &self,
         source: Source,
@@ -232,7 +240,6 @@ impl Upstream {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         T: aws_types::request_id::RequestId,
     {
-        let _permit = self.limits[source.index()].acquire().await.expect("semaphore is never closed");
         let started = Instant::now();
         let budget = self.budgets[source.index()];
         // A CLIENT span, child of whatever started this fetch (a reader's SERVER span, or the

@@ -29,6 +29,8 @@ const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 pub(super) struct Roles {
     shared: aws_types::SdkConfig,
+    /// The STS client's settings (the same budget and back-offs as the other clients).
+    sts_config: aws_sdk_sts::config::Builder,
     /// Made at the first role: most functions never read through one.
     sts: std::sync::OnceLock<aws_sdk_sts::Client>,
     session_name: String,
@@ -47,13 +49,18 @@ struct Role {
 
 /// What AssumeRole has answered for a role so far (`Role::outcome`).
 const NOT_YET: u8 = 0;
+/// Once assumed, a role keeps its place: entries read through it may be cached.
 const ASSUMED: u8 = 1;
 /// No attempt has succeeded and none is under way: nothing was read through it.
 const ONLY_FAILED: u8 = 2;
+/// Its place went to another role (only from `ONLY_FAILED`): a read still holding its
+/// clients is refused, so a dropped role never reads.
+const RETIRED: u8 = 3;
 
 impl Roles {
     pub(super) fn new(
         shared: aws_types::SdkConfig,
+        sts_config: aws_sdk_sts::config::Builder,
         session_name: String,
         max: usize,
         budget: Duration,
@@ -61,6 +68,7 @@ impl Roles {
     ) -> Roles {
         Roles {
             shared,
+            sts_config,
             sts: std::sync::OnceLock::new(),
             session_name,
             max,
@@ -77,9 +85,10 @@ impl Roles {
             return Ok(r.clients.clone());
         }
         if by_role.len() >= self.max {
+            // Retired in one step from "only failed": an attempt starting now sees it.
             let refused = by_role
                 .iter()
-                .find(|(_, r)| r.outcome.load(Relaxed) == ONLY_FAILED)
+                .find(|(_, r)| r.outcome.compare_exchange(ONLY_FAILED, RETIRED, Relaxed, Relaxed).is_ok())
                 .map(|(arn, _)| arn.clone());
             if let Some(arn) = refused {
                 by_role.remove(&arn);
@@ -87,18 +96,15 @@ impl Roles {
             }
         }
         if by_role.len() >= self.max {
-            return Err(FetchError::Service {
-                status: 400,
-                code: "TooManyRoles".into(),
-                message: format!(
-                    "this environment reads through at most {} roles (SECRETS_CACHE_MAX_ROLES) and all are in use",
-                    self.max
-                ),
-            });
+            return Err(too_many_roles(self.max));
         }
         let outcome = Arc::new(AtomicU8::new(NOT_YET));
         let provider = AssumedRole {
-            sts: self.sts.get_or_init(|| aws_sdk_sts::Client::new(&self.shared)).clone(),
+            sts: self
+                .sts
+                .get_or_init(|| aws_sdk_sts::Client::from_conf(self.sts_config.clone().build()))
+                .clone(),
+            max: self.max,
             role: role.to_string(),
             session_name: self.session_name.clone(),
             budget: self.budget,
@@ -141,10 +147,20 @@ impl Roles {
     }
 }
 
+fn too_many_roles(max: usize) -> FetchError {
+    FetchError::Service {
+        status: 400,
+        code: "TooManyRoles".into(),
+        message: format!("this environment reads through at most {max} roles (SECRETS_CACHE_MAX_ROLES) and all are in use"),
+    }
+}
+
 /// Credentials from `sts:AssumeRole` for one role.
 #[derive(Debug)]
 struct AssumedRole {
     sts: aws_sdk_sts::Client,
+    /// `SECRETS_CACHE_MAX_ROLES`, for the error a retired role's reads get.
+    max: usize,
     role: String,
     session_name: String,
     budget: Duration,
@@ -153,11 +169,16 @@ struct AssumedRole {
 
 impl AssumedRole {
     async fn assume(&self) -> Result<Credentials, CredentialsError> {
+        let retired = || CredentialsError::provider_error(AssumeRoleFailed(too_many_roles(self.max)));
         // Under way again: not a role to drop for a new one until this attempt fails too.
-        let _ = self.outcome.compare_exchange(ONLY_FAILED, NOT_YET, Relaxed, Relaxed);
+        if let Err(RETIRED) = self.outcome.compare_exchange(ONLY_FAILED, NOT_YET, Relaxed, Relaxed) {
+            return Err(retired());
+        }
         let assumed = self.try_assume().await;
         if assumed.is_ok() {
-            self.outcome.store(ASSUMED, Relaxed);
+            if let Err(RETIRED) = self.outcome.compare_exchange(NOT_YET, ASSUMED, Relaxed, Relaxed) {
+                return Err(retired());
+            }
         } else {
             let _ = self.outcome.compare_exchange(NOT_YET, ONLY_FAILED, Relaxed, Relaxed);
         }

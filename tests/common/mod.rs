@@ -65,18 +65,18 @@ pub async fn start_with_faults(extra: &[(&str, &str)], faults: Vec<lsc_devtools:
     }
 }
 
+/// A GET of `path` with the token, started now; its answer when joined.
+pub fn spawn_get(addr: std::net::SocketAddr, path: String) -> tokio::task::JoinHandle<lsc_devtools::client::Response> {
+    tokio::spawn(async move {
+        lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
+            .await
+            .expect("the extension answers")
+    })
+}
+
 /// `n` GETs of `path` sent at once on separate connections; their answers, in order.
 pub async fn concurrent_gets(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<lsc_devtools::client::Response> {
-    let reads: Vec<_> = (0..n)
-        .map(|_| {
-            let path = path.to_string();
-            tokio::spawn(async move {
-                lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
-                    .await
-                    .expect("the extension answers")
-            })
-        })
-        .collect();
+    let reads: Vec<_> = (0..n).map(|_| spawn_get(addr, path.to_string())).collect();
     let mut out = Vec::with_capacity(n);
     for r in reads {
         out.push(r.await.expect("the read task ends"));

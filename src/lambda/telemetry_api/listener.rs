@@ -130,6 +130,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connections_past_the_budget_wait_for_a_place() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = Listener::bind("127.0.0.1").await.unwrap();
+        let addr = listener.listener.local_addr().unwrap();
+        let (tx, _rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(listener.run(tx, Arc::default(), cancel.clone()));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut late = tokio::net::TcpStream::connect(addr).await.unwrap();
+        late.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let waited = tokio::time::timeout(Duration::from_millis(300), late.read_to_end(&mut answer)).await;
+        assert!(waited.is_err(), "not served while the budget is taken");
+        drop(idle.pop());
+        tokio::time::timeout(Duration::from_secs(2), late.read_to_end(&mut answer))
+            .await
+            .expect("served once a place is free")
+            .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn a_delivery_under_way_at_shutdown_is_answered_and_queued() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = Listener::bind("127.0.0.1").await.unwrap();
