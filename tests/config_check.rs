@@ -141,3 +141,30 @@ fn a_fifo_a_device_or_a_directory_as_config_is_a_clear_error_at_once() {
     assert!(!status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn numeric_looking_names_are_checked_and_read_as_written() {
+    // Issue 22, item 9: `007` was read as the secret `7`, `0x1F` as `31`.
+    let (code, out) = check(
+        "secrets:\n  - id: 007\n  - id: 0x1F\n    versionId: +12\nparameters:\n  - name: 0o17\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("secret    007\n"), "{out}");
+    assert!(out.contains("secret    0x1F versionId=+12\n"), "{out}");
+    assert!(out.contains("parameter 0o17\n"), "{out}");
+}
+
+#[test]
+fn overlapping_entries_are_reported_with_the_one_that_wins() {
+    // Issue 22, item 10.
+    let (code, out) = check(
+        "secrets:\n  - filter: {tag-key: app}\n    ttl: 1h\n  - filter: {tag-value: shop}\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("overlap   filter tag-key=app and filter tag-value=shop may match the same secrets: such a secret takes one place, with the settings of filter tag-key=app"),
+        "{out}"
+    );
+}

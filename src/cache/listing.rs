@@ -2,11 +2,13 @@
 //! a `path` (GetParametersByPath) or every secret a `filter` matches (BatchGetSecretValue with
 //! Filters). One prefetch item per listing; what it returns is installed by name (and ARN),
 //! pinned with the entry's TTL. Together, one prefetch's listings pin at most what the named
-//! entries leave of the capacity (`Budget`).
+//! entries leave of the capacity (`Budget`), each item once: an item a named entry or another
+//! listing loads too takes no second place, and its policy is the named entry's, else the
+//! first listing's in the file.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use hashbrown::HashSet;
 
 use tokio_util::sync::CancellationToken;
 
@@ -105,21 +107,35 @@ impl Listing {
     }
 }
 
-/// The entries listings may still pin, shared by every listing of one prefetch.
-pub(super) struct Budget(AtomicUsize);
+/// The entries listings may still pin, shared by every listing of one prefetch, and the
+/// items that already have a place (named entries, and what a listing claimed).
+pub(super) struct Budget(Mutex<(usize, HashSet<Key>)>);
 
 impl Budget {
-    pub(super) fn new(entries: usize) -> Arc<Budget> {
-        Arc::new(Budget(AtomicUsize::new(entries)))
+    pub(super) fn new(entries: usize, named: impl IntoIterator<Item = Key>) -> Arc<Budget> {
+        Arc::new(Budget(Mutex::new((entries, named.into_iter().collect()))))
     }
 
-    fn left(&self) -> usize {
-        self.0.load(Relaxed)
+    /// How many items a listing may ask for: the places left, plus the items that have one
+    /// already (a listing may return them too; they cost nothing). At most the capacity.
+    fn limit(&self) -> usize {
+        let budget = self.0.lock().expect("budget lock holds no invariants");
+        if budget.0 == 0 { 0 } else { budget.0 + budget.1.len() }
     }
 
-    /// Takes one entry's place; false once the budget is spent.
-    fn claim(&self) -> bool {
-        self.0.fetch_update(Relaxed, Relaxed, |left| left.checked_sub(1)).is_ok()
+    /// A place for `key`: the one it has, or a new one; false once the budget is spent.
+    fn claim(&self, key: &Key) -> bool {
+        let mut budget = self.0.lock().expect("budget lock holds no invariants");
+        let (left, placed) = &mut *budget;
+        if placed.contains(key) {
+            return true;
+        }
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        placed.insert(key.clone());
+        true
     }
 }
 
@@ -135,7 +151,7 @@ impl Cache {
         let ticket = self.flights.ticket();
         let task = self.tasks.spawn(async move {
             let listing = &this.listings[index];
-            let limit = budget.left();
+            let limit = budget.limit();
             if limit == 0 {
                 return spent(listing);
             }
@@ -158,12 +174,12 @@ impl Cache {
                 match answer {
                     Ok(fetched) => {
                         let Some(name) = fetched.name.clone() else { continue };
-                        if !budget.claim() {
+                        let key = listing.key(&name);
+                        if !budget.claim(&key) {
                             left_out += 1;
                             continue;
                         }
-                        let key = listing.key(&name);
-                        this.remember_found(&key, fetched.arn.as_deref(), listing.policy);
+                        this.remember_found(&key, fetched.arn.as_deref(), index, listing.policy);
                         this.metrics.refresh(listing.source(), Trigger::Prefetch, true);
                         // A newer value held (or evicted since) stays: the listing's is older.
                         let _ = this.install(&key, fetched, now, ticket.sent, received);

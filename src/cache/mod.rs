@@ -100,9 +100,10 @@ pub struct Cache {
     items: HashMap<Key, ItemPolicy>,
     /// The config's parameter paths and secret filters.
     listings: Vec<listing::Listing>,
-    /// What a config `filter` or `path` loaded, with that entry's policy (known once the
-    /// prefetch has run, so a later refresh keeps them pinned with their TTL).
-    found: Mutex<HashMap<Key, ItemPolicy>>,
+    /// What a config `filter` or `path` loaded, with the index of the first listing (in file
+    /// order) that did and its policy (known once the prefetch has run, so a later refresh
+    /// keeps them pinned with their TTL).
+    found: Mutex<HashMap<Key, (usize, ItemPolicy)>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     jitter: RandomState,
@@ -121,17 +122,19 @@ pub struct Cache {
 impl Cache {
     pub fn new(fetch: Arc<dyn Fetch>, config: &CacheConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Arc<Cache> {
         let mut items = HashMap::new();
+        // An item named twice takes the first entry's policy.
         for s in &config.prefetch.secrets {
             let ttl = s.ttl.unwrap_or(config.ttl.secrets);
-            items.insert(secret_key(&s.id, &s.version).with_role(&s.role), ItemPolicy { ttl, pinned: true });
+            items
+                .entry(secret_key(&s.id, &s.version).with_role(&s.role))
+                .or_insert(ItemPolicy { ttl, pinned: true });
         }
         for p in &config.prefetch.parameters {
             if let ParameterTarget::Name(n) = &p.target {
                 let ttl = p.ttl.unwrap_or(config.ttl.ssm);
-                items.insert(
-                    Key::parameter(n, p.with_decryption).with_role(&p.role),
-                    ItemPolicy { ttl, pinned: true },
-                );
+                items
+                    .entry(Key::parameter(n, p.with_decryption).with_role(&p.role))
+                    .or_insert(ItemPolicy { ttl, pinned: true });
             }
         }
         Arc::new(Cache {
@@ -222,7 +225,7 @@ impl Cache {
         if let Some(p) = aliases.into_iter().flatten().find_map(|id| self.items.get(&key.with_id(id))) {
             return *p;
         }
-        if let Some(p) = self.found.lock().expect("found lock holds no invariants").get(key) {
+        if let Some((_, p)) = self.found.lock().expect("found lock holds no invariants").get(key) {
             return *p;
         }
         // Under a configured path but not loaded by its prefetch (created since, or left out
@@ -253,13 +256,16 @@ impl Cache {
             .map(|l| l.policy)
     }
 
-    /// A prefetch listing (a path, a filter) loaded `key`: later installs under its name and
-    /// ARN keep `policy` (pinned, the entry's TTL).
-    fn remember_found(&self, key: &Key, arn: Option<&str>, policy: ItemPolicy) {
+    /// The listing `self.listings[index]` (a path, a filter) loaded `key`: later installs
+    /// under its name and ARN keep its `policy` (pinned, the entry's TTL), unless a listing
+    /// before it in the file loaded the item too (listings run at once; the file decides).
+    fn remember_found(&self, key: &Key, arn: Option<&str>, index: usize, policy: ItemPolicy) {
         let mut found = self.found.lock().expect("found lock holds no invariants");
-        found.insert(key.clone(), policy);
-        if let Some(arn) = arn {
-            found.insert(key.with_id(arn), policy);
+        for k in std::iter::once(key.clone()).chain(arn.map(|a| key.with_id(a))) {
+            let slot = found.entry(k).or_insert((index, policy));
+            if index < slot.0 {
+                *slot = (index, policy);
+            }
         }
     }
 

@@ -118,7 +118,8 @@ impl Reserved {
         let cache = self.cache.clone();
         let cancel = cache.cancel_token().child_token();
         let mut background = Background::new(cancel.clone());
-        let budget = Budget::new(cache.config.capacity.saturating_sub(self.waits.len()));
+        let named = self.waits.iter().map(|(k, _)| k.clone());
+        let budget = Budget::new(cache.config.capacity.saturating_sub(self.waits.len()), named);
         for group in std::mem::take(&mut self.groups) {
             cache.launch(group, Trigger::Prefetch, cancel.clone());
         }

@@ -42,6 +42,8 @@ struct FakeFetch {
     delay_ms: AtomicU64,
     /// Gates for the next single-item calls, in order.
     holds: Mutex<std::collections::VecDeque<Hold>>,
+    /// Gates for the next filter listings, in order (before they read).
+    filter_holds: Mutex<std::collections::VecDeque<Arc<Gate>>>,
     /// Answers carry no revision (nothing orders them but the time of their calls).
     unranked: std::sync::atomic::AtomicBool,
 }
@@ -183,6 +185,10 @@ impl Fetch for FakeFetch {
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, SeqCst);
+            let held = self.filter_holds.lock().unwrap().pop_front();
+            if let Some(gate) = held {
+                gate.pass().await;
+            }
             self.roles.lock().unwrap().push(role.to_string());
             let prefixes: Vec<&String> = filters.iter().filter(|f| f.key == "name").flat_map(|f| &f.values).collect();
             let mut names: Vec<String> = self
@@ -895,6 +901,55 @@ async fn a_filter_never_pins_more_than_the_cache_holds() {
     assert_eq!((report.loaded, report.failed.len()), (1, 0));
     let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["shop/a", "shop/b"], "the capacity is the limit asked of the source");
+}
+
+#[tokio::test]
+async fn an_item_two_entries_load_takes_one_place_and_the_first_entrys_ttl() {
+    // Issue 22, item 10: a named secret and two filters matching it and three more, at
+    // capacity 4: each secret takes one place (all four fit), the named one keeps its TTL, and
+    // the others take the first filter's TTL even when the second filter lands first.
+    let mut p = policy();
+    p.capacity = 4;
+    let (mut first, mut second) = (filter("s", false), filter("s", false));
+    first.ttl = Some(Duration::from_secs(3600));
+    second.ttl = Some(Duration::from_secs(60));
+    let file = FileConfig {
+        secrets: vec![SecretItem {
+            id: "s0".into(),
+            version: SecretVersion::Current,
+            ttl: Some(Duration::from_secs(7)),
+            required: false,
+            role: String::new(),
+        }],
+        secret_filters: vec![first, second],
+        ..Default::default()
+    };
+    let (cache, fetch, _, _) = setup(p, &file);
+    for n in ["s0", "s1", "s2", "s3"] {
+        fetch.set(n, Ok(n));
+    }
+    let first_filter = Arc::new(Gate::default());
+    fetch.filter_holds.lock().unwrap().push_back(first_filter.clone());
+    let mut prefetch = cache.prefetch();
+    first_filter.reached().await;
+    // Every fetch but the first filter's has landed before it is let through.
+    while cache.status().entries < 4 {
+        tokio::task::yield_now().await;
+    }
+    first_filter.open();
+    let report = std::mem::replace(&mut prefetch, cache.refresh_ahead()).finish().await;
+    assert_eq!(report.failed.len(), 0);
+    let status = cache.status();
+    let ttls: Vec<(String, u64, bool)> = status.items.iter().map(|i| (i.id.clone(), i.ttl_seconds, i.pinned)).collect();
+    assert_eq!(
+        ttls,
+        [
+            ("s0".to_string(), 7, true),
+            ("s1".to_string(), 3600, true),
+            ("s2".to_string(), 3600, true),
+            ("s3".to_string(), 3600, true)
+        ]
+    );
 }
 
 #[tokio::test]

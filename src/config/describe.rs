@@ -111,6 +111,9 @@ impl Config {
                 role(&p.role)
             );
         }
+        for overlap in cache.prefetch.overlaps() {
+            let _ = writeln!(out, "  overlap   {overlap}");
+        }
         out
     }
 }

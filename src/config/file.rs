@@ -182,7 +182,7 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<FileProblem>> {
             }]);
         }
     };
-    let mut walk = super::walk::Walk::default();
+    let mut walk = super::walk::Walk::new(text);
     let config = match docs.as_slice() {
         [] => FileConfig::default(),
         [root] => walk.root(root),
@@ -273,6 +273,21 @@ mod tests {
             "line 1, column 10: `secrets` must be a list, got the string \"prod/db\""
         );
         assert_eq!(problems[1].to_string(), "line 3, column 11: `name` must be a string, got a list");
+    }
+
+    #[test]
+    fn names_yaml_reads_as_numbers_are_kept_as_written() {
+        let text = "secrets:\n  - id: 007\n  - id: 0x1F\n    versionId: 0012\n  - id: +12\n  - id: 1e3 \n  - id: \"0x1F\"\n  - filter: {name: [0017, 2.50]}\nparameters:\n  - name: 0o17\n  - name: 2024\n";
+        let c = parse(text).unwrap();
+        let ids: Vec<&str> = c.secrets.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["007", "0x1F", "+12", "1e3", "0x1F"]);
+        assert_eq!(c.secrets[1].version, SecretVersion::Id("0012".into()));
+        assert_eq!(c.secret_filters[0].filters[0].values, ["0017", "2.50"]);
+        let names: Vec<&ParameterTarget> = c.parameters.iter().map(|p| &p.target).collect();
+        assert_eq!(
+            names,
+            [&ParameterTarget::Name("0o17".into()), &ParameterTarget::Name("2024".into())]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod duration;
 mod env;
 pub mod file;
 mod otel;
+mod overlap;
 mod problem;
 pub mod role;
 mod walk;

@@ -15,7 +15,11 @@ pub fn check_role_arn(arn: &str) -> Result<(), &'static str> {
     else {
         return Err("is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)");
     };
-    if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+    // aws, aws-cn, aws-us-gov, aws-iso-b, …: lowercase words joined by single hyphens.
+    let words_ok = partition
+        .split('-')
+        .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()));
+    if !partition.starts_with("aws") || !words_ok {
         return Err("has no valid partition (aws, aws-cn, aws-us-gov, …)");
     }
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
@@ -25,7 +29,8 @@ pub fn check_role_arn(arn: &str) -> Result<(), &'static str> {
         return Err("does not name a role (role/<name>)");
     };
     let name = path_and_name.rsplit('/').next().unwrap_or("");
-    if name.is_empty() || name.len() > 64 || path_and_name.contains("//") {
+    // The path in an ARN has no leading slash (`role/team/app/reader`).
+    if name.is_empty() || name.len() > 64 || path_and_name.starts_with('/') || path_and_name.contains("//") {
         return Err("has no valid role name (1 to 64 characters after the last /)");
     }
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b);
@@ -46,6 +51,7 @@ mod tests {
             "arn:aws:iam::123456789012:role/team/app/reader",
             "arn:aws-cn:iam::123456789012:role/a+b=c,d.e@f_g-h",
             "arn:aws-us-gov:iam::000000000000:role/x",
+            "arn:aws-iso-b:iam::123456789012:role/x",
         ] {
             assert_eq!(check_role_arn(good), Ok(()), "{good}");
         }
@@ -60,6 +66,11 @@ mod tests {
             "arn:aws:iam::123456789012:role/",
             "arn:aws:iam::123456789012:role/team/",
             "arn:aws:iam::123456789012:role/a//b",
+            "arn:aws:iam::123456789012:role//reader",
+            "arn:a-:iam::123456789012:role/r",
+            "arn:-:iam::123456789012:role/r",
+            "arn:aws--cn:iam::123456789012:role/r",
+            "arn:cn:iam::123456789012:role/r",
             "arn:aws:iam::123456789012:role/bad name",
             "arn:aws:iam::123456789012:role/\u{1b}[31m",
         ] {

@@ -14,9 +14,10 @@ use super::file::{
 
 type Node<'a> = MarkedYaml<'a>;
 
-#[derive(Default)]
-pub(super) struct Walk {
+pub(super) struct Walk<'t> {
     pub(super) problems: Vec<FileProblem>,
+    /// The file's text: a scalar YAML reads as a number is used as written.
+    text: &'t str,
 }
 
 const ROOT_KEYS: &[&str] = &["ttl", "secrets", "parameters"];
@@ -29,7 +30,21 @@ enum SecretEntry {
     Filter(FilterItem),
 }
 
-impl Walk {
+impl<'t> Walk<'t> {
+    pub(super) fn new(text: &'t str) -> Walk<'t> {
+        Walk {
+            problems: Vec::new(),
+            text,
+        }
+    }
+
+    /// `node` as written in the file (its span, from character positions).
+    fn written(&self, node: &Node<'_>) -> &'t str {
+        let byte = |chars: usize| self.text.char_indices().nth(chars).map_or(self.text.len(), |(b, _)| b);
+        let (start, end) = (byte(node.span.start.index()), byte(node.span.end.index()));
+        self.text.get(start..end).unwrap_or("").trim_end()
+    }
+
     pub(super) fn problem(&mut self, node: &Node<'_>, message: String) {
         self.problems.push(FileProblem {
             line: node.span.start.line(),
@@ -284,8 +299,9 @@ impl Walk {
     fn text(&mut self, node: &Node<'_>, what: &str) -> Option<String> {
         let text = match &node.data {
             YamlData::Value(Scalar::String(s)) => s.to_string(),
-            // Secret names like `2024` are legal; YAML reads them as numbers.
-            YamlData::Value(Scalar::Integer(i)) => i.to_string(),
+            // Names like `2024`, `007`, `0x1F`, `+12` or `1e3` are legal; YAML reads them as
+            // numbers (7, 31, 12, 1000.0). The name is what the file says.
+            YamlData::Value(Scalar::Integer(_) | Scalar::FloatingPoint(_)) => self.written(node).to_string(),
             _ => {
                 self.problem(node, format!("`{what}` must be a string, got {}", kind(node)));
                 return None;
