@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -143,16 +143,27 @@ impl Accept {
     }
 }
 
-/// A connection whose requests must arrive within a bound of their first byte. The bound is
-/// armed when bytes arrive while none is armed, and disarmed when an answer is written (the
-/// request was read whole). A connection waiting for its next request is never timed out, so
-/// nothing closes it in a way a request could race.
+/// A connection whose requests must arrive within a bound of their first bytes. A request
+/// that arrives whole in one read (nearly all) costs no timer and no clock read: the deadline
+/// is set only when a read waits in the middle of a request, and cleared when an answer is
+/// written (the request was read whole). A connection waiting for its next request is never
+/// timed out, so nothing closes it in a way a request could race.
 struct RequestDeadline {
     stream: TcpStream,
     limit: Option<Duration>,
-    /// Made at the first request, reset at each one after.
+    /// Made at the first request that needs it, reset at each one after.
     sleep: Option<Pin<Box<Sleep>>>,
-    armed: bool,
+    state: Reading,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Between requests.
+    Idle,
+    /// Part of a request has arrived.
+    Partial,
+    /// A read waited in the middle of a request: `sleep` is its deadline.
+    Timed,
 }
 
 impl RequestDeadline {
@@ -161,50 +172,58 @@ impl RequestDeadline {
             stream,
             limit,
             sleep: None,
-            armed: false,
+            state: Reading::Idle,
         }
     }
 
-    fn arm(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        match &mut self.sleep {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        self.armed = true;
+    /// Polls the deadline (registering its wake-up): true once it has passed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.sleep.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready())
     }
 }
 
 impl AsyncRead for RequestDeadline {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        // Polled before every read that waits: the deadline wakes the connection when it passes.
-        if this.armed
-            && let Some(sleep) = &mut this.sleep
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        let timed_out = || Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        if this.state == Reading::Timed && this.expired(cx) {
+            return timed_out();
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
-        if let Some(limit) = this.limit
-            && !this.armed
-            && buf.filled().len() > before
-        {
-            this.arm(limit);
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.state == Reading::Idle && this.limit.is_some() && buf.filled().len() > before {
+                    this.state = Reading::Partial;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if let (Reading::Partial, Some(limit)) = (this.state, this.limit) {
+                    let deadline = Instant::now() + limit;
+                    match &mut this.sleep {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    this.state = Reading::Timed;
+                    if this.expired(cx) {
+                        return timed_out();
+                    }
+                }
+                Poll::Pending
+            }
+            ready => ready,
         }
-        Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for RequestDeadline {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.armed = false;
+        self.state = Reading::Idle;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        self.armed = false;
+        self.state = Reading::Idle;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -257,6 +276,59 @@ fn is_transient(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on 127.0.0.1:0 answering 200 to everything, requests bounded to 10 s.
+    async fn server() -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let mut accept = Accept::new("test");
+        accept.request_timeout = Some(Duration::from_secs(10));
+        let service = || {
+            hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))))
+            })
+        };
+        tokio::spawn(accept.run(listener, cancel.clone(), move || Admit::Serve(service())));
+        (addr, cancel)
+    }
+
+    async fn answer(stream: &mut TcpStream) -> String {
+        let mut buf = vec![0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_idle_for_an_hour_is_answered() {
+        let (addr, cancel) = server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        stream.write_all(request).await.unwrap();
+        assert!(answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+        // The clock jumps as it does across a freeze; every timer due fires now.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        stream.write_all(request).await.unwrap();
+        assert!(answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_stops_halfway_is_closed_at_its_deadline() {
+        let (addr, cancel) = server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "closed after {waited:?}"
+        );
+        cancel.cancel();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn warnings_are_rate_limited_with_a_count() {
