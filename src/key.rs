@@ -194,13 +194,6 @@ pub fn split_parameter_selector(name: &str) -> (&str, SelectorKind, &str) {
     }
 }
 
-/// Whether parameter `name` lies under `path` as GetParametersByPath reads it: by whole path
-/// segments (`/prod/app` holds `/prod/app/x`, not `/prod/application/x`).
-pub fn parameter_under(path: &str, name: &str) -> bool {
-    name.strip_prefix(path)
-        .is_some_and(|rest| path.ends_with('/') || rest.starts_with('/'))
-}
-
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.as_ref().fmt(f)

@@ -249,7 +249,7 @@ impl Cache {
                     key.source == Source::Ssm
                         && *decrypt == key.decrypt
                         && *l.role == *key.role
-                        && crate::key::parameter_under(path, &key.id)
+                        && crate::config::file::parameter_under(path, &key.id)
                 }
                 listing::Listed::Filter(_) => false,
             })

@@ -109,6 +109,13 @@ pub enum ParameterTarget {
     Path(String),
 }
 
+/// Whether parameter `name` lies under `path` as GetParametersByPath reads it: by whole path
+/// segments (`/prod/app` holds `/prod/app/x`, not `/prod/application/x`).
+pub fn parameter_under(path: &str, name: &str) -> bool {
+    name.strip_prefix(path)
+        .is_some_and(|rest| path.ends_with('/') || rest.starts_with('/'))
+}
+
 /// One thing wrong with the file, at a 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileProblem {

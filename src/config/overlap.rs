@@ -39,12 +39,12 @@ impl FileConfig {
                         format!("parameter {x} is listed twice: the first entry's settings apply")
                     }
                     (ParameterTarget::Name(n), ParameterTarget::Path(p)) | (ParameterTarget::Path(p), ParameterTarget::Name(n))
-                        if crate::key::parameter_under(p, n) =>
+                        if super::file::parameter_under(p, n) =>
                     {
                         format!("parameter {n} is also under path {p}: the named entry's settings apply")
                     }
                     (ParameterTarget::Path(x), ParameterTarget::Path(y))
-                        if x == y || crate::key::parameter_under(x, y) || crate::key::parameter_under(y, x) =>
+                        if x == y || super::file::parameter_under(x, y) || super::file::parameter_under(y, x) =>
                     {
                         format!("paths {x} and {y} overlap: a parameter under both takes the settings of {x}")
                     }

@@ -222,7 +222,7 @@ pub fn parameter(wanted: Wanted<'_>, mut p: aws_sdk_ssm::types::Parameter) -> Re
             }
         }
         Wanted::Under(path) => {
-            if !crate::key::parameter_under(path, name) {
+            if !crate::config::file::parameter_under(path, name) {
                 return Err(invalid("the answer holds a parameter outside the requested path"));
             }
         }
