@@ -9,11 +9,11 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lambda_secrets_cache::cache::{Cache, SystemClock};
 use lambda_secrets_cache::config::file::SecretFilter;
-use lambda_secrets_cache::config::{BySource, CacheConfig, FileConfig, HttpConfig, Token};
+use lambda_secrets_cache::config::{ByService, CacheConfig, HttpConfig, PrefetchList, Token};
+use lambda_secrets_cache::counters::Counters;
 use lambda_secrets_cache::http::{Hooks, Server, route};
 use lambda_secrets_cache::key::{Key, KeyRef, SelectorKind};
-use lambda_secrets_cache::metrics::Metrics;
-use lambda_secrets_cache::source::{BoxFuture, Fetch, FetchError, Fetched};
+use lambda_secrets_cache::upstream::{BoxFuture, Fetch, FetchError, Fetched};
 
 /// Answers every fetch with a fixed 4 KiB body (only the first read of each key fetches).
 struct Fixed(Bytes);
@@ -27,7 +27,7 @@ impl Fetch for Fixed {
                 body,
                 name: Some(name),
                 arn: None,
-                revision: lambda_secrets_cache::source::Revision {
+                revision: lambda_secrets_cache::upstream::Revision {
                     version: Some("v1".into()),
                     rank: Some(1),
                 },
@@ -66,7 +66,7 @@ impl Fetch for Fixed {
 }
 
 fn policy() -> CacheConfig {
-    let both = |d| BySource { secrets: d, ssm: d };
+    let both = |d| ByService { secrets: d, ssm: d };
     CacheConfig {
         enabled: true,
         capacity: 1000,
@@ -75,17 +75,17 @@ fn policy() -> CacheConfig {
         max_stale: std::time::Duration::from_secs(900),
         refresh_ahead: 0.8,
         refresh_interval: std::time::Duration::from_secs(10),
-        prefetch: FileConfig::default(),
+        prefetch: PrefetchList::default(),
     }
 }
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let metrics = Arc::new(Metrics::new());
+    let counters = Arc::new(Counters::new());
     let cache = Cache::new(
         Arc::new(Fixed(Bytes::from(vec![b'x'; 4096]))),
         &policy(),
-        metrics.clone(),
+        counters.clone(),
         Arc::new(SystemClock),
     );
     // 100 entries, so the lookup is not a one-element map.
@@ -115,14 +115,14 @@ fn benches(c: &mut Criterion) {
 
     let token = Token {
         value: zeroize::Zeroizing::new("bench-token".to_string()),
-        source: "AWS_TOKEN",
+        variable: "AWS_TOKEN",
     };
     let http = HttpConfig {
         port: 0,
         token,
         max_inbound_connections: std::num::NonZeroUsize::new(800).unwrap(),
     };
-    let server = Server::new(cache.clone(), metrics, &http, Hooks::default(), None);
+    let server = Server::new(cache.clone(), counters, &http, Hooks::default(), None);
     c.bench_function("whole request: route + token + hit + response (4 KiB)", |b| {
         b.iter(|| {
             let req = http::Request::get("/secretsmanager/get?secretId=prod%2Fservice-42%2Fcredentials")

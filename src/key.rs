@@ -1,32 +1,12 @@
 //! Shared vocabulary: the identity of one upstream item (which service, which id, which
-//! version, read through which IAM role). Sources fetch by it, the cache is keyed by it,
-//! metrics are labelled by its source, and a request builds a borrowed `KeyRef` so a lookup
+//! version, read through which IAM role). The upstream fetches by it, the cache is keyed by it,
+//! metrics are labelled by its service, and a request builds a borrowed `KeyRef` so a lookup
 //! allocates nothing.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    SecretsManager,
-    Ssm,
-}
-
-impl Source {
-    pub const ALL: [Source; 2] = [Source::SecretsManager, Source::Ssm];
-
-    /// The `source` attribute value of SPEC §6.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::SecretsManager => "secretsmanager",
-            Source::Ssm => "ssm",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::config::Service;
 
 /// How the version is chosen. Secrets Manager uses `VersionId`/`VersionStage`, Parameter Store
 /// `Version`/`Label`; `Default` is AWSCURRENT or the latest version.
@@ -42,7 +22,7 @@ pub enum SelectorKind {
 /// Owned key, stored in the snapshot map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
-    pub source: Source,
+    pub service: Service,
     pub id: Box<str>,
     pub kind: SelectorKind,
     /// The selector's value; empty for `Default`.
@@ -57,7 +37,7 @@ pub struct Key {
 /// Borrowed key, built per request from the query string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyRef<'a> {
-    pub source: Source,
+    pub service: Service,
     pub id: &'a str,
     pub kind: SelectorKind,
     pub selector: &'a str,
@@ -69,7 +49,7 @@ pub struct KeyRef<'a> {
 impl Key {
     pub fn as_ref(&self) -> KeyRef<'_> {
         KeyRef {
-            source: self.source,
+            service: self.service,
             id: &self.id,
             kind: self.kind,
             selector: &self.selector,
@@ -129,7 +109,7 @@ impl<'a> KeyRef<'a> {
             other => (other, selector),
         };
         KeyRef {
-            source: Source::SecretsManager,
+            service: Service::SecretsManager,
             id,
             kind,
             selector,
@@ -142,7 +122,7 @@ impl<'a> KeyRef<'a> {
     pub fn parameter(name: &'a str, decrypt: bool) -> KeyRef<'a> {
         let (id, kind, selector) = split_parameter_selector(name);
         KeyRef {
-            source: Source::Ssm,
+            service: Service::Ssm,
             id,
             kind,
             selector,
@@ -158,7 +138,7 @@ impl<'a> KeyRef<'a> {
 
     pub fn to_owned(self) -> Key {
         Key {
-            source: self.source,
+            service: self.service,
             id: self.id.into(),
             kind: self.kind,
             selector: self.selector.into(),

@@ -8,15 +8,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod counters;
 pub mod escape;
 pub mod http;
 pub mod key;
 pub mod lambda;
 pub mod lifecycle;
-pub mod metrics;
-pub mod serve;
-pub mod source;
 pub mod telemetry;
+pub mod upstream;

@@ -79,7 +79,7 @@ fn run(runtime_api: Option<String>) -> ExitCode {
     let level = config.as_ref().map_or(LogLevel::Info, |c| c.process.log_level);
     init_logging(level, runtime_api.is_some() || ProcessEnv.get("AWS_LAMBDA_FUNCTION_NAME").is_some());
     forbid_core_dumps();
-    match serve(config, runtime_api, bound) {
+    match run_mode(config, runtime_api, bound) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -88,7 +88,7 @@ fn run(runtime_api: Option<String>) -> ExitCode {
     }
 }
 
-fn serve(config: Result<Config, config::ConfigError>, runtime_api: Option<String>, bound: Option<app::Bound>) -> anyhow::Result<()> {
+fn run_mode(config: Result<Config, config::ConfigError>, runtime_api: Option<String>, bound: Option<app::Bound>) -> anyhow::Result<()> {
     let threads = config.as_ref().map_or(1, |c| c.process.worker_threads.get());
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
@@ -102,7 +102,7 @@ fn serve(config: Result<Config, config::ConfigError>, runtime_api: Option<String
     match runtime_api {
         // Config errors are reported to the platform (init/error) in extension mode.
         Some(api) => runtime.block_on(app::extension(config, bound, &api, &extension_name()))?,
-        None => runtime.block_on(app::serve(config?, bound))?,
+        None => runtime.block_on(app::standalone(config?, bound))?,
     }
     Ok(())
 }

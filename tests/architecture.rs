@@ -11,10 +11,10 @@ const LAYERS: &[&str] = &[
     "escape",
     "config",
     "key",
-    "serve",
+    "accept",
     "telemetry",
-    "metrics",
-    "source",
+    "counters",
+    "upstream",
     "cache",
     "http",
     "lambda",
@@ -207,15 +207,15 @@ fn the_check_sees_what_it_must() {
     let module = |p: &str| module_path(Path::new(p));
     assert_eq!(module("cache/flight.rs"), ["cache", "flight"]);
     assert_eq!(module("cache/mod.rs"), ["cache"]);
-    assert_eq!(module("serve.rs"), ["serve"]);
+    assert_eq!(module("accept.rs"), ["accept"]);
     let code = strip_comments_and_strings(
         "use crate::cache::Cache; // crate::app\n/* crate::http */ let s = \"crate::lifecycle\\\"\";\n\
-         fn f<'a>(q: char) -> crate::source::Fetched { let _ = ('\"', r#\"crate::app\"#); super::super::metrics::X; super::Sibling }\n",
+         fn f<'a>(q: char) -> crate::upstream::Fetched { let _ = ('\"', r#\"crate::app\"#); super::super::metrics::X; super::Sibling }\n",
     );
     let deps = imported_top_modules(&module("cache/flight.rs"), &code);
     assert_eq!(
         deps,
-        [(1, "cache".to_string()), (3, "source".to_string()), (3, "metrics".to_string())]
+        [(1, "cache".to_string()), (3, "upstream".to_string()), (3, "metrics".to_string())]
     );
     assert!(imported_top_modules(&module("cache/flight.rs"), "super::Cache").is_empty());
     let test_module = "use crate::app::x;\n#[cfg(test)]\nmod tests {\n    use crate::app::y;\n}\n";

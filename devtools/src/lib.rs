@@ -31,7 +31,7 @@ where
     <S::ResBody as hyper::body::Body>::Data: Send,
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use lambda_secrets_cache::serve::{Accept, Admit};
+    use lambda_secrets_cache::accept::{Accept, Admit};
     tokio::spawn(async move {
         let never = tokio_util::sync::CancellationToken::new();
         let _ = Accept::new(name).run(listener, never, move || Admit::Serve(service())).await;

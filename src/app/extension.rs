@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppError, Bound, Parts, Tasks, finish, log_task_error, refresh_timer, shutdown_signal, spawn_http, task_outcome};
+use super::{AppError, Bound, Parts, Tasks, log_task_error, refresh_timer, shutdown, shutdown_signal, spawn_http, task_outcome};
 use crate::cache::Background;
 use crate::config::{Config, ConfigError, InitType};
 use crate::escape::escaped;
@@ -131,7 +131,7 @@ pub async fn extension(config: Result<Config, ConfigError>, bound: Option<Bound>
             (tokio::time::Instant::now() + Duration::from_millis(500), Err(e))
         }
     };
-    finish(&parts.cache, parts.otel.as_ref(), &cancel, &mut tasks, deadline).await;
+    shutdown(&parts.cache, parts.otel.as_ref(), &cancel, &mut tasks, deadline).await;
     result
 }
 

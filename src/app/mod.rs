@@ -7,7 +7,7 @@ mod extension;
 mod standalone;
 
 pub use extension::extension;
-pub use standalone::serve;
+pub use standalone::standalone;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, SystemClock};
 use crate::config::Config;
+use crate::counters::Counters;
 use crate::http::{Hooks, HttpError, Server};
 use crate::lambda::PlatformError;
 use crate::lifecycle::State;
-use crate::metrics::Metrics;
-use crate::source::Upstream;
 use crate::telemetry::otlp::Otel;
+use crate::upstream::Aws;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -76,7 +76,7 @@ impl Parts {
             .map_err(|(addr, e)| bind_failed(addr, e))?;
         let addr = std_listener.local_addr().map_err(|e| bind_failed(configured, e))?;
         let listener = TcpListener::from_std(std_listener).map_err(|e| bind_failed(addr, e))?;
-        // The recorder goes in before `Metrics::new()` binds its handles to it.
+        // The recorder goes in before `Counters::new()` binds its handles to it.
         let otel = config.otel.as_ref().and_then(|c| match Otel::new(c, &instance_id()) {
             Ok(otel) => {
                 otel.install_globals();
@@ -88,12 +88,12 @@ impl Parts {
                 None
             }
         });
-        let metrics = Arc::new(Metrics::new());
-        let upstream = Arc::new(Upstream::from_env(&config.upstream, metrics.clone()).await);
-        let cache = Cache::new(upstream, &config.cache, metrics.clone(), Arc::new(SystemClock));
+        let counters = Arc::new(Counters::new());
+        let upstream = Arc::new(Aws::from_env(&config.upstream, counters.clone()).await);
+        let cache = Cache::new(upstream, &config.cache, counters.clone(), Arc::new(SystemClock));
         let hooks = hooks(otel.clone(), lifecycle);
         let tracer = otel.as_ref().and_then(|o| o.tracer());
-        let server = Server::new(cache.clone(), metrics, &config.http, hooks, tracer);
+        let server = Server::new(cache.clone(), counters, &config.http, hooks, tracer);
         Ok(Parts {
             listener,
             addr,
@@ -112,13 +112,10 @@ fn hooks(otel: Option<Arc<Otel>>, lifecycle: Option<Arc<State>>) -> Hooks {
         status: Some(Box::new(move || {
             let mut sections = serde_json::Map::new();
             if let Some(state) = &lifecycle {
-                sections.insert(
-                    "lifecycle".into(),
-                    serde_json::to_value(state.snapshot()).expect("status serialises"),
-                );
+                sections.insert("lifecycle".into(), serde_json::to_value(state.status()).expect("status serialises"));
             }
             if let Some(otel) = &otel {
-                sections.insert("otlp".into(), serde_json::to_value(otel.snapshot()).expect("status serialises"));
+                sections.insert("otlp".into(), serde_json::to_value(otel.status()).expect("status serialises"));
             }
             sections
         })),
@@ -147,7 +144,7 @@ fn spawn_http(tasks: &mut Tasks, server: Arc<Server>, listener: TcpListener, can
 
 /// SHUTDOWN: stop accepting, let background fetches end, a final export, drop every value,
 /// all before `deadline` (less a margin for process exit).
-async fn finish(
+async fn shutdown(
     cache: &Arc<Cache>,
     otel: Option<&Arc<Otel>>,
     cancel: &CancellationToken,

@@ -6,10 +6,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppError, Bound, Parts, Tasks, finish, refresh_timer, shutdown_signal, spawn_http, task_outcome};
+use super::{AppError, Bound, Parts, Tasks, refresh_timer, shutdown, shutdown_signal, spawn_http, task_outcome};
 use crate::config::Config;
 
-pub async fn serve(config: Config, bound: Option<Bound>) -> Result<(), AppError> {
+pub async fn standalone(config: Config, bound: Option<Bound>) -> Result<(), AppError> {
     let parts = Parts::build(&config, bound, None).await?;
     tracing::info!(addr = %parts.addr, mode = "standalone", "listening");
     let cancel = CancellationToken::new();
@@ -37,6 +37,6 @@ pub async fn serve(config: Config, bound: Option<Bound>) -> Result<(), AppError>
         Some(ended) = tasks.join_next() => Err(task_outcome(ended)),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    finish(&parts.cache, parts.otel.as_ref(), &cancel, &mut tasks, deadline).await;
+    shutdown(&parts.cache, parts.otel.as_ref(), &cancel, &mut tasks, deadline).await;
     outcome
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::flight::{Flight, wait};
-use crate::source::FetchError;
+use crate::upstream::FetchError;
 
 pub(super) type Done = Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send>>;
 

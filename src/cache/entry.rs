@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 
 use crate::key::Key;
-use crate::source::Revision;
+use crate::upstream::Revision;
 
 pub struct Entry {
     /// The key it was fetched under first, then its aliases (name, ARN).

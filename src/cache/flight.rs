@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::Installed;
 use super::{Cache, Entry};
+use crate::counters::Trigger;
 use crate::key::Key;
-use crate::metrics::Trigger;
-use crate::source::FetchError;
+use crate::upstream::FetchError;
 
 pub(super) type FlightResult = Result<Arc<Entry>, FetchError>;
 pub(super) type Flight = watch::Receiver<Option<FlightResult>>;
@@ -160,7 +160,7 @@ impl Cache {
             let now = self.clock.now_ms();
             let mut out = Vec::with_capacity(results.len());
             for (f, result) in flights.iter().zip(results) {
-                self.metrics.refresh(f.key.source, trigger, result.is_ok());
+                self.counters.refresh(f.key.service, trigger, result.is_ok());
                 out.push(match result {
                     Ok(fetched) => match self.install(&f.key, fetched, now, f.ticket.sent, received) {
                         Installed::New(entry) | Installed::Kept(entry) => Ok(entry),

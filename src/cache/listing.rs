@@ -17,9 +17,9 @@ use super::flight::cancelled;
 use super::{Cache, ItemPolicy};
 use crate::config::file::SecretFilter;
 use crate::config::{CacheConfig, ParameterTarget};
-use crate::key::{Key, SelectorKind, Source};
-use crate::metrics::Trigger;
-use crate::source::{Fetch, FetchError, Fetched};
+use crate::counters::Trigger;
+use crate::key::{Key, SelectorKind, Service};
+use crate::upstream::{Fetch, FetchError, Fetched};
 
 pub(super) struct Listing {
     pub(super) what: Listed,
@@ -90,10 +90,10 @@ impl Listing {
         }
     }
 
-    fn source(&self) -> Source {
+    fn source(&self) -> Service {
         match self.what {
-            Listed::Path { .. } => Source::Ssm,
-            Listed::Filter(_) => Source::SecretsManager,
+            Listed::Path { .. } => Service::Ssm,
+            Listed::Filter(_) => Service::SecretsManager,
         }
     }
 
@@ -180,12 +180,12 @@ impl Cache {
                             continue;
                         }
                         this.remember_found(&key, fetched.arn.as_deref(), index, listing.policy);
-                        this.metrics.refresh(listing.source(), Trigger::Prefetch, true);
+                        this.counters.refresh(listing.source(), Trigger::Prefetch, true);
                         // A newer value held (or evicted since) stays: the listing's is older.
                         let _ = this.install(&key, fetched, now, ticket.sent, received);
                     }
                     Err(e) => {
-                        this.metrics.refresh(listing.source(), Trigger::Prefetch, false);
+                        this.counters.refresh(listing.source(), Trigger::Prefetch, false);
                         first_error.get_or_insert(e);
                     }
                 }

@@ -36,10 +36,10 @@ use store::{Installed, Store};
 
 use prefetch::{batches, secret_key};
 
-use crate::config::{BySource, CacheConfig, ParameterTarget};
-use crate::key::{Key, KeyRef, Source};
-use crate::metrics::{CacheResult, Metrics, Trigger};
-use crate::source::{Fetch, FetchError, Fetched};
+use crate::config::{CacheConfig, ParameterTarget};
+use crate::counters::{CacheResult, Counters, Trigger};
+use crate::key::{Key, KeyRef, Service};
+use crate::upstream::{Fetch, FetchError, Fetched};
 
 /// Wall-clock milliseconds. Lambda freezes the process between invokes, so TTLs are judged by
 /// the wall clock, never by timers or the monotonic clock. Injected so tests control time.
@@ -52,14 +52,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-    }
-}
-
-/// `source`'s value in `by`.
-fn of<T: Copy>(by: &BySource<T>, source: Source) -> T {
-    match source {
-        Source::SecretsManager => by.secrets,
-        Source::Ssm => by.ssm,
     }
 }
 
@@ -104,7 +96,7 @@ pub struct Cache {
     /// order) that did and its policy (known once the prefetch has run, so a later refresh
     /// keeps them pinned with their TTL).
     found: Mutex<HashMap<Key, (usize, ItemPolicy)>>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
     jitter: RandomState,
     /// Every background fetch, so the lifecycle can finish or cancel them before a freeze.
@@ -120,7 +112,7 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(fetch: Arc<dyn Fetch>, config: &CacheConfig, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Arc<Cache> {
+    pub fn new(fetch: Arc<dyn Fetch>, config: &CacheConfig, counters: Arc<Counters>, clock: Arc<dyn Clock>) -> Arc<Cache> {
         let mut items = HashMap::new();
         // An item named twice takes the first entry's policy.
         for s in &config.prefetch.secrets {
@@ -138,14 +130,14 @@ impl Cache {
             }
         }
         Arc::new(Cache {
-            store: Store::new(config.enabled, config.capacity, metrics.clone()),
+            store: Store::new(config.enabled, config.capacity, counters.clone()),
             flights: Flights::default(),
             fetch,
             config: config.clone(),
             items,
             listings: listing::from_config(config),
             found: Mutex::new(HashMap::new()),
-            metrics,
+            counters,
             clock,
             jitter: RandomState::new(),
             tasks: TaskTracker::new(),
@@ -181,7 +173,7 @@ impl Cache {
         }
 
         let trigger = if refresh_now { Trigger::RefreshNow } else { Trigger::Expired };
-        let budget = of(&self.config.read_timeout, key.source);
+        let budget = *self.config.read_timeout.get(key.service);
         // One flight per item whatever alias it is asked by: once the item is known, its
         // flight is keyed by the entry's first key. `refreshNow` starts a flight of its own:
         // one that began before it was asked may carry the value it wants replaced.
@@ -235,7 +227,7 @@ impl Cache {
             return ItemPolicy { pinned: false, ..p };
         }
         ItemPolicy {
-            ttl: of(&self.config.ttl, key.source),
+            ttl: *self.config.ttl.get(key.service),
             pinned: false,
         }
     }
@@ -246,7 +238,7 @@ impl Cache {
             .iter()
             .find(|l| match &l.what {
                 listing::Listed::Path { path, decrypt } => {
-                    key.source == Source::Ssm
+                    key.service == Service::Ssm
                         && *decrypt == key.decrypt
                         && *l.role == *key.role
                         && crate::config::file::parameter_under(path, &key.id)

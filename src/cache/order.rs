@@ -6,7 +6,7 @@
 //! same version is the same value, otherwise the higher rank (Parameter Store's `Version`, a
 //! secret version's `CreatedDate`). When nothing decides, the value already there stays.
 
-use crate::source::Revision;
+use crate::upstream::Revision;
 
 /// What the cache knows of an answer it holds (or held, before an eviction).
 pub(super) struct Held<'a> {

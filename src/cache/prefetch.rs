@@ -12,9 +12,9 @@ use super::background::Background;
 use super::flight::{Flight, NewFlight, cancelled};
 use super::listing::Budget;
 use crate::config::{ParameterTarget, SecretVersion};
-use crate::key::{Key, SelectorKind, Source};
-use crate::metrics::Trigger;
-use crate::source::{PARAMETERS_BATCH, SECRETS_BATCH};
+use crate::counters::Trigger;
+use crate::key::{Key, SelectorKind, Service};
+use crate::upstream::{PARAMETERS_BATCH, SECRETS_BATCH};
 
 /// Prefetch flights registered but not started; see `Cache::reserve_prefetch`.
 pub struct Reserved {
@@ -167,14 +167,14 @@ pub(super) fn batches(keys: Vec<Key>) -> Vec<Vec<Key>> {
     type Group = (Box<str>, u8);
     let mut groups: Vec<(Group, Vec<Key>)> = Vec::new();
     for k in keys {
-        let group = match (k.source, k.kind, k.decrypt) {
-            (Source::SecretsManager, SelectorKind::Default, _) => 0,
-            (Source::SecretsManager, _, _) => {
+        let group = match (k.service, k.kind, k.decrypt) {
+            (Service::SecretsManager, SelectorKind::Default, _) => 0,
+            (Service::SecretsManager, _, _) => {
                 out.push(vec![k]);
                 continue;
             }
-            (Source::Ssm, _, false) => 1,
-            (Source::Ssm, _, true) => 2,
+            (Service::Ssm, _, false) => 1,
+            (Service::Ssm, _, true) => 2,
         };
         let id = (k.role.clone(), group);
         match groups.iter_mut().find(|(g, _)| *g == id) {

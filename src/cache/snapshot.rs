@@ -6,6 +6,7 @@ use std::sync::Arc;
 use hashbrown::HashMap;
 
 use super::Entry;
+use crate::config::ByService;
 use crate::key::Key;
 
 /// What readers see: every key (including aliases) → its entry.
@@ -13,22 +14,22 @@ use crate::key::Key;
 pub struct Snapshot {
     pub(super) map: HashMap<Key, Arc<Entry>>,
     pub(super) entries: usize,
-    /// Entries by source (`Source::index`).
-    pub(super) per_source: [usize; 2],
+    /// Entries by service.
+    pub(super) per_service: ByService<usize>,
     pub(super) bytes: usize,
 }
 
 impl Snapshot {
     pub(super) fn new(map: HashMap<Key, Arc<Entry>>) -> Snapshot {
-        let (mut per_source, mut bytes) = ([0, 0], 0);
+        let (mut per_service, mut bytes) = (ByService::<usize>::default(), 0);
         for e in unique(&map) {
-            per_source[e.primary().source.index()] += 1;
+            *per_service.get_mut(e.primary().service) += 1;
             bytes += e.body.len();
         }
         Snapshot {
             map,
-            entries: per_source[0] + per_source[1],
-            per_source,
+            entries: per_service.secrets + per_service.ssm,
+            per_service,
             bytes,
         }
     }

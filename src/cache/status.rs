@@ -25,7 +25,7 @@ impl Cache {
                 let k = e.primary();
                 EntryStatus {
                     id: k.id.to_string(),
-                    source: k.source.as_str(),
+                    source: k.service.as_str(),
                     selector: match k.kind {
                         SelectorKind::Default => None,
                         _ => Some(k.selector.to_string()),

@@ -12,9 +12,9 @@ use hashbrown::HashMap;
 use super::Entry;
 use super::order::{self, Held, Incoming, Later};
 use super::snapshot::{Snapshot, unique};
+use crate::counters::Counters;
 use crate::key::Key;
-use crate::metrics::Metrics;
-use crate::source::Revision;
+use crate::upstream::Revision;
 
 /// What `install` did with an answer.
 pub(super) enum Installed {
@@ -40,17 +40,17 @@ pub(super) struct Store {
     /// False: pass-through, nothing is kept.
     enabled: bool,
     capacity: usize,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
 }
 
 impl Store {
-    pub(super) fn new(enabled: bool, capacity: usize, metrics: Arc<Metrics>) -> Store {
+    pub(super) fn new(enabled: bool, capacity: usize, counters: Arc<Counters>) -> Store {
         Store {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             writer: Mutex::new(HashMap::new()),
             enabled,
             capacity,
-            metrics,
+            counters,
         }
     }
 
@@ -148,14 +148,14 @@ impl Store {
                 return; // everything left is pinned by the config file
             };
             remove(map, &victim, evicted, &[]);
-            self.metrics.eviction();
+            self.counters.eviction();
             count -= 1;
         }
     }
 
     fn publish(&self, map: HashMap<Key, Arc<Entry>>) {
         let snapshot = Snapshot::new(map);
-        self.metrics.cache_size(snapshot.per_source, snapshot.bytes);
+        self.counters.cache_size(snapshot.per_service, snapshot.bytes);
         self.snapshot.store(Arc::new(snapshot));
     }
 

@@ -8,9 +8,9 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::file::{FilterItem, ParameterItem, SecretFilter, SecretItem};
-use crate::config::{BySource, CacheConfig, FileConfig, ParameterTarget, SecretVersion};
+use crate::config::{ByService, CacheConfig, ParameterTarget, PrefetchList, SecretVersion};
 use crate::key::{Key, KeyRef, SelectorKind};
-use crate::source::BoxFuture;
+use crate::upstream::BoxFuture;
 
 #[derive(Default)]
 struct TestClock(AtomicU64);
@@ -99,8 +99,8 @@ impl FakeFetch {
                 name: Some(name.to_string()),
                 arn: Some(format!("arn:{name}")),
                 revision: match self.unranked.load(SeqCst) {
-                    true => crate::source::Revision::default(),
-                    false => crate::source::Revision {
+                    true => crate::upstream::Revision::default(),
+                    false => crate::upstream::Revision {
                         version: Some(generation.to_string()),
                         rank: Some(*generation),
                     },
@@ -206,8 +206,8 @@ impl Fetch for FakeFetch {
     }
 }
 
-fn both<T: Copy>(v: T) -> BySource<T> {
-    BySource { secrets: v, ssm: v }
+fn both<T: Copy>(v: T) -> ByService<T> {
+    ByService { secrets: v, ssm: v }
 }
 
 fn policy() -> CacheConfig {
@@ -219,17 +219,17 @@ fn policy() -> CacheConfig {
         max_stale: Duration::from_secs(900),
         refresh_ahead: 0.8,
         refresh_interval: Duration::from_secs(10),
-        prefetch: FileConfig::default(),
+        prefetch: PrefetchList::default(),
     }
 }
 
-fn setup(mut config: CacheConfig, file: &FileConfig) -> (Arc<Cache>, Arc<FakeFetch>, Arc<TestClock>, Arc<Metrics>) {
+fn setup(mut config: CacheConfig, file: &PrefetchList) -> (Arc<Cache>, Arc<FakeFetch>, Arc<TestClock>, Arc<Counters>) {
     let fetch = Arc::new(FakeFetch::default());
     let clock = Arc::new(TestClock(AtomicU64::new(1_700_000_000_000)));
-    let metrics = Arc::new(Metrics::new());
+    let counters = Arc::new(Counters::new());
     config.prefetch = file.clone();
-    let cache = Cache::new(fetch.clone(), &config, metrics.clone(), clock.clone());
-    (cache, fetch, clock, metrics)
+    let cache = Cache::new(fetch.clone(), &config, counters.clone(), clock.clone());
+    (cache, fetch, clock, counters)
 }
 
 fn key(id: &str) -> KeyRef<'_> {
@@ -250,7 +250,7 @@ fn transient() -> FetchError {
 
 #[tokio::test]
 async fn a_miss_then_hits_from_the_snapshot() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     let first = cache.get(key("a"), false).await.unwrap();
     assert_eq!((first.result, body(&first)), (CacheResult::Miss, "one"));
@@ -264,7 +264,7 @@ async fn a_miss_then_hits_from_the_snapshot() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_misses_share_one_call() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     fetch.delay_ms.store(50, SeqCst);
     let reads: Vec<_> = (0..32)
@@ -281,7 +281,7 @@ async fn concurrent_misses_share_one_call() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_not_found_share_one_call_and_are_not_cached() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.delay_ms.store(50, SeqCst);
     let reads: Vec<_> = (0..8)
         .map(|_| {
@@ -299,7 +299,7 @@ async fn concurrent_not_found_share_one_call_and_are_not_cached() {
 
 #[tokio::test]
 async fn expiry_fetches_the_new_value() {
-    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     fetch.set("a", Ok("two"));
@@ -312,7 +312,7 @@ async fn expiry_fetches_the_new_value() {
 
 #[tokio::test]
 async fn transient_failure_serves_stale_until_max_stale() {
-    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     fetch.set("a", Err(transient()));
@@ -339,7 +339,7 @@ async fn transient_failure_serves_stale_until_max_stale() {
 
 #[tokio::test]
 async fn permanent_failure_is_returned_not_hidden() {
-    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     fetch.set("a", Err(FetchError::item("AccessDeniedException", "no")));
@@ -351,7 +351,7 @@ async fn permanent_failure_is_returned_not_hidden() {
 async fn a_hung_upstream_costs_a_reader_at_most_the_budget() {
     let mut p = policy();
     p.read_timeout = both(Duration::from_millis(200));
-    let (cache, fetch, clock, _) = setup(p, &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(p, &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     fetch.delay_ms.store(60_000, SeqCst);
@@ -366,7 +366,7 @@ async fn a_hung_upstream_costs_a_reader_at_most_the_budget() {
 
 #[tokio::test]
 async fn refresh_now_bypasses_and_keeps_the_old_entry_on_failure() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     fetch.set("a", Ok("two"));
@@ -380,7 +380,7 @@ async fn refresh_now_bypasses_and_keeps_the_old_entry_on_failure() {
 
 #[tokio::test]
 async fn name_and_arn_reach_the_same_entry() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     assert_eq!(cache.get(key("arn:a"), false).await.unwrap().result, CacheResult::Hit);
@@ -392,7 +392,7 @@ async fn name_and_arn_reach_the_same_entry() {
 async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
     let mut p = policy();
     p.capacity = 2;
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![SecretItem {
             id: "pinned".into(),
             version: SecretVersion::Current,
@@ -402,7 +402,7 @@ async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
         }],
         ..Default::default()
     };
-    let (cache, fetch, clock, metrics) = setup(p, &file);
+    let (cache, fetch, clock, counters) = setup(p, &file);
     for n in ["pinned", "a", "b", "c"] {
         fetch.set(n, Ok(n));
     }
@@ -417,14 +417,14 @@ async fn least_recently_read_is_evicted_but_pinned_entries_stay() {
     cache.get(key("c"), false).await.unwrap();
     let ids: Vec<String> = cache.status().items.into_iter().map(|i| i.id).collect();
     assert_eq!(ids, ["c", "pinned"]);
-    assert_eq!(metrics.snapshot().evictions, 2);
+    assert_eq!(counters.status().evictions, 2);
 }
 
 #[tokio::test]
 async fn ttl_zero_and_disabled_cache_pass_through() {
     let mut p = policy();
     p.ttl = both(Duration::ZERO);
-    let (cache, fetch, _, _) = setup(p, &FileConfig::default());
+    let (cache, fetch, _, _) = setup(p, &PrefetchList::default());
     fetch.set("a", Ok("one"));
     for _ in 0..3 {
         assert_eq!(cache.get(key("a"), false).await.unwrap().result, CacheResult::Miss);
@@ -434,7 +434,7 @@ async fn ttl_zero_and_disabled_cache_pass_through() {
 
     let mut p = policy();
     p.enabled = false;
-    let (cache, fetch, _, _) = setup(p, &FileConfig::default());
+    let (cache, fetch, _, _) = setup(p, &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     cache.get(key("a"), false).await.unwrap();
@@ -459,7 +459,7 @@ async fn prefetch_batches_and_early_readers_join_it() {
         required: false,
         role: String::new(),
     }];
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets,
         parameters,
         ..Default::default()
@@ -495,7 +495,7 @@ async fn prefetch_batches_and_early_readers_join_it() {
 
 #[tokio::test]
 async fn prefetch_reports_required_failures() {
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![SecretItem {
             id: "gone".into(),
             version: SecretVersion::Current,
@@ -522,7 +522,7 @@ async fn init_waits_for_required_entries_only() {
         role: String::new(),
     };
     // Pinned versions are fetched one by one, so the two items are two fetches.
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![item("needed", true), item("later", false)],
         ..Default::default()
     };
@@ -542,7 +542,7 @@ async fn init_waits_for_required_entries_only() {
 
 #[tokio::test]
 async fn refresh_ahead_refreshes_due_entries_in_batches() {
-    let (cache, fetch, clock, metrics) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, counters) = setup(policy(), &PrefetchList::default());
     for n in ["a", "b", "c"] {
         fetch.set(n, Ok("one"));
         cache.get(key(n), false).await.unwrap();
@@ -558,7 +558,7 @@ async fn refresh_ahead_refreshes_due_entries_in_batches() {
     let s = cache.get(key("a"), false).await.unwrap();
     assert_eq!((s.result, body(&s)), (CacheResult::Hit, "two"));
     assert_eq!(s.entry.age_secs(clock.now_ms()), 0);
-    assert!(metrics.snapshot().refreshes.iter().any(|r| r.trigger == "ahead" && r.ok == 3));
+    assert!(counters.status().refreshes.iter().any(|r| r.trigger == "ahead" && r.ok == 3));
 }
 
 #[test]
@@ -572,7 +572,7 @@ fn batches_follow_api_limits() {
 
 #[tokio::test(start_paused = true)]
 async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
-    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     let within = |d: Duration| tokio::time::Instant::now() + d;
@@ -607,7 +607,7 @@ async fn settle_waits_for_a_quick_refresh_and_cancels_a_slow_one() {
 async fn settling_refresh_ahead_never_cancels_a_readers_fetch() {
     // `/next` comes while the function still runs: settling the INVOKE's own work must not
     // cut a fetch the function's read is waiting on.
-    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     fetch.set("b", Ok("bee"));
     cache.get(key("a"), false).await.unwrap();
@@ -628,7 +628,7 @@ async fn settling_refresh_ahead_never_cancels_a_readers_fetch() {
 async fn a_slow_answer_by_name_never_rolls_back_what_a_later_fetch_by_arn_installed() {
     // Issue 14, case 3: a refresh by name whose V1 answer is delayed; meanwhile the secret is
     // rotated and a refresh by ARN installs V2 under both aliases; then V1 lands.
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("V1"));
     cache.get(key("a"), false).await.unwrap();
     fetch.delay_ms.store(2000, SeqCst);
@@ -655,7 +655,7 @@ async fn a_slow_answer_by_name_never_rolls_back_what_a_later_fetch_by_arn_instal
 async fn refresh_now_never_joins_a_fetch_that_started_before_it() {
     // Issue 14, case 4: a miss is in flight with the old value when the secret is rotated;
     // refreshNow must fetch again, and the late old answer must not replace the new one.
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("b", Ok("old"));
     fetch.delay_ms.store(1000, SeqCst);
     let c = cache.clone();
@@ -693,7 +693,7 @@ async fn overlapping_fetches_are_ordered_by_what_upstream_read_not_by_when_they_
     // Issue 22, item 1: a refreshNow held before it reaches upstream, a second one that reads
     // OLD at once and whose answer is held; rotate; the first reads NEW and serves it; the
     // second's OLD arrives last and must not replace NEW.
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("OLD"));
     cache.get(key("a"), false).await.unwrap();
     let first_held = hold(&fetch, true);
@@ -716,7 +716,7 @@ async fn overlapping_fetches_are_ordered_by_what_upstream_read_not_by_when_they_
 async fn answers_nothing_orders_keep_the_value_held_and_read_the_item_again() {
     // The same interleaving with answers that carry no version or rank: the value already
     // there stays, and the next refresh-ahead reads the item once more.
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.unranked.store(true, SeqCst);
     fetch.set("a", Ok("OLD"));
     cache.get(key("a"), false).await.unwrap();
@@ -743,7 +743,7 @@ async fn answers_nothing_orders_keep_the_value_held_and_read_the_item_again() {
 async fn a_fetch_sent_after_a_value_arrived_replaces_it_even_with_an_older_version() {
     // An operator moved AWSCURRENT back: a read that starts after NEW was received and
     // returns OLD is the truth now.
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("OLD"));
     let old_generation = fetch.values.lock().unwrap()["a"].0;
     fetch.set("a", Ok("NEW"));
@@ -761,7 +761,7 @@ async fn an_eviction_never_lets_an_older_answer_back_in() {
     // installed, its reader gets NEW from one confirming read.
     let mut config = policy();
     config.capacity = 2;
-    let (cache, fetch, clock, _) = setup(config, &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(config, &PrefetchList::default());
     fetch.set("x", Ok("OLD"));
     let held = hold(&fetch, false);
     let late = spawn_get(&cache, "x", false);
@@ -786,7 +786,7 @@ async fn an_eviction_never_lets_an_older_answer_back_in() {
 
 #[tokio::test(start_paused = true)]
 async fn reads_by_name_and_by_arn_share_one_flight_once_the_aliases_are_known() {
-    let (cache, fetch, clock, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     clock.advance(Duration::from_secs(301));
@@ -801,7 +801,7 @@ async fn reads_by_name_and_by_arn_share_one_flight_once_the_aliases_are_known() 
 
 #[tokio::test]
 async fn clear_drops_every_value() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("a", Ok("one"));
     cache.get(key("a"), false).await.unwrap();
     cache.clear();
@@ -811,7 +811,7 @@ async fn clear_drops_every_value() {
 
 #[tokio::test]
 async fn a_read_between_reserve_and_launch_joins_the_prefetch() {
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![SecretItem {
             id: "a".into(),
             version: SecretVersion::Current,
@@ -857,7 +857,7 @@ fn filter(prefix: &str, required: bool) -> FilterItem {
 async fn a_filter_prefetches_every_match_pinned_by_name_and_arn() {
     let mut p = policy();
     p.capacity = 2;
-    let file = FileConfig {
+    let file = PrefetchList {
         secret_filters: vec![filter("shop/", false)],
         ..Default::default()
     };
@@ -889,7 +889,7 @@ async fn a_filter_prefetches_every_match_pinned_by_name_and_arn() {
 async fn a_filter_never_pins_more_than_the_cache_holds() {
     let mut p = policy();
     p.capacity = 2;
-    let file = FileConfig {
+    let file = PrefetchList {
         secret_filters: vec![filter("shop/", false)],
         ..Default::default()
     };
@@ -913,7 +913,7 @@ async fn an_item_two_entries_load_takes_one_place_and_the_first_entrys_ttl() {
     let (mut first, mut second) = (filter("s", false), filter("s", false));
     first.ttl = Some(Duration::from_secs(3600));
     second.ttl = Some(Duration::from_secs(60));
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![SecretItem {
             id: "s0".into(),
             version: SecretVersion::Current,
@@ -954,7 +954,7 @@ async fn an_item_two_entries_load_takes_one_place_and_the_first_entrys_ttl() {
 
 #[tokio::test]
 async fn a_path_holds_whole_segments_only() {
-    let file = FileConfig {
+    let file = PrefetchList {
         parameters: vec![ParameterItem {
             target: ParameterTarget::Path("/app".into()),
             with_decryption: false,
@@ -980,7 +980,7 @@ async fn a_path_holds_whole_segments_only() {
 async fn paths_and_filters_together_never_pin_more_than_the_cache_holds() {
     let mut p = policy();
     p.capacity = 4;
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![crate::config::file::SecretItem {
             id: "named".into(),
             version: crate::config::SecretVersion::Current,
@@ -1022,7 +1022,7 @@ async fn a_listing_with_no_place_left_is_not_listed_and_fails_init_when_required
         role: String::new(),
     };
     // Named entries fill the cache: the filters are not even listed.
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![named("named"), named("shop/a")],
         secret_filters: vec![filter("shop/", false), filter("shop/", true)],
         ..Default::default()
@@ -1040,7 +1040,7 @@ async fn a_listing_with_no_place_left_is_not_listed_and_fails_init_when_required
 
 #[tokio::test]
 async fn a_filter_matching_nothing_warns_or_fails_when_required() {
-    let file = FileConfig {
+    let file = PrefetchList {
         secret_filters: vec![filter("none/", false), filter("nothing/", true)],
         ..Default::default()
     };
@@ -1055,7 +1055,7 @@ async fn a_filter_matching_nothing_warns_or_fails_when_required() {
 
 #[tokio::test]
 async fn each_role_is_its_own_namespace() {
-    let (cache, fetch, _, _) = setup(policy(), &FileConfig::default());
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.set("db", Ok("v"));
     let role = "arn:aws:iam::123456789012:role/reader";
     let other = "arn:aws:iam::210987654321:role/reader";
@@ -1100,7 +1100,7 @@ fn batches_never_mix_roles() {
 
 #[tokio::test]
 async fn a_snapstart_restore_forgets_assumed_roles_once() {
-    let file = FileConfig {
+    let file = PrefetchList {
         secrets: vec![SecretItem {
             id: "db".into(),
             version: SecretVersion::Current,

@@ -44,7 +44,7 @@ impl Config {
             },
         );
         line("log level", self.process.log_level.as_filter().to_string());
-        line("token from", http.token.source.to_string());
+        line("token from", http.token.variable.to_string());
         line("initialization type", lifecycle.init_type.as_str().to_string());
         line(
             "flush policy",

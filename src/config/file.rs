@@ -13,7 +13,7 @@ use super::duration;
 
 /// What the file asks for. Built only when the whole file is valid.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FileConfig {
+pub struct PrefetchList {
     /// Default TTL for both sources; environment variables win over it.
     pub ttl: Option<Duration>,
     pub secrets: Vec<SecretItem>,
@@ -22,7 +22,7 @@ pub struct FileConfig {
     pub parameters: Vec<ParameterItem>,
 }
 
-impl FileConfig {
+impl PrefetchList {
     /// The distinct roles entries name (`roleArn`), the function's own left out.
     pub fn roles(&self) -> Vec<&str> {
         let mut roles: Vec<&str> = self
@@ -171,7 +171,7 @@ pub fn read_file_from_disk(path: &std::path::Path) -> std::io::Result<Option<Str
 }
 
 /// Parses the whole file; on failure returns every problem found, in file order.
-pub fn parse(text: &str) -> Result<FileConfig, Vec<FileProblem>> {
+pub fn parse(text: &str) -> Result<PrefetchList, Vec<FileProblem>> {
     if text.len() > MAX_FILE_BYTES {
         return Err(vec![FileProblem {
             line: 1,
@@ -191,11 +191,11 @@ pub fn parse(text: &str) -> Result<FileConfig, Vec<FileProblem>> {
     };
     let mut walk = super::walk::Walk::new(text);
     let config = match docs.as_slice() {
-        [] => FileConfig::default(),
+        [] => PrefetchList::default(),
         [root] => walk.root(root),
         [_, second, ..] => {
             walk.problem(second, "the file holds more than one YAML document; expected one".into());
-            FileConfig::default()
+            PrefetchList::default()
         }
     };
     if walk.problems.is_empty() {
@@ -236,9 +236,9 @@ mod tests {
 
     #[test]
     fn empty_and_comment_only_files_are_empty_configs() {
-        assert_eq!(parse("").unwrap(), FileConfig::default());
-        assert_eq!(parse("# nothing\n").unwrap(), FileConfig::default());
-        assert_eq!(parse("secrets:\n").unwrap(), FileConfig::default());
+        assert_eq!(parse("").unwrap(), PrefetchList::default());
+        assert_eq!(parse("# nothing\n").unwrap(), PrefetchList::default());
+        assert_eq!(parse("secrets:\n").unwrap(), PrefetchList::default());
     }
 
     #[test]

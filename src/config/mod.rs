@@ -21,7 +21,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 pub use env::{Env, ProcessEnv};
-pub use file::{FileConfig, ParameterTarget, SecretVersion, read_file_from_disk};
+pub use file::{ParameterTarget, PrefetchList, SecretVersion, read_file_from_disk};
 pub use otel::{FlushPolicy, OtelConfig};
 pub use problem::{ConfigError, Origin, Problem};
 
@@ -66,12 +66,12 @@ impl LogLevel {
 pub struct Token {
     pub value: Zeroizing<String>,
     /// The variable it came from, for `check` output (never the value).
-    pub source: &'static str,
+    pub variable: &'static str,
 }
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Token(from {}, {} bytes)", self.source, self.value.len())
+        write!(f, "Token(from {}, {} bytes)", self.variable, self.value.len())
     }
 }
 
@@ -97,11 +97,55 @@ impl InitType {
     }
 }
 
-/// One value for each source: Secrets Manager, Parameter Store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BySource<T> {
+/// Which AWS service an item comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    SecretsManager,
+    Ssm,
+}
+
+impl Service {
+    pub const ALL: [Service; 2] = [Service::SecretsManager, Service::Ssm];
+
+    /// The value of the `source` metric attribute and of `/status`'s `source` fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::SecretsManager => "secretsmanager",
+            Service::Ssm => "ssm",
+        }
+    }
+}
+
+/// One value for each service: Secrets Manager, Parameter Store. Every per-service pair in the
+/// code (settings, counters, budgets, entry counts) is one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ByService<T> {
     pub secrets: T,
     pub ssm: T,
+}
+
+impl<T> ByService<T> {
+    /// A value for each service, made by `make`.
+    pub fn from_fn(mut make: impl FnMut(Service) -> T) -> ByService<T> {
+        ByService {
+            secrets: make(Service::SecretsManager),
+            ssm: make(Service::Ssm),
+        }
+    }
+
+    pub fn get(&self, service: Service) -> &T {
+        match service {
+            Service::SecretsManager => &self.secrets,
+            Service::Ssm => &self.ssm,
+        }
+    }
+
+    pub fn get_mut(&mut self, service: Service) -> &mut T {
+        match service {
+            Service::SecretsManager => &mut self.secrets,
+            Service::Ssm => &mut self.ssm,
+        }
+    }
 }
 
 /// The function-facing HTTP server.
@@ -119,23 +163,23 @@ pub struct CacheConfig {
     /// `false` (or a size of 0): pass-through, every read goes to AWS.
     pub enabled: bool,
     pub capacity: usize,
-    pub ttl: BySource<Duration>,
+    pub ttl: ByService<Duration>,
     /// The longest a reader waits for an upstream answer.
-    pub read_timeout: BySource<Duration>,
+    pub read_timeout: ByService<Duration>,
     pub max_stale: Duration,
     /// Fraction of the TTL after which an entry is refreshed ahead of expiry.
     pub refresh_ahead: f64,
     /// Standalone and managed-instances mode: how often the refresh-ahead scan runs.
     pub refresh_interval: Duration,
     /// The config file's list; empty when the default file is absent.
-    pub prefetch: FileConfig,
+    pub prefetch: PrefetchList,
 }
 
 /// The AWS clients.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// Upper bound on one call on the request path, retries included.
-    pub timeout: BySource<Duration>,
+    pub timeout: ByService<Duration>,
     /// Concurrent calls per service (`PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`).
     pub max_connections: NonZeroUsize,
     /// Other IAM roles this environment may read through (`SECRETS_CACHE_MAX_ROLES`; 0: none).
@@ -230,7 +274,7 @@ impl Config {
         let secrets_ttl = c.integer("SECRETS_MANAGER_TTL", 0, MAX_TTL.as_secs()).map(Duration::from_secs);
         let ssm_ttl = c.integer("SSM_PARAMETER_STORE_TTL", 0, MAX_TTL.as_secs()).map(Duration::from_secs);
         let shared_ttl = c.duration("CACHE_EXTENSION_TTL", MAX_TTL);
-        let timeout = BySource {
+        let timeout = ByService {
             secrets: c.timeout("SECRETS_MANAGER_TIMEOUT_MILLIS", DEFAULT_TIMEOUT),
             ssm: c.timeout("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", DEFAULT_TIMEOUT),
         };
@@ -280,7 +324,7 @@ impl Config {
             cache: CacheConfig {
                 enabled: cache_enabled && cache_size > 0,
                 capacity: cache_size,
-                ttl: BySource {
+                ttl: ByService {
                     secrets: secrets_ttl.unwrap_or(default_ttl),
                     ssm: ssm_ttl.unwrap_or(default_ttl),
                 },
@@ -342,7 +386,7 @@ fn token(c: &mut Collector<'_>, init_type: InitType) -> Option<Token> {
     let token = order.iter().find_map(|name| {
         c.var(name).map(|v| Token {
             value: Zeroizing::new(v),
-            source: name,
+            variable: name,
         })
     });
     if token.is_none() {
@@ -360,7 +404,7 @@ fn token(c: &mut Collector<'_>, init_type: InitType) -> Option<Token> {
 /// The config file: its path, what it asks for, and whether it existed. A missing default
 /// file is nothing to prefetch; a missing file named by `SECRETS_CACHE_CONFIG` or `--config`
 /// is a problem.
-fn read(c: &mut Collector<'_>, read_file: ReadFile<'_>, path: Option<PathBuf>) -> (PathBuf, FileConfig, bool) {
+fn read(c: &mut Collector<'_>, read_file: ReadFile<'_>, path: Option<PathBuf>) -> (PathBuf, PrefetchList, bool) {
     let explicit = path.is_some() || c.var("SECRETS_CACHE_CONFIG").is_some();
     let config_path = path
         .or_else(|| c.var("SECRETS_CACHE_CONFIG").map(PathBuf::from))
@@ -381,18 +425,18 @@ fn read(c: &mut Collector<'_>, read_file: ReadFile<'_>, path: Option<PathBuf>) -
                     },
                     message: p.message,
                 }));
-                (FileConfig::default(), true)
+                (PrefetchList::default(), true)
             }
         },
         Ok(None) if explicit => {
             c.problems.push(problem("config file not found".into()));
-            (FileConfig::default(), false)
+            (PrefetchList::default(), false)
         }
-        Ok(None) => (FileConfig::default(), false),
+        Ok(None) => (PrefetchList::default(), false),
         Err(e) => {
             c.problems
                 .push(problem(format!("cannot read config file: {}", escaped(&e.to_string()))));
-            (FileConfig::default(), false)
+            (PrefetchList::default(), false)
         }
     };
     (config_path, file, loaded)
@@ -423,7 +467,7 @@ mod tests {
         assert_eq!(c.cache.ttl.ssm, Duration::from_secs(300));
         assert_eq!(c.upstream.timeout.secrets, Duration::from_millis(3000));
         assert_eq!(c.cache.max_stale, Duration::from_secs(900));
-        assert_eq!(c.http.token.source, "AWS_SESSION_TOKEN");
+        assert_eq!(c.http.token.variable, "AWS_SESSION_TOKEN");
         assert!(!c.file_loaded);
     }
 
@@ -435,7 +479,7 @@ mod tests {
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "c"),
         ])
         .unwrap();
-        assert_eq!(c.http.token.source, "AWS_TOKEN");
+        assert_eq!(c.http.token.variable, "AWS_TOKEN");
         assert_eq!(c.http.token.value.as_str(), "t");
         let c = load(&[
             ("AWS_SESSION_TOKEN", "s"),
@@ -444,12 +488,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.http.token.source, "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            c.http.token.variable, "AWS_CONTAINER_AUTHORIZATION_TOKEN",
             "SnapStart trusts the container token"
         );
         assert_eq!(c.lifecycle.init_type, InitType::SnapStart);
         let c = load(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", "c")]).unwrap();
-        assert_eq!(c.http.token.source, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+        assert_eq!(c.http.token.variable, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! are matched by AWS, so two of them may overlap without the file saying so; `name`
 //! filters match by prefix, which is checked here.
 
-use super::file::{FileConfig, FilterItem, ParameterTarget, SecretVersion};
+use super::file::{FilterItem, ParameterTarget, PrefetchList, SecretVersion};
 
-impl FileConfig {
+impl PrefetchList {
     /// One line per pair of entries that load (or may load) the same items, saying whose
     /// policy those items take. Empty when no entries overlap.
     pub fn overlaps(&self) -> Vec<String> {

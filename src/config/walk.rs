@@ -8,7 +8,7 @@ use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::duration;
 use super::file::{
-    FILTER_KEYS, FileConfig, FileProblem, FilterItem, MAX_FILTER_VALUE, MAX_FILTER_VALUES, ParameterItem, ParameterTarget, SecretFilter,
+    FILTER_KEYS, FileProblem, FilterItem, MAX_FILTER_VALUE, MAX_FILTER_VALUES, ParameterItem, ParameterTarget, PrefetchList, SecretFilter,
     SecretItem, SecretVersion, check_ttl,
 };
 
@@ -53,8 +53,8 @@ impl<'t> Walk<'t> {
         });
     }
 
-    pub(super) fn root(&mut self, root: &Node<'_>) -> FileConfig {
-        let mut config = FileConfig::default();
+    pub(super) fn root(&mut self, root: &Node<'_>) -> PrefetchList {
+        let mut config = PrefetchList::default();
         if matches!(root.data, YamlData::Value(Scalar::Null)) {
             return config;
         }

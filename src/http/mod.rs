@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 use route::Endpoint;
 
+use crate::accept::Admit;
 use crate::cache::Cache;
 use crate::config::{HttpConfig, Token};
-use crate::metrics::{CacheResult, Metrics};
-use crate::serve::Admit;
+use crate::counters::{CacheResult, Counters};
 use crate::telemetry::trace::InvocationTrace;
 
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-parameters-secrets-token");
@@ -87,7 +87,7 @@ pub struct Hooks {
 /// Everything a request needs, shared by all connections.
 pub struct Server {
     cache: Arc<Cache>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     token: Token,
     /// Connections served at once (`SECRETS_CACHE_MAX_INBOUND_CONNECTIONS`, within the
     /// descriptor budget less `REFUSE_RESERVE`); more are answered 429 and closed at once.
@@ -105,7 +105,7 @@ pub struct Server {
 impl Server {
     pub fn new(
         cache: Arc<Cache>,
-        metrics: Arc<Metrics>,
+        counters: Arc<Counters>,
         config: &HttpConfig,
         hooks: Hooks,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
@@ -114,7 +114,7 @@ impl Server {
         let served = descriptors - REFUSE_RESERVE.min(descriptors / 4);
         Arc::new(Server {
             cache,
-            metrics,
+            counters,
             token: config.token.clone(),
             connections: Arc::new(Semaphore::new(config.max_inbound_connections.get().min(served))),
             descriptors,
@@ -127,7 +127,7 @@ impl Server {
     /// Accepts until `cancel`, then lets open connections finish (bounded); what is still
     /// waiting near the end of the drain is answered `504 ShuttingDown`.
     pub async fn run(self: Arc<Self>, listener: TcpListener, cancel: CancellationToken) -> Result<(), HttpError> {
-        let mut accept = crate::serve::Accept::new("http");
+        let mut accept = crate::accept::Accept::new("http");
         accept.http.max_buf_size(MAX_HEADER_BYTES).max_headers(MAX_HEADERS);
         accept.request_timeout = Some(REQUEST_TIMEOUT);
         accept.drain = DRAIN_TIMEOUT;
@@ -137,7 +137,7 @@ impl Server {
             let Ok(permit) = this.connections.clone().try_acquire_owned() else {
                 // Over the limit: answered with a 429 and closed within a second, whatever the
                 // client sends or does not send.
-                return Admit::Other(Box::new(|stream| Box::pin(refuse(stream))));
+                return Admit::ByHand(Box::new(|stream| Box::pin(refuse(stream))));
             };
             let this = this.clone();
             Admit::Serve(service_fn(move |req| {
@@ -204,7 +204,8 @@ impl Server {
         };
         match result {
             Ok(served) => {
-                self.metrics.request(key.source, served.result, started.elapsed(), Some(served.age));
+                self.counters
+                    .request(key.service, served.result, started.elapsed(), Some(served.age));
                 let mut response = Response::new(Full::new(served.entry.body.clone()));
                 let headers = response.headers_mut();
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -213,7 +214,7 @@ impl Server {
                 Ok(response)
             }
             Err(e) => {
-                self.metrics.request(key.source, CacheResult::Error, started.elapsed(), None);
+                self.counters.request(key.service, CacheResult::Error, started.elapsed(), None);
                 Err(e)
             }
         }
@@ -226,16 +227,16 @@ impl Server {
         headers: &HeaderMap,
         key: crate::key::KeyRef<'_>,
         refresh_now: bool,
-    ) -> Result<crate::cache::Served, crate::source::FetchError> {
+    ) -> Result<crate::cache::Served, crate::upstream::FetchError> {
         use opentelemetry::context::FutureExt;
         use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
         let invocation = self.hooks.invocation.as_ref().and_then(|current| current());
         let parent = crate::telemetry::trace::parent(headers, invocation.as_ref().and_then(|i| i.xray.as_ref()));
         let mut attributes = invocation.map(|i| i.attributes()).unwrap_or_default();
-        attributes.push(opentelemetry::KeyValue::new(crate::telemetry::trace::SOURCE, key.source.as_str()));
-        let name = match key.source {
-            crate::key::Source::SecretsManager => "GET /secretsmanager/get",
-            crate::key::Source::Ssm => "GET /systemsmanager/parameters/get",
+        attributes.push(opentelemetry::KeyValue::new(crate::telemetry::trace::SOURCE, key.service.as_str()));
+        let name = match key.service {
+            crate::key::Service::SecretsManager => "GET /secretsmanager/get",
+            crate::key::Service::Ssm => "GET /systemsmanager/parameters/get",
         };
         let span = tracer
             .span_builder(name)
@@ -285,7 +286,7 @@ impl Server {
         );
         body.insert(
             "metrics".into(),
-            serde_json::to_value(self.metrics.snapshot()).expect("status serialises"),
+            serde_json::to_value(self.counters.status()).expect("status serialises"),
         );
         let body = serde_json::to_vec_pretty(&body).expect("status serialises");
         let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::error::ApiError;
-use crate::key::{KeyRef, SelectorKind, Source, split_parameter_selector};
+use crate::key::{KeyRef, SelectorKind, Service, split_parameter_selector};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint<'a> {
@@ -29,7 +29,7 @@ pub fn endpoint(path: &str) -> Option<Endpoint<'_>> {
 /// A validated read request. Borrowed from the query string unless percent-decoding copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Read<'a> {
-    pub source: Source,
+    pub service: Service,
     pub id: Cow<'a, str>,
     pub kind: SelectorKind,
     pub selector: Cow<'a, str>,
@@ -41,10 +41,10 @@ pub struct Read<'a> {
 
 impl Read<'_> {
     pub fn key(&self) -> KeyRef<'_> {
-        match self.source {
-            Source::SecretsManager => KeyRef::secret(&self.id, self.kind, &self.selector).with_role(&self.role),
-            Source::Ssm => KeyRef {
-                source: Source::Ssm,
+        match self.service {
+            Service::SecretsManager => KeyRef::secret(&self.id, self.kind, &self.selector).with_role(&self.role),
+            Service::Ssm => KeyRef {
+                service: Service::Ssm,
                 id: &self.id,
                 kind: self.kind,
                 selector: &self.selector,
@@ -156,7 +156,7 @@ fn secret_read<'a>(id: Cow<'a, str>, mut q: Query<'a>) -> Result<Read<'a>, ApiEr
     let refresh_now = q.flag("refreshNow")?;
     let role = role(&mut q)?;
     Ok(Read {
-        source: Source::SecretsManager,
+        service: Service::SecretsManager,
         id,
         kind,
         selector,
@@ -208,7 +208,7 @@ pub fn parameter(query: Option<&str>) -> Result<Read<'_>, ApiError> {
         return Err(ApiError::BadRequest("query parameter name is required".into()));
     }
     Ok(Read {
-        source: Source::Ssm,
+        service: Service::Ssm,
         id,
         kind,
         selector,

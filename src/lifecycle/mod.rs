@@ -68,7 +68,7 @@ pub struct State {
 }
 
 #[derive(Debug, Serialize)]
-pub struct StateSnapshot {
+pub struct LifecycleStatus {
     pub mode: &'static str,
     pub initialization_type: &'static str,
     pub invocations: u64,
@@ -157,8 +157,8 @@ impl State {
         *self.telemetry.lock().expect("telemetry description lock holds no invariants") = description.into();
     }
 
-    pub fn snapshot(&self) -> StateSnapshot {
-        StateSnapshot {
+    pub fn status(&self) -> LifecycleStatus {
+        LifecycleStatus {
             mode: "extension",
             initialization_type: self.init_type.as_str(),
             invocations: self.invocations.load(Relaxed),

@@ -31,7 +31,7 @@ pub struct ExportStats {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ExportSnapshot {
+pub struct ExportStatus {
     pub endpoint: String,
     pub exports: u64,
     pub failures: u64,
@@ -134,7 +134,7 @@ impl Otel {
     }
 
     /// Installs the `metrics` recorder that feeds this pipeline, and the tracer provider the
-    /// AWS-call spans use. Call before `Metrics::new()`.
+    /// AWS-call spans use. Call before `Counters::new()`.
     pub fn install_globals(&self) {
         let meter = self.provider.meter("lambda-secrets-cache");
         if metrics::set_global_recorder(OtelRecorder::new(meter)).is_err() {
@@ -202,8 +202,8 @@ impl Otel {
         }
     }
 
-    pub fn snapshot(&self) -> ExportSnapshot {
-        ExportSnapshot {
+    pub fn status(&self) -> ExportStatus {
+        ExportStatus {
             endpoint: self.config.metrics_endpoint.clone(),
             exports: self.stats.exports.load(Relaxed),
             failures: self.stats.failures.load(Relaxed),

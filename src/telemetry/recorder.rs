@@ -1,7 +1,7 @@
 //! A `metrics` recorder that feeds OpenTelemetry instruments. Call sites use the `metrics`
 //! facade; this turns each registered key into an OTel instrument (one per name, created with
 //! the unit, description and buckets of `names`) plus its attribute set. Handles are created
-//! once (see `crate::metrics`), so recording is an `add`/`record` on a prepared attribute list.
+//! once (see `crate::counters`), so recording is an `add`/`record` on a prepared attribute list.
 //! The maintained bridge crates target opentelemetry 0.31; this one is small enough to own.
 
 use std::collections::HashMap;

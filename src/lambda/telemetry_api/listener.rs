@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::{Accept, Admit};
+use crate::accept::{Accept, Admit};
 
 /// The platform sends at most `2 × maxBytes` (256 KiB subscribed) plus metadata.
 const MAX_DELIVERY: usize = 4 << 20;

@@ -1,11 +1,11 @@
 //! Secrets Manager through the SDK: GetSecretValue, BatchGetSecretValue by ids and by
 //! filters, and the SDK's answers into `answer::Secret`.
 
-use super::{FetchError, Fetched, SECRETS_BATCH, Upstream, answer};
+use super::{Aws, FetchError, Fetched, SECRETS_BATCH, answer};
 use crate::config::file::SecretFilter;
-use crate::key::{Key, SelectorKind, Source};
+use crate::key::{Key, SelectorKind, Service};
 
-impl Upstream {
+impl Aws {
     pub(super) async fn get_secret(&self, key: &Key) -> Result<Fetched, FetchError> {
         let clients = self.clients(&key.role)?;
         let mut req = clients.secrets.get_secret_value().secret_id(&*key.id);
@@ -14,7 +14,7 @@ impl Upstream {
             SelectorKind::VersionStage => req = req.version_stage(&*key.selector),
             _ => {}
         }
-        self.call(Source::SecretsManager, "GetSecretValue", req.send(), |out| {
+        self.call(Service::SecretsManager, "GetSecretValue", req.send(), |out| {
             answer::secret(key, out.into())
         })
         .await
@@ -36,7 +36,7 @@ impl Upstream {
                 .batch_get_secret_value()
                 .set_secret_id_list(Some(ids.clone()))
                 .set_next_token(next_token.take());
-            let out = match self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
+            let out = match self.call(Service::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
                 Ok(out) => out,
                 // No permission for the batch API, or an old endpoint: fall back to one call each.
                 Err(e) if !e.is_transient() => break,
@@ -98,7 +98,7 @@ impl Upstream {
                 .set_filters(Some(filters.clone()))
                 .max_results(SECRETS_BATCH as i32)
                 .set_next_token(token);
-            self.call(Source::SecretsManager, "BatchGetSecretValue", req.send(), |page| {
+            self.call(Service::SecretsManager, "BatchGetSecretValue", req.send(), |page| {
                 let mut items = Vec::new();
                 for v in page.secret_values.unwrap_or_default() {
                     let Some(name) = v.name.clone() else {

@@ -22,10 +22,10 @@ use bytes::Bytes;
 
 pub use error::FetchError;
 
-use crate::config::UpstreamConfig;
 use crate::config::file::SecretFilter;
-use crate::key::{Key, Source};
-use crate::metrics::Metrics;
+use crate::config::{ByService, UpstreamConfig};
+use crate::counters::Counters;
+use crate::key::{Key, Service};
 
 /// One item as fetched: its rendered body, the ids it can also be found by, and which value
 /// of the item it is.
@@ -144,20 +144,20 @@ where
 pub const SECRETS_BATCH: usize = 20;
 pub const PARAMETERS_BATCH: usize = 10;
 
-/// The real AWS services.
-pub struct Upstream {
+/// The real AWS services, through the AWS SDK.
+pub struct Aws {
     /// The function's own credentials.
     own: Arc<roles::Clients>,
     /// Other roles, assumed on first use (`roleArn`).
     roles: roles::Roles,
-    budgets: [Duration; 2],
-    metrics: Arc<Metrics>,
+    budgets: ByService<Duration>,
+    counters: Arc<Counters>,
 }
 
-impl Upstream {
+impl Aws {
     /// Builds SDK clients from the standard AWS environment (region, credentials, and
     /// `AWS_ENDPOINT_URL` for local stand-ins), with our time budgets.
-    pub async fn from_env(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Upstream {
+    pub async fn from_env(config: &UpstreamConfig, counters: Arc<Counters>) -> Aws {
         use aws_smithy_http_client::tls;
         // Idle connections go stale across a Lambda freeze; keep them briefly and let the
         // SDK's retry handle the reset that can still happen after a thaw.
@@ -210,7 +210,7 @@ impl Upstream {
         let sts = aws_sdk_sts::config::Builder::from(&shared)
             .timeout_config(timeouts(assume_budget))
             .retry_config(sts_retries);
-        Upstream {
+        Aws {
             own: Arc::new(build(&shared)),
             roles: roles::Roles::new(
                 shared,
@@ -220,8 +220,8 @@ impl Upstream {
                 assume_budget,
                 Box::new(build),
             ),
-            budgets: [config.timeout.secrets, config.timeout.ssm],
-            metrics,
+            budgets: config.timeout,
+            counters,
         }
     }
 
@@ -230,7 +230,7 @@ impl Upstream {
     /// it rejects makes the call a failed one, in the span and the metrics too).
     async fn call<T, R, E, F>(
         &self,
-        source: Source,
+        service: Service,
         method: &'static str,
         call: F,
         read: impl FnOnce(T) -> Result<R, FetchError>,
@@ -241,22 +241,22 @@ impl Upstream {
         T: aws_types::request_id::RequestId,
     {
         let started = Instant::now();
-        let budget = self.budgets[source.index()];
+        let budget = *self.budgets.get(service);
         // A CLIENT span, child of whatever started this fetch (a reader's SERVER span, or the
         // invocation for refresh-ahead). A no-op when tracing is off.
         let mut span = {
             use opentelemetry::trace::{SpanKind, Tracer};
             let tracer = opentelemetry::global::tracer("lambda-secrets-cache");
-            let service = match source {
-                Source::SecretsManager => "SecretsManager",
-                Source::Ssm => "SSM",
+            let name = match service {
+                Service::SecretsManager => "SecretsManager",
+                Service::Ssm => "SSM",
             };
             tracer
-                .span_builder(format!("{service}/{method}"))
+                .span_builder(format!("{name}/{method}"))
                 .with_kind(SpanKind::Client)
                 .with_attributes([
                     opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SYSTEM, "aws-api"),
-                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SERVICE, service),
+                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SERVICE, name),
                     opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_METHOD, method),
                 ])
                 .start(&tracer)
@@ -286,12 +286,12 @@ impl Upstream {
             }
             span.end();
         }
-        self.metrics
-            .upstream_call(source, method, result.as_ref().err().map(FetchError::code), started.elapsed());
+        self.counters
+            .upstream_call(service, method, result.as_ref().err().map(FetchError::code), started.elapsed());
         if let Err(e) = &result {
-            tracing::debug!(source = source.as_str(), method, error = %e.code(), "upstream call failed");
+            tracing::debug!(service = service.as_str(), method, error = %e.code(), "upstream call failed");
             if let FetchError::Invalid(why) = e {
-                tracing::warn!(source = source.as_str(), method, why = %why, "upstream answer rejected");
+                tracing::warn!(service = service.as_str(), method, why = %why, "upstream answer rejected");
             }
         }
         result
@@ -319,14 +319,14 @@ impl Upstream {
     }
 
     async fn fetch_one(&self, key: &Key) -> Result<Fetched, FetchError> {
-        match key.source {
-            Source::SecretsManager => self.get_secret(key).await,
-            Source::Ssm => self.get_parameter(key).await,
+        match key.service {
+            Service::SecretsManager => self.get_secret(key).await,
+            Service::Ssm => self.get_parameter(key).await,
         }
     }
 }
 
-impl Fetch for Upstream {
+impl Fetch for Aws {
     fn forget_assumed_roles(&self) {
         self.roles.forget();
     }
@@ -348,9 +348,9 @@ impl Fetch for Upstream {
                     }
                     out
                 }
-                [first, ..] => match first.source {
-                    Source::SecretsManager => self.batch_secrets(keys).await,
-                    Source::Ssm => self.batch_parameters(keys).await,
+                [first, ..] => match first.service {
+                    Service::SecretsManager => self.batch_secrets(keys).await,
+                    Service::Ssm => self.batch_parameters(keys).await,
                 },
             }
         })

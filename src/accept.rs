@@ -40,7 +40,7 @@ pub enum Admit<S> {
     /// Serve HTTP/1 on it with this service (dropped when the connection ends).
     Serve(S),
     /// Hand it to this instead (an answer written by hand), and close it after.
-    Other(Handover),
+    ByHand(Handover),
 }
 
 /// How a server accepts and drains.
@@ -125,7 +125,7 @@ impl Accept {
                         drop(slot);
                     });
                 }
-                Admit::Other(handle) => {
+                Admit::ByHand(handle) => {
                     others.spawn(async move {
                         handle(stream).await;
                         drop(slot);

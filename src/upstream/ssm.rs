@@ -1,13 +1,13 @@
 //! Parameter Store through the SDK: GetParameter, GetParameters, GetParametersByPath.
 
-use super::{FetchError, Fetched, PARAMETERS_BATCH, Upstream, answer};
-use crate::key::{Key, SelectorKind, Source};
+use super::{Aws, FetchError, Fetched, PARAMETERS_BATCH, answer};
+use crate::key::{Key, SelectorKind, Service};
 
-impl Upstream {
+impl Aws {
     pub(super) async fn get_parameter(&self, key: &Key) -> Result<Fetched, FetchError> {
         let clients = self.clients(&key.role)?;
         let req = clients.ssm.get_parameter().name(key.ssm_name()).with_decryption(key.decrypt);
-        self.call(Source::Ssm, "GetParameter", req.send(), |out| {
+        self.call(Service::Ssm, "GetParameter", req.send(), |out| {
             let mut p = out
                 .parameter
                 .ok_or_else(|| FetchError::Invalid("GetParameter answered without a parameter".into()))?;
@@ -34,7 +34,7 @@ impl Upstream {
             }
             let names: Vec<String> = group.iter().map(|&i| keys[i].ssm_name()).collect();
             let req = clients.ssm.get_parameters().set_names(Some(names.clone())).with_decryption(decrypt);
-            let out = match self.call(Source::Ssm, "GetParameters", req.send(), Ok).await {
+            let out = match self.call(Service::Ssm, "GetParameters", req.send(), Ok).await {
                 Ok(out) => out,
                 Err(e) if !e.is_transient() => continue,
                 Err(e) => {
@@ -84,7 +84,7 @@ impl Upstream {
                 .recursive(true)
                 .with_decryption(decrypt)
                 .set_next_token(token);
-            self.call(Source::Ssm, "GetParametersByPath", req.send(), |page| {
+            self.call(Service::Ssm, "GetParametersByPath", req.send(), |page| {
                 let items = page
                     .parameters
                     .unwrap_or_default()

@@ -9,7 +9,8 @@ use std::time::Duration;
 use metrics::{Counter, Histogram, counter, histogram};
 use serde::Serialize;
 
-use crate::key::Source;
+use crate::config::ByService;
+use crate::key::Service;
 use crate::telemetry::names;
 
 /// `cache.result` of SPEC §6.
@@ -64,52 +65,50 @@ impl Trigger {
     }
 }
 
-type PerSource<T> = [T; 2];
-
-pub struct Metrics {
-    requests: PerSource<[AtomicU64; 5]>,
+pub struct Counters {
+    requests: ByService<[AtomicU64; 5]>,
     exported: Exported,
     /// Upstream API calls (a batch call counts once), by outcome ok/error.
-    upstream_calls: PerSource<[AtomicU64; 2]>,
+    upstream_calls: ByService<[AtomicU64; 2]>,
     /// Items refreshed, by trigger and outcome ok/error.
-    refreshes: PerSource<[[AtomicU64; 2]; 4]>,
+    refreshes: ByService<[[AtomicU64; 2]; 4]>,
     evictions: AtomicU64,
     /// Request-path time in microseconds, for the mean in `/status`.
     request_micros: AtomicU64,
 }
 
-/// Facade handles for the per-request metrics, by source and result.
+/// Facade handles for the per-request metrics, by service and result.
 struct Exported {
-    requests: PerSource<[Counter; 5]>,
-    durations: PerSource<[Histogram; 5]>,
-    staleness: PerSource<Histogram>,
+    requests: ByService<[Counter; 5]>,
+    durations: ByService<[Histogram; 5]>,
+    staleness: ByService<Histogram>,
 }
 
 impl Exported {
     fn new() -> Exported {
         Exported {
-            requests: by_source_and_result(|s, r| counter!(names::REQUESTS, names::SOURCE => s, names::CACHE_RESULT => r)),
-            durations: by_source_and_result(|s, r| histogram!(names::REQUEST_DURATION, names::SOURCE => s, names::CACHE_RESULT => r)),
-            staleness: Source::ALL.map(|s| histogram!(names::STALENESS, names::SOURCE => s.as_str())),
+            requests: by_service_and_result(|s, r| counter!(names::REQUESTS, names::SOURCE => s, names::CACHE_RESULT => r)),
+            durations: by_service_and_result(|s, r| histogram!(names::REQUEST_DURATION, names::SOURCE => s, names::CACHE_RESULT => r)),
+            staleness: ByService::from_fn(|s| histogram!(names::STALENESS, names::SOURCE => s.as_str())),
         }
     }
 }
 
-/// One handle per (source, result), indexed like the atomic counters.
-fn by_source_and_result<T>(make: impl Fn(&'static str, &'static str) -> T) -> PerSource<[T; 5]> {
-    Source::ALL.map(|s| CacheResult::ALL.map(|r| make(s.as_str(), r.as_str())))
+/// One handle per (service, result), indexed like the atomic counters.
+fn by_service_and_result<T>(make: impl Fn(&'static str, &'static str) -> T) -> ByService<[T; 5]> {
+    ByService::from_fn(|s| CacheResult::ALL.map(|r| make(s.as_str(), r.as_str())))
 }
 
-impl Default for Metrics {
+impl Default for Counters {
     fn default() -> Self {
-        Metrics::new()
+        Counters::new()
     }
 }
 
-impl Metrics {
+impl Counters {
     /// Binds the facade handles to the recorder installed now (install it first).
-    pub fn new() -> Metrics {
-        Metrics {
+    pub fn new() -> Counters {
+        Counters {
             requests: Default::default(),
             exported: Exported::new(),
             upstream_calls: Default::default(),
@@ -120,29 +119,29 @@ impl Metrics {
     }
 
     /// One cache read. `age` is how old the served value was (`None` for an error).
-    pub fn request(&self, source: Source, result: CacheResult, elapsed: Duration, age: Option<Duration>) {
-        let (s, r) = (source.index(), result as usize);
-        self.requests[s][r].fetch_add(1, Relaxed);
+    pub fn request(&self, service: Service, result: CacheResult, elapsed: Duration, age: Option<Duration>) {
+        let r = result as usize;
+        self.requests.get(service)[r].fetch_add(1, Relaxed);
         self.request_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
-        self.exported.requests[s][r].increment(1);
-        self.exported.durations[s][r].record(elapsed.as_secs_f64());
+        self.exported.requests.get(service)[r].increment(1);
+        self.exported.durations.get(service)[r].record(elapsed.as_secs_f64());
         if let Some(age) = age {
-            self.exported.staleness[s].record(age.as_secs_f64());
+            self.exported.staleness.get(service).record(age.as_secs_f64());
         }
     }
 
     /// One AWS API call (a batch call counts once); `error` is its error code.
-    pub fn upstream_call(&self, source: Source, method: &'static str, error: Option<&str>, elapsed: Duration) {
-        self.upstream_calls[source.index()][usize::from(error.is_some())].fetch_add(1, Relaxed);
+    pub fn upstream_call(&self, service: Service, method: &'static str, error: Option<&str>, elapsed: Duration) {
+        self.upstream_calls.get(service)[usize::from(error.is_some())].fetch_add(1, Relaxed);
         let seconds = elapsed.as_secs_f64();
         match error {
             None => {
-                histogram!(names::FETCH_DURATION, names::SOURCE => source.as_str(), names::RPC_METHOD => method, names::OUTCOME => "ok")
+                histogram!(names::FETCH_DURATION, names::SOURCE => service.as_str(), names::RPC_METHOD => method, names::OUTCOME => "ok")
                     .record(seconds)
             }
             Some(code) => histogram!(
                 names::FETCH_DURATION,
-                names::SOURCE => source.as_str(),
+                names::SOURCE => service.as_str(),
                 names::RPC_METHOD => method,
                 names::OUTCOME => "error",
                 names::ERROR_TYPE => bounded_error_type(code)
@@ -151,11 +150,11 @@ impl Metrics {
         }
     }
 
-    pub fn refresh(&self, source: Source, trigger: Trigger, ok: bool) {
-        self.refreshes[source.index()][trigger as usize][usize::from(!ok)].fetch_add(1, Relaxed);
+    pub fn refresh(&self, service: Service, trigger: Trigger, ok: bool) {
+        self.refreshes.get(service)[trigger as usize][usize::from(!ok)].fetch_add(1, Relaxed);
         counter!(
             names::REFRESHES,
-            names::SOURCE => source.as_str(),
+            names::SOURCE => service.as_str(),
             names::TRIGGER => trigger.as_str(),
             names::OUTCOME => if ok { "ok" } else { "error" }
         )
@@ -163,9 +162,9 @@ impl Metrics {
     }
 
     /// After each change of the cache: `secrets_cache.entries` by source, `secrets_cache.bytes`.
-    pub fn cache_size(&self, entries: [usize; 2], bytes: usize) {
-        for source in Source::ALL {
-            metrics::gauge!(names::ENTRIES, names::SOURCE => source.as_str()).set(entries[source.index()] as f64);
+    pub fn cache_size(&self, entries: ByService<usize>, bytes: usize) {
+        for service in Service::ALL {
+            metrics::gauge!(names::ENTRIES, names::SOURCE => service.as_str()).set(*entries.get(service) as f64);
         }
         metrics::gauge!(names::BYTES).set(bytes as f64);
     }
@@ -175,47 +174,47 @@ impl Metrics {
         counter!(names::EVICTIONS).increment(1);
     }
 
-    pub fn requests(&self, source: Source, result: CacheResult) -> u64 {
-        self.requests[source.index()][result as usize].load(Relaxed)
+    pub fn requests(&self, service: Service, result: CacheResult) -> u64 {
+        self.requests.get(service)[result as usize].load(Relaxed)
     }
 
-    pub fn upstream_calls(&self, source: Source) -> (u64, u64) {
-        let c = &self.upstream_calls[source.index()];
+    pub fn upstream_calls(&self, service: Service) -> (u64, u64) {
+        let c = self.upstream_calls.get(service);
         (c[0].load(Relaxed), c[1].load(Relaxed))
     }
 
-    pub fn snapshot(&self) -> MetricsSnapshot {
+    pub fn status(&self) -> CountersStatus {
         let mut requests = Vec::new();
         let mut total = 0;
-        for source in Source::ALL {
+        for service in Service::ALL {
             for result in CacheResult::ALL {
-                let n = self.requests(source, result);
+                let n = self.requests(service, result);
                 total += n;
                 if n > 0 {
                     requests.push(Count {
-                        source: source.as_str(),
+                        source: service.as_str(),
                         label: result.as_str(),
                         count: n,
                     });
                 }
             }
         }
-        let hits: u64 = Source::ALL.iter().map(|s| self.requests(*s, CacheResult::Hit)).sum();
+        let hits: u64 = Service::ALL.iter().map(|s| self.requests(*s, CacheResult::Hit)).sum();
         let mut upstream = Vec::new();
         let mut refreshes = Vec::new();
-        for source in Source::ALL {
-            let (ok, err) = self.upstream_calls(source);
+        for service in Service::ALL {
+            let (ok, err) = self.upstream_calls(service);
             upstream.push(UpstreamCalls {
-                source: source.as_str(),
+                source: service.as_str(),
                 ok,
                 error: err,
             });
             for trigger in Trigger::ALL {
-                let c = &self.refreshes[source.index()][trigger as usize];
+                let c = &self.refreshes.get(service)[trigger as usize];
                 let (ok, error) = (c[0].load(Relaxed), c[1].load(Relaxed));
                 if ok + error > 0 {
                     refreshes.push(Refreshes {
-                        source: source.as_str(),
+                        source: service.as_str(),
                         trigger: trigger.as_str(),
                         ok,
                         error,
@@ -223,7 +222,7 @@ impl Metrics {
                 }
             }
         }
-        MetricsSnapshot {
+        CountersStatus {
             requests_total: total,
             hit_ratio: if total == 0 { 0.0 } else { hits as f64 / total as f64 },
             mean_request_micros: self.request_micros.load(Relaxed).checked_div(total).unwrap_or(0),
@@ -246,7 +245,7 @@ fn bounded_error_type(code: &str) -> String {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct MetricsSnapshot {
+pub struct CountersStatus {
     pub requests_total: u64,
     pub hit_ratio: f64,
     pub mean_request_micros: u64,
