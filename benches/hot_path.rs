@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use lambda_secrets_cache::cache::{Cache, SystemClock};
-use lambda_secrets_cache::config::file::SecretFilter;
 use lambda_secrets_cache::config::{ByService, CacheConfig, HttpConfig, PrefetchList, Token};
 use lambda_secrets_cache::counters::Counters;
 use lambda_secrets_cache::http::{Hooks, Server, route};
@@ -34,35 +33,6 @@ impl Fetch for Fixed {
             })
         })
     }
-
-    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for k in keys {
-                out.push(self.fetch(k).await);
-            }
-            out
-        })
-    }
-
-    fn fetch_path<'a>(
-        &'a self,
-        _path: &'a str,
-        _decrypt: bool,
-        _role: &'a str,
-        _limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn fetch_filtered<'a>(
-        &'a self,
-        _filters: &'a [SecretFilter],
-        _role: &'a str,
-        _limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
 }
 
 fn policy() -> CacheConfig {
@@ -74,7 +44,6 @@ fn policy() -> CacheConfig {
         read_timeout: both(std::time::Duration::from_secs(3)),
         max_stale: std::time::Duration::from_secs(900),
         refresh_ahead: 0.8,
-        refresh_interval: std::time::Duration::from_secs(10),
         prefetch: PrefetchList::default(),
     }
 }

@@ -1,7 +1,8 @@
 //! `src/` reads as the data flow: every `crate::` (and `super::` reaching the crate root) path
 //! in non-test code names a module at or below the importing one in `LAYERS`, so no import
-//! runs against the flow and the top-level modules have no cycle; and no file carries more
-//! than `MAX_LINES` lines of non-test code. Run alone: `cargo test --test architecture`.
+//! runs against the flow and the top-level modules have no cycle; only `telemetry` names the
+//! OpenTelemetry crates; and no file of `src/` or `devtools/src/` carries more than
+//! `MAX_LINES` lines of non-test code. Run alone: `cargo test --test architecture`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,12 @@ const LAYERS: &[&str] = &[
     "config",
     "key",
     "accept",
+    "lambda",
     "telemetry",
     "counters",
     "upstream",
     "cache",
     "http",
-    "lambda",
     "lifecycle",
     "app",
 ];
@@ -183,6 +184,9 @@ fn imports_follow_the_data_flow_and_files_stay_small() {
         }
         if ROOTS.contains(&top) {
             continue;
+        }
+        if top != "telemetry" && code.contains("opentelemetry") {
+            wrong.push(format!("{}: names OpenTelemetry, which only `telemetry` does", rel.display()));
         }
         let Some(layer) = LAYERS.iter().position(|l| *l == top) else {
             wrong.push(format!("{}: module `{top}` is not in LAYERS", rel.display()));

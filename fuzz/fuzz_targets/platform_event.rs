@@ -5,7 +5,7 @@
 #![no_main]
 
 use lambda_secrets_cache::lambda::event::parse;
-use lambda_secrets_cache::telemetry::trace::XRayHeader;
+use lambda_secrets_cache::lambda::XRayHeader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -22,8 +22,9 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::http::{Hooks, HttpError, Server};
 use crate::lambda::PlatformError;
-use crate::lifecycle::State;
+use crate::lifecycle::{InitError, RestoreGate, State};
 use crate::telemetry::otlp::Otel;
+use crate::telemetry::trace::Spans;
 use crate::upstream::Aws;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,12 +35,23 @@ pub enum AppError {
     Http(#[from] HttpError),
     #[error("{0} stopped unexpectedly")]
     TaskEnded(&'static str),
+    #[error("{task} failed: {error}")]
+    TaskFailed { task: &'static str, error: std::io::Error },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
     Platform(#[from] PlatformError),
     #[error("init failed ({error_type}): {message}")]
     InitFailed { error_type: &'static str, message: String },
+}
+
+impl From<InitError> for AppError {
+    fn from(e: InitError) -> AppError {
+        match e {
+            InitError::Failed { error_type, message } => AppError::InitFailed { error_type, message },
+            InitError::Platform(e) => AppError::Platform(e),
+        }
+    }
 }
 
 /// The function-facing socket, bound before the config file is read (`bind`).
@@ -61,6 +73,8 @@ struct Parts {
     server: Arc<Server>,
     /// The OTLP pipeline, when an endpoint is configured.
     otel: Option<Arc<Otel>>,
+    /// Extension mode under SnapStart: the prefetch waits for the restore.
+    restore: Option<Arc<RestoreGate>>,
 }
 
 impl Parts {
@@ -89,24 +103,29 @@ impl Parts {
             }
         });
         let counters = Arc::new(Counters::new());
-        let upstream = Arc::new(Aws::from_env(&config.upstream, counters.clone()).await);
+        let spans = Spans::new(otel.as_ref().and_then(|o| o.tracer()));
+        let upstream = Arc::new(Aws::from_env(&config.upstream, counters.clone(), spans.clone()).await);
         let cache = Cache::new(upstream, &config.cache, counters.clone(), Arc::new(SystemClock));
-        let hooks = hooks(otel.clone(), lifecycle);
-        let tracer = otel.as_ref().and_then(|o| o.tracer());
-        let server = Server::new(cache.clone(), counters, &config.http, hooks, tracer);
+        let restore = lifecycle
+            .as_ref()
+            .and_then(|_| RestoreGate::for_init(config.lifecycle.init_type, &cache));
+        let hooks = hooks(otel.clone(), lifecycle, restore.clone());
+        let server = Server::new(cache.clone(), counters, &config.http, hooks, spans);
         Ok(Parts {
             listener,
             addr,
             cache,
             server,
             otel,
+            restore,
         })
     }
 }
 
-/// What `/status` shows beside the cache (the OTLP export, the lifecycle) and the current
-/// invocation for spans, as the server's hooks.
-fn hooks(otel: Option<Arc<Otel>>, lifecycle: Option<Arc<State>>) -> Hooks {
+/// What `/status` shows beside the cache (the OTLP export, the lifecycle), the current
+/// invocation for spans, and the SnapStart restore gate each read passes, as the server's
+/// hooks.
+fn hooks(otel: Option<Arc<Otel>>, lifecycle: Option<Arc<State>>, restore: Option<Arc<RestoreGate>>) -> Hooks {
     let current = lifecycle.clone();
     Hooks {
         status: Some(Box::new(move || {
@@ -120,6 +139,7 @@ fn hooks(otel: Option<Arc<Otel>>, lifecycle: Option<Arc<State>>) -> Hooks {
             sections
         })),
         invocation: current.map(|state| Box::new(move || state.current().map(|i| i.trace.clone())) as Box<dyn Fn() -> _ + Send + Sync>),
+        before_read: restore.map(|gate| Box::new(move || gate.activity()) as Box<dyn Fn() + Send + Sync>),
     }
 }
 
@@ -167,29 +187,6 @@ fn task_outcome(ended: Result<(&'static str, Result<(), AppError>), tokio::task:
         Ok((name, Ok(()))) => AppError::TaskEnded(name),
         Ok((_, Err(e))) => e,
         Err(_) => AppError::TaskEnded("a task (it panicked)"),
-    }
-}
-
-fn log_task_error(task: &'static str, e: std::io::Error) -> &'static str {
-    tracing::error!(task, error = %e, "task failed");
-    task
-}
-
-/// Refresh-ahead on a timer; in extension mode INVOKE events drive it instead.
-async fn refresh_timer(cache: Arc<Cache>, every: Duration, cancel: CancellationToken) -> Result<(), AppError> {
-    let mut tick = tokio::time::interval(every);
-    // After a pause (a laptop sleeping, a frozen container) run once, not a burst of ticks.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => {
-                let due = cache.refresh_ahead().len();
-                if due > 0 {
-                    tracing::debug!(due, "refresh-ahead started");
-                }
-            }
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppError, Bound, Parts, Tasks, refresh_timer, shutdown, shutdown_signal, spawn_http, task_outcome};
+use super::{AppError, Bound, Parts, Tasks, shutdown, shutdown_signal, spawn_http, task_outcome};
 use crate::config::Config;
 
 pub async fn standalone(config: Config, bound: Option<Bound>) -> Result<(), AppError> {
@@ -22,8 +22,17 @@ pub async fn standalone(config: Config, bound: Option<Bound>) -> Result<(), AppE
     tokio::spawn(async move { prefetch.finish().await.log("prefetch") });
 
     let c = cancel.clone();
-    let interval = config.cache.refresh_interval;
-    tasks.spawn(async move { ("refresh timer", refresh_timer(cache, interval, c).await) });
+    let interval = config.lifecycle.refresh_interval;
+    tasks.spawn(async move {
+        let ended = crate::lifecycle::refresh_on_timer(cache, interval, c).await;
+        (
+            "refresh timer",
+            ended.map_err(|error| AppError::TaskFailed {
+                task: "refresh timer",
+                error,
+            }),
+        )
+    });
     if let Some(otel) = parts.otel.clone() {
         let c = cancel.clone();
         tasks.spawn(async move {

@@ -1,24 +1,26 @@
 //! Single-flight: every fetch is a flight that readers join, so N concurrent requests for an
-//! item cost one upstream call. Each fetch is stamped on one logical clock (`Flights::tick`)
-//! when it is sent and when its answer is received, which is what `order` decides by; the
-//! fetches still open are tracked so the store knows which evicted revisions may still matter.
+//! item cost one upstream call. `Flights` holds the table of flights in the air, launches
+//! them (what a flight does is the caller's closure), and keeps the clock each fetch is
+//! stamped on when it is sent and when its answer is received (what `order` decides by),
+//! with the fetches still open, so the store knows which evicted revisions may still matter.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use hashbrown::HashMap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::store::Installed;
-use super::{Cache, Entry};
-use crate::counters::Trigger;
+use super::Entry;
 use crate::key::Key;
 use crate::upstream::FetchError;
 
 pub(super) type FlightResult = Result<Arc<Entry>, FetchError>;
 pub(super) type Flight = watch::Receiver<Option<FlightResult>>;
+type Table = HashMap<Key, (u64, Flight)>;
 
 /// A flight registered by `reserve` and not yet launched: its key, when it was sent (the
 /// order in which flights started), and where its result goes. Open until dropped.
@@ -32,7 +34,7 @@ pub(super) struct NewFlight {
 #[derive(Default)]
 pub(super) struct Flights {
     /// In-flight fetches by key, with the tick each was sent at.
-    table: Mutex<HashMap<Key, (u64, Flight)>>,
+    table: Arc<Mutex<Table>>,
     clock: AtomicU64,
     /// Ticks of the fetches still open (sent, not yet installed), with how many at each.
     open: Arc<Mutex<BTreeMap<u64, usize>>>,
@@ -118,99 +120,42 @@ impl Flights {
 
     /// Removes `key`'s flight from the table if it is still the one sent at `sent`.
     pub(super) fn land(&self, key: &Key, sent: u64) {
-        let mut in_flight = self.table.lock().expect("flight table lock holds no invariants");
-        if in_flight.get(key).is_some_and(|(s, _)| *s == sent) {
-            in_flight.remove(key);
-        }
+        land(&self.table, key, sent);
+    }
+
+    /// Runs `work` for the keys of `new` (all sent at one tick) in a task of `tasks`, until it
+    /// is done or `cancel` fires; then lands each flight and hands its waiters its result. A
+    /// cancelled fetch is not an upstream failure: its waiters get `cancelled()` (and may
+    /// serve stale).
+    pub(super) fn launch<W, F>(&self, tasks: &TaskTracker, new: Vec<NewFlight>, cancel: CancellationToken, work: W)
+    where
+        W: FnOnce(Vec<Key>, u64) -> F,
+        F: Future<Output = Vec<FlightResult>> + Send + 'static,
+    {
+        let Some(sent) = new.first().map(|f| f.ticket.sent) else {
+            return;
+        };
+        let work = work(new.iter().map(|f| f.key.clone()).collect(), sent);
+        let table = self.table.clone();
+        tasks.spawn(crate::telemetry::trace::in_current_context(async move {
+            let results = tokio::select! {
+                results = work => results,
+                () = cancel.cancelled() => new.iter().map(|_| Err(cancelled())).collect(),
+            };
+            for (f, result) in new.into_iter().zip(results) {
+                // Installed first, then the flight removed: a reader arriving in between finds
+                // either the flight or the new entry, never neither.
+                land(&table, &f.key, f.ticket.sent);
+                let _ = f.tx.send(Some(result));
+            }
+        }));
     }
 }
 
-/// How many times an answer that arrives after a newer value was evicted is read again.
-const CONFIRMING_READS: usize = 2;
-
-impl Cache {
-    /// Joins or starts one flight per key (`fresh`: always starts); new ones are fetched
-    /// together in one task (a batch call when there are several), cancelled by `cancel`.
-    /// Returns a flight per key, in order.
-    pub(super) fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger, fresh: bool, cancel: CancellationToken) -> Vec<Flight> {
-        let (flights, new) = self.flights.reserve(keys, fresh);
-        self.launch(new, trigger, cancel);
-        flights
-    }
-
-    pub(super) fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
-        if !new.is_empty() {
-            use opentelemetry::context::FutureExt;
-            let this = self.clone();
-            // The fetch's spans belong to whoever started it (a reader, or an invocation).
-            self.tasks
-                .spawn(async move { this.run(new, trigger, cancel).await }.with_current_context());
-        }
-    }
-
-    async fn run(self: Arc<Self>, flights: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
-        let keys: Vec<Key> = flights.iter().map(|f| f.key.clone()).collect();
-        let work = async {
-            let results = if let [one] = keys.as_slice() {
-                vec![self.fetch.fetch(one).await]
-            } else {
-                self.fetch.fetch_batch(&keys).await
-            };
-            let received = self.flights.tick();
-            let now = self.clock.now_ms();
-            let mut out = Vec::with_capacity(results.len());
-            for (f, result) in flights.iter().zip(results) {
-                self.counters.refresh(f.key.service, trigger, result.is_ok());
-                out.push(match result {
-                    Ok(fetched) => match self.install(&f.key, fetched, now, f.ticket.sent, received) {
-                        Installed::New(entry) | Installed::Kept(entry) => Ok(entry),
-                        Installed::Superseded => self.confirm(&f.key).await,
-                    },
-                    Err(e) => {
-                        self.note_failure(&f.key, &e, now);
-                        if trigger != Trigger::Expired && trigger != Trigger::RefreshNow {
-                            tracing::warn!(
-                                key = %crate::escape::escaped(&f.key.to_string()),
-                                trigger = trigger.as_str(),
-                                error = e.code(),
-                                "background fetch failed"
-                            );
-                        }
-                        Err(e)
-                    }
-                });
-            }
-            out
-        };
-        let results = tokio::select! {
-            results = work => results,
-            // Not an upstream failure: no back-off, no metric; waiters may serve stale.
-            () = cancel.cancelled() => flights.iter().map(|_| Err(cancelled())).collect(),
-        };
-        for (f, result) in flights.into_iter().zip(results) {
-            // Installed first, then the flight removed: a reader arriving in between finds
-            // either the flight or the new entry, never neither.
-            self.flights.land(&f.key, f.ticket.sent);
-            let _ = f.tx.send(Some(result));
-        }
-    }
-
-    /// The answer for `key` was older than a value that was evicted since: it must not be
-    /// served, and the newer value is gone, so read the item again. A read sent now is later
-    /// than anything received so far, so it is installed (or meets a newer value still held).
-    async fn confirm(&self, key: &Key) -> Result<Arc<Entry>, FetchError> {
-        for _ in 0..CONFIRMING_READS {
-            let ticket = self.flights.ticket();
-            let fetched = self.fetch.fetch(key).await?;
-            let received = self.flights.tick();
-            match self.install(key, fetched, self.clock.now_ms(), ticket.sent, received) {
-                Installed::New(entry) | Installed::Kept(entry) => return Ok(entry),
-                Installed::Superseded => continue,
-            }
-        }
-        Err(FetchError::Other(
-            "newer values of this item kept arriving and leaving the cache; read it again".into(),
-        ))
+fn land(table: &Mutex<Table>, key: &Key, sent: u64) {
+    let mut in_flight = table.lock().expect("flight table lock holds no invariants");
+    if in_flight.get(key).is_some_and(|(s, _)| *s == sent) {
+        in_flight.remove(key);
     }
 }
 

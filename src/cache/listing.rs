@@ -1,6 +1,6 @@
-//! The config's listings: entries that load whatever a listing returns, every parameter under
-//! a `path` (GetParametersByPath) or every secret a `filter` matches (BatchGetSecretValue with
-//! Filters). One prefetch item per listing; what it returns is installed by name (and ARN),
+//! Running the config's listings (`policy::Listing`): entries that load whatever a listing
+//! returns, every parameter under a `path` (GetParametersByPath) or every secret a `filter`
+//! matches (BatchGetSecretValue with Filters). One prefetch item per listing; what it returns is installed by name (and ARN),
 //! pinned with the entry's TTL. Together, one prefetch's listings pin at most what the named
 //! entries leave of the capacity (`Budget`), each item once: an item a named entry or another
 //! listing loads too takes no second place, and its policy is the named entry's, else the
@@ -12,68 +12,13 @@ use hashbrown::HashSet;
 
 use tokio_util::sync::CancellationToken;
 
+use super::Cache;
 use super::background::Item;
 use super::flight::cancelled;
-use super::{Cache, ItemPolicy};
-use crate::config::file::SecretFilter;
-use crate::config::{CacheConfig, ParameterTarget};
+use super::policy::{Listed, Listing};
 use crate::counters::Trigger;
 use crate::key::{Key, SelectorKind, Service};
 use crate::upstream::{Fetch, FetchError, Fetched};
-
-pub(super) struct Listing {
-    pub(super) what: Listed,
-    pub(super) role: String,
-    required: bool,
-    pub(super) policy: ItemPolicy,
-    /// For logs and init errors: the path or the filter, and the role.
-    label: String,
-}
-
-pub(super) enum Listed {
-    Path { path: String, decrypt: bool },
-    Filter(Vec<SecretFilter>),
-}
-
-/// The listings of `config`'s file, in its order: paths, then filters.
-pub(super) fn from_config(config: &CacheConfig) -> Vec<Listing> {
-    let file = &config.prefetch;
-    let paths = file.parameters.iter().filter_map(|p| match &p.target {
-        ParameterTarget::Path(path) => Some(Listing {
-            label: format!("{path} (path){}", role_label(&p.role)),
-            what: Listed::Path {
-                path: path.clone(),
-                decrypt: p.with_decryption,
-            },
-            role: p.role.clone(),
-            required: p.required,
-            policy: ItemPolicy {
-                ttl: p.ttl.unwrap_or(config.ttl.ssm),
-                pinned: true,
-            },
-        }),
-        ParameterTarget::Name(_) => None,
-    });
-    let filters = file.secret_filters.iter().map(|f| Listing {
-        label: format!("{f}{}", role_label(&f.role)),
-        what: Listed::Filter(f.filters.clone()),
-        role: f.role.clone(),
-        required: f.required,
-        policy: ItemPolicy {
-            ttl: f.ttl.unwrap_or(config.ttl.secrets),
-            pinned: true,
-        },
-    });
-    paths.chain(filters).collect()
-}
-
-pub(super) fn role_label(role: &str) -> String {
-    if role.is_empty() {
-        String::new()
-    } else {
-        format!(" (role {role})")
-    }
-}
 
 impl Listing {
     /// At most `limit` items. A path is all or nothing (one invalid parameter fails it); a
@@ -90,7 +35,7 @@ impl Listing {
         }
     }
 
-    fn source(&self) -> Service {
+    fn service(&self) -> Service {
         match self.what {
             Listed::Path { .. } => Service::Ssm,
             Listed::Filter(_) => Service::SecretsManager,
@@ -140,17 +85,17 @@ impl Budget {
 }
 
 impl Cache {
-    /// The prefetch item for `self.listings[index]`. A filter that matches nothing is a
+    /// The prefetch item for the listing `index`. A filter that matches nothing is a
     /// warning, or a failure when the entry is `required`; so is a match that cannot be
     /// loaded, and an entry with no place left at all. Items past the budget are left out
     /// with a warning.
     pub(super) fn prefetch_listing(self: &Arc<Self>, index: usize, cancel: CancellationToken, budget: Arc<Budget>) -> Item {
-        let listing = &self.listings[index];
+        let listing = &self.policy.listings()[index];
         let (label, required) = (listing.label.clone(), listing.required);
         let this = self.clone();
         let ticket = self.flights.ticket();
         let task = self.tasks.spawn(async move {
-            let listing = &this.listings[index];
+            let listing = &this.policy.listings()[index];
             let limit = budget.limit();
             if limit == 0 {
                 return spent(listing);
@@ -179,13 +124,13 @@ impl Cache {
                             left_out += 1;
                             continue;
                         }
-                        this.remember_found(&key, fetched.arn.as_deref(), index, listing.policy);
-                        this.counters.refresh(listing.source(), Trigger::Prefetch, true);
+                        this.policy.remember_found(&key, fetched.arn.as_deref(), index);
+                        this.counters.refresh(listing.service(), Trigger::Prefetch, true);
                         // A newer value held (or evicted since) stays: the listing's is older.
                         let _ = this.install(&key, fetched, now, ticket.sent, received);
                     }
                     Err(e) => {
-                        this.counters.refresh(listing.source(), Trigger::Prefetch, false);
+                        this.counters.refresh(listing.service(), Trigger::Prefetch, false);
                         first_error.get_or_insert(e);
                     }
                 }

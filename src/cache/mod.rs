@@ -1,44 +1,47 @@
-//! The middle of the data flow: an immutable snapshot (`ArcSwap`) that readers load once per
-//! request without locking, and the one writer that replaces it (`store`). Misses and
-//! refreshes go through single-flight flights (`flight`); an answer only replaces a value
-//! upstream gave earlier (`order`); the configured entries are prefetched (`prefetch`);
-//! background work is handed out as `Background` handles. Also here: TTL, refresh-ahead with
-//! jitter, stale-if-error, and eviction of the least recently read entries. Built from its own
-//! slice of the configuration (`config::CacheConfig`).
+//! The middle of the data flow, as three parts and the coordinator over them:
+//! - the store (`store`): the snapshot readers load once per request without a lock, its one
+//!   writer, eviction, and which of two answers is later (`order`);
+//! - the flights (`flight`): single-flight fetches and the clock they are stamped on;
+//! - the policy (`policy`): what TTL and pin an entry gets, built once from the configuration.
+//!
+//! `Cache` serves reads (fresh, stale-if-error, or through a flight), fetches and installs,
+//! refreshes ahead, prefetches the config file's entries (`prefetch`, `listing`), and hands
+//! background work out as `Background` handles. Built from its own slice of the configuration
+//! (`config::CacheConfig`).
 
 pub mod background;
 pub mod entry;
 mod flight;
 mod listing;
 mod order;
+mod policy;
 mod prefetch;
 mod snapshot;
 mod status;
 mod store;
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hashbrown::HashMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use background::Background;
 pub use entry::Entry;
+pub use prefetch::Reserved;
 pub use snapshot::Snapshot;
+pub use status::{CacheStatus, EntryStatus};
 
-use flight::{Flights, wait};
+use flight::{FlightResult, Flights, NewFlight, wait};
+use policy::Policy;
+use prefetch::batches;
 use snapshot::unique;
 use store::{Installed, Store};
 
-use prefetch::{batches, secret_key};
-
-use crate::config::{CacheConfig, ParameterTarget};
+use crate::config::{ByService, CacheConfig};
 use crate::counters::{CacheResult, Counters, Trigger};
-use crate::key::{Key, KeyRef, Service};
+use crate::key::{Key, KeyRef};
 use crate::upstream::{Fetch, FetchError, Fetched};
 
 /// Wall-clock milliseconds. Lambda freezes the process between invokes, so TTLs are judged by
@@ -53,12 +56,6 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ItemPolicy {
-    ttl: Duration,
-    pinned: bool,
 }
 
 /// A value handed to a reader, and how it was obtained.
@@ -87,72 +84,47 @@ impl Served {
 pub struct Cache {
     store: Store,
     flights: Flights,
+    policy: Policy,
     fetch: Arc<dyn Fetch>,
-    config: CacheConfig,
-    items: HashMap<Key, ItemPolicy>,
-    /// The config's parameter paths and secret filters.
-    listings: Vec<listing::Listing>,
-    /// What a config `filter` or `path` loaded, with the index of the first listing (in file
-    /// order) that did and its policy (known once the prefetch has run, so a later refresh
-    /// keeps them pinned with their TTL).
-    found: Mutex<HashMap<Key, (usize, ItemPolicy)>>,
     counters: Arc<Counters>,
     clock: Arc<dyn Clock>,
-    jitter: RandomState,
+    /// False: pass-through (`PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED=false`).
+    enabled: bool,
+    capacity: usize,
+    /// How long a reader waits on upstream.
+    read_timeout: ByService<Duration>,
+    max_stale: Duration,
     /// Every background fetch, so the lifecycle can finish or cancel them before a freeze.
     tasks: TaskTracker,
     /// Cancels the fetches running now (`settle`); replaced after each use.
     cancel: Mutex<CancellationToken>,
-    /// SnapStart: the prefetch waits for the restore (`defer_prefetch`).
-    deferred: AtomicBool,
-    /// SnapStart: set once init is over; the first activity after that runs the prefetch.
-    restore_armed: AtomicBool,
-    /// SnapStart: the prefetch started at the restore, for the INVOKE to settle before `/next`.
-    restore_prefetch: Mutex<Option<Background>>,
 }
+
+/// How many times an answer that arrives after a newer value was evicted is read again.
+const CONFIRMING_READS: usize = 2;
 
 impl Cache {
     pub fn new(fetch: Arc<dyn Fetch>, config: &CacheConfig, counters: Arc<Counters>, clock: Arc<dyn Clock>) -> Arc<Cache> {
-        let mut items = HashMap::new();
-        // An item named twice takes the first entry's policy.
-        for s in &config.prefetch.secrets {
-            let ttl = s.ttl.unwrap_or(config.ttl.secrets);
-            items
-                .entry(secret_key(&s.id, &s.version).with_role(&s.role))
-                .or_insert(ItemPolicy { ttl, pinned: true });
-        }
-        for p in &config.prefetch.parameters {
-            if let ParameterTarget::Name(n) = &p.target {
-                let ttl = p.ttl.unwrap_or(config.ttl.ssm);
-                items
-                    .entry(Key::parameter(n, p.with_decryption).with_role(&p.role))
-                    .or_insert(ItemPolicy { ttl, pinned: true });
-            }
-        }
         Arc::new(Cache {
             store: Store::new(config.enabled, config.capacity, counters.clone()),
             flights: Flights::default(),
+            policy: Policy::new(config),
             fetch,
-            config: config.clone(),
-            items,
-            listings: listing::from_config(config),
-            found: Mutex::new(HashMap::new()),
             counters,
             clock,
-            jitter: RandomState::new(),
+            enabled: config.enabled,
+            capacity: config.capacity,
+            read_timeout: config.read_timeout,
+            max_stale: config.max_stale,
             tasks: TaskTracker::new(),
             cancel: Mutex::new(CancellationToken::new()),
-            deferred: AtomicBool::new(false),
-            restore_armed: AtomicBool::new(false),
-            restore_prefetch: Mutex::new(None),
         })
     }
 
     /// Serves `key`: from the snapshot when fresh, else through one shared upstream call.
     pub async fn get(self: &Arc<Self>, key: KeyRef<'_>, refresh_now: bool) -> Result<Served, FetchError> {
         let now = self.clock.now_ms();
-        self.restored();
-        let cached = if self.config.enabled {
+        let cached = if self.enabled {
             self.store.load().map.get(&key).cloned()
         } else {
             None
@@ -173,7 +145,7 @@ impl Cache {
         }
 
         let trigger = if refresh_now { Trigger::RefreshNow } else { Trigger::Expired };
-        let budget = *self.config.read_timeout.get(key.service);
+        let budget = *self.read_timeout.get(key.service);
         // One flight per item whatever alias it is asked by: once the item is known, its
         // flight is keyed by the entry's first key. `refreshNow` starts a flight of its own:
         // one that began before it was asked may carry the value it wants replaced.
@@ -206,72 +178,84 @@ impl Cache {
     }
 
     fn servable_stale(&self, entry: &Entry, now: u64) -> bool {
-        now < entry.expires_at_ms().saturating_add(self.config.max_stale.as_millis() as u64)
+        now < entry.expires_at_ms().saturating_add(self.max_stale.as_millis() as u64)
     }
 
-    fn item_policy(&self, key: &Key, fetched: &Fetched) -> ItemPolicy {
-        if let Some(p) = self.items.get(key) {
-            return *p;
-        }
-        let aliases = [fetched.name.as_deref(), fetched.arn.as_deref()];
-        if let Some(p) = aliases.into_iter().flatten().find_map(|id| self.items.get(&key.with_id(id))) {
-            return *p;
-        }
-        if let Some((_, p)) = self.found.lock().expect("found lock holds no invariants").get(key) {
-            return *p;
-        }
-        // Under a configured path but not loaded by its prefetch (created since, or left out
-        // by the prefetch's budget): the path's TTL, not pinned, so reads cannot grow what is
-        // pinned past what the prefetch loaded.
-        if let Some(p) = self.path_policy(key) {
-            return ItemPolicy { pinned: false, ..p };
-        }
-        ItemPolicy {
-            ttl: *self.config.ttl.get(key.service),
-            pinned: false,
-        }
+    /// Joins or starts one flight per key (`fresh`: always starts); new ones are fetched
+    /// together in one task (a batch call when there are several), cancelled by `cancel`.
+    /// Returns a flight per key, in order.
+    fn start(self: &Arc<Self>, keys: Vec<Key>, trigger: Trigger, fresh: bool, cancel: CancellationToken) -> Vec<flight::Flight> {
+        let (flights, new) = self.flights.reserve(keys, fresh);
+        self.launch(new, trigger, cancel);
+        flights
     }
 
-    /// The policy of the configured `path` that `key` lies under, if any.
-    fn path_policy(&self, key: &Key) -> Option<ItemPolicy> {
-        self.listings
-            .iter()
-            .find(|l| match &l.what {
-                listing::Listed::Path { path, decrypt } => {
-                    key.service == Service::Ssm
-                        && *decrypt == key.decrypt
-                        && *l.role == *key.role
-                        && crate::config::file::parameter_under(path, &key.id)
+    /// Fetches the new flights (`start`, or a prefetch's reserved ones) in a background task.
+    fn launch(self: &Arc<Self>, new: Vec<NewFlight>, trigger: Trigger, cancel: CancellationToken) {
+        let this = self.clone();
+        self.flights.launch(&self.tasks, new, cancel, move |keys, sent| async move {
+            this.fetch_and_install(keys, sent, trigger).await
+        });
+    }
+
+    /// One call for `keys` (a batch call when there are several), sent at `sent`; each answer
+    /// installed (or what the store holds instead), each failure noted on its entry.
+    async fn fetch_and_install(&self, keys: Vec<Key>, sent: u64, trigger: Trigger) -> Vec<FlightResult> {
+        let results = if let [one] = keys.as_slice() {
+            vec![self.fetch.fetch(one).await]
+        } else {
+            self.fetch.fetch_batch(&keys).await
+        };
+        let received = self.flights.tick();
+        let now = self.clock.now_ms();
+        let mut out = Vec::with_capacity(results.len());
+        for (key, result) in keys.iter().zip(results) {
+            self.counters.refresh(key.service, trigger, result.is_ok());
+            out.push(match result {
+                Ok(fetched) => match self.install(key, fetched, now, sent, received) {
+                    Installed::New(entry) | Installed::Kept(entry) => Ok(entry),
+                    Installed::Superseded => self.confirm(key).await,
+                },
+                Err(e) => {
+                    self.note_failure(key, &e, now);
+                    if trigger != Trigger::Expired && trigger != Trigger::RefreshNow {
+                        tracing::warn!(
+                            key = %crate::escape::escaped(&key.to_string()),
+                            trigger = trigger.as_str(),
+                            error = e.code(),
+                            "background fetch failed"
+                        );
+                    }
+                    Err(e)
                 }
-                listing::Listed::Filter(_) => false,
-            })
-            .map(|l| l.policy)
+            });
+        }
+        out
     }
 
-    /// The listing `self.listings[index]` (a path, a filter) loaded `key`: later installs
-    /// under its name and ARN keep its `policy` (pinned, the entry's TTL), unless a listing
-    /// before it in the file loaded the item too (listings run at once; the file decides).
-    fn remember_found(&self, key: &Key, arn: Option<&str>, index: usize, policy: ItemPolicy) {
-        let mut found = self.found.lock().expect("found lock holds no invariants");
-        for k in std::iter::once(key.clone()).chain(arn.map(|a| key.with_id(a))) {
-            let slot = found.entry(k).or_insert((index, policy));
-            if index < slot.0 {
-                *slot = (index, policy);
+    /// The answer for `key` was older than a value that was evicted since: it must not be
+    /// served, and the newer value is gone, so read the item again. A read sent now is later
+    /// than anything received so far, so it is installed (or meets a newer value still held).
+    async fn confirm(&self, key: &Key) -> Result<Arc<Entry>, FetchError> {
+        for _ in 0..CONFIRMING_READS {
+            let ticket = self.flights.ticket();
+            let fetched = self.fetch.fetch(key).await?;
+            let received = self.flights.tick();
+            match self.install(key, fetched, self.clock.now_ms(), ticket.sent, received) {
+                Installed::New(entry) | Installed::Kept(entry) => return Ok(entry),
+                Installed::Superseded => continue,
             }
         }
-    }
-
-    /// Jitter in [-10 %, +10 %], fixed per key and random per process, so environments started
-    /// together do not refresh in lock-step.
-    fn jitter(&self, key: &Key) -> f64 {
-        (self.jitter.hash_one(key) % 2001) as f64 / 10_000.0 - 0.1
+        Err(FetchError::Other(
+            "newer values of this item kept arriving and leaving the cache; read it again".into(),
+        ))
     }
 
     /// Offers `fetched`, the answer for `key` of a fetch sent at `sent` and received at
     /// `received`, to the store under `key`, its name and its ARN, with the TTL and pin its
     /// policy gives. What the item's readers get is in the result (see `store::Installed`).
     fn install(&self, key: &Key, fetched: Fetched, now: u64, sent: u64, received: u64) -> Installed {
-        let item = self.item_policy(key, &fetched);
+        let item = self.policy.of(key, &fetched);
         let ttl_ms = item.ttl.as_millis() as u64;
         let mut keys = vec![key.clone()];
         for alias in [fetched.name.as_deref(), fetched.arn.as_deref()].into_iter().flatten() {
@@ -280,7 +264,6 @@ impl Cache {
                 keys.push(k);
             }
         }
-        let ahead_ms = (ttl_ms as f64 * self.config.refresh_ahead * (1.0 + self.jitter(key))) as u64;
         let entry = Entry {
             keys,
             body: fetched.body,
@@ -289,7 +272,7 @@ impl Cache {
             revision: fetched.revision,
             fetched_at_ms: now,
             ttl_ms,
-            ahead_at_ms: now + ahead_ms,
+            ahead_at_ms: now + self.policy.ahead_ms(key, ttl_ms),
             received,
             pinned: item.pinned,
             stats: Arc::default(),
@@ -308,7 +291,7 @@ impl Cache {
     pub fn refresh_ahead(self: &Arc<Self>) -> Background {
         let cancel = self.cancel_token().child_token();
         let mut background = Background::new(cancel.clone());
-        if !self.config.enabled {
+        if !self.enabled {
             return background;
         }
         let now = self.clock.now_ms();
@@ -349,6 +332,17 @@ impl Cache {
     /// Drops every cached value (their buffers are zeroised when the last reader lets go).
     pub fn clear(&self) {
         self.store.clear();
+    }
+
+    /// Everything `/status` shows of the cache. Never a value.
+    pub fn status(&self) -> CacheStatus {
+        self.store.status(self.clock.now_ms())
+    }
+
+    /// Drops the credentials of every assumed role (a SnapStart restore: they were in the
+    /// snapshot).
+    pub fn forget_assumed_roles(&self) {
+        self.fetch.forget_assumed_roles();
     }
 }
 

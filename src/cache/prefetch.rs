@@ -1,9 +1,8 @@
 //! Prefetch: the config file's entries fetched with the batch APIs, registered as flights
 //! before anything can read them (`reserve_prefetch`) and launched after (`Reserved::launch`).
-//! With SnapStart the prefetch is deferred to the first activity after the restore.
+//! (With SnapStart the lifecycle runs it at the first activity after the restore.)
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use hashbrown::HashMap;
 
@@ -11,7 +10,6 @@ use super::Cache;
 use super::background::Background;
 use super::flight::{Flight, NewFlight, cancelled};
 use super::listing::Budget;
-use crate::config::{ParameterTarget, SecretVersion};
 use crate::counters::Trigger;
 use crate::key::{Key, SelectorKind, Service};
 use crate::upstream::{PARAMETERS_BATCH, SECRETS_BATCH};
@@ -32,24 +30,11 @@ impl Cache {
     /// mode reserves before it registers and launches after, so registration is never delayed
     /// and a read from the function's init can never miss the prefetch.
     pub fn reserve_prefetch(self: &Arc<Self>) -> Reserved {
-        let file = &self.config.prefetch;
-        let mut keys: Vec<(Key, bool)> = Vec::new();
-        if self.config.enabled {
-            keys.extend(
-                file.secrets
-                    .iter()
-                    .map(|s| (secret_key(&s.id, &s.version).with_role(&s.role), s.required)),
-            );
-            for p in &file.parameters {
-                if let ParameterTarget::Name(n) = &p.target {
-                    keys.push((Key::parameter(n, p.with_decryption).with_role(&p.role), p.required));
-                }
-            }
-        }
-        let required: HashMap<Key, bool> = keys.iter().cloned().collect();
+        let named: &[(Key, bool)] = if self.enabled { self.policy.named() } else { &[] };
+        let required: HashMap<Key, bool> = named.iter().cloned().collect();
         let mut waits = Vec::new();
         let mut groups = Vec::new();
-        for group in batches(keys.into_iter().map(|(k, _)| k).collect()) {
+        for group in batches(named.iter().map(|(k, _)| k.clone()).collect()) {
             let (flights, new) = self.flights.reserve(group.clone(), false);
             waits.extend(group.into_iter().zip(flights));
             groups.push(new);
@@ -58,7 +43,7 @@ impl Cache {
             cache: self.clone(),
             groups,
             waits,
-            listings: self.config.enabled,
+            listings: self.enabled,
             required,
         }
     }
@@ -66,48 +51,6 @@ impl Cache {
     /// Reserves and launches at once.
     pub fn prefetch(self: &Arc<Self>) -> Background {
         self.reserve_prefetch().launch()
-    }
-
-    /// SnapStart: nothing is fetched before the snapshot; the prefetch waits for the first
-    /// activity after the restore (see `arm_restore`).
-    pub fn defer_prefetch(&self) {
-        self.deferred.store(true, Relaxed);
-    }
-
-    /// Init is over (the snapshot may be taken now): with a deferred prefetch, the first
-    /// activity from here on (a read, an INVOKE) is the first thing after a restore. It drops
-    /// whatever was fetched before the snapshot and starts the prefetch. Without one, nothing.
-    pub fn arm_restore(&self) {
-        if self.deferred.load(Relaxed) {
-            self.restore_armed.store(true, Relaxed);
-        }
-    }
-
-    /// Called on every read and on INVOKE; costs one atomic load unless armed. The prefetch's
-    /// flights are registered before it returns, so the caller's own read joins them; a reader
-    /// that loses the race waits on the lock, then joins them too.
-    pub fn restored(self: &Arc<Self>) {
-        if !self.restore_armed.load(Relaxed) {
-            return;
-        }
-        let mut started = self.restore_prefetch.lock().expect("restore prefetch lock holds no invariants");
-        if !self.restore_armed.swap(false, Relaxed) {
-            return;
-        }
-        tracing::info!("first activity after restore: prefetching");
-        self.deferred.store(false, Relaxed);
-        self.clear();
-        // Credentials assumed before the snapshot are in it: every restored copy assumes anew.
-        self.fetch.forget_assumed_roles();
-        *started = Some(self.prefetch());
-    }
-
-    /// The prefetch a restore started, for whoever must settle it before a freeze.
-    pub fn take_restore_prefetch(&self) -> Option<Background> {
-        self.restore_prefetch
-            .lock()
-            .expect("restore prefetch lock holds no invariants")
-            .take()
     }
 }
 
@@ -119,7 +62,7 @@ impl Reserved {
         let cancel = cache.cancel_token().child_token();
         let mut background = Background::new(cancel.clone());
         let named = self.waits.iter().map(|(k, _)| k.clone());
-        let budget = Budget::new(cache.config.capacity.saturating_sub(self.waits.len()), named);
+        let budget = Budget::new(cache.capacity.saturating_sub(self.waits.len()), named);
         for group in std::mem::take(&mut self.groups) {
             cache.launch(group, Trigger::Prefetch, cancel.clone());
         }
@@ -129,7 +72,7 @@ impl Reserved {
             background.push_flight(key.to_string(), is_required, flight);
         }
         if self.listings {
-            for i in 0..cache.listings.len() {
+            for i in 0..cache.policy.listings().len() {
                 background.items.push(cache.prefetch_listing(i, cancel.clone(), budget.clone()));
             }
         }
@@ -147,14 +90,6 @@ impl Drop for Reserved {
             self.cache.flights.land(&f.key, f.ticket.sent);
             let _ = f.tx.send(Some(Err(cancelled())));
         }
-    }
-}
-
-pub(super) fn secret_key(id: &str, version: &SecretVersion) -> Key {
-    match version {
-        SecretVersion::Current => Key::secret(id, SelectorKind::Default, ""),
-        SecretVersion::Stage(s) => Key::secret(id, SelectorKind::VersionStage, s),
-        SecretVersion::Id(v) => Key::secret(id, SelectorKind::VersionId, v),
     }
 }
 

@@ -5,15 +5,14 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 
-use super::Cache;
 use super::snapshot::unique;
+use super::store::Store;
 use crate::key::SelectorKind;
 
-impl Cache {
-    /// Everything `/status` shows. Never a value.
-    pub fn status(&self) -> CacheStatus {
-        let now = self.clock.now_ms();
-        let snap = self.store.load_full();
+impl Store {
+    /// Everything `/status` shows of the store at `now`. Never a value.
+    pub(super) fn status(&self, now: u64) -> CacheStatus {
+        let snap = self.load_full();
         let mut items: Vec<EntryStatus> = unique(&snap.map)
             .map(|e| {
                 let last_error = e.stats.last_error();
@@ -48,8 +47,8 @@ impl Cache {
             .collect();
         items.sort_by(|a, b| (a.source, &a.id, &a.role).cmp(&(b.source, &b.id, &b.role)));
         CacheStatus {
-            enabled: self.config.enabled,
-            capacity: self.config.capacity,
+            enabled: self.enabled,
+            capacity: self.capacity,
             entries: snap.entries,
             bytes: snap.bytes,
             items,

@@ -38,8 +38,8 @@ pub(super) struct Store {
     /// Serialises writers (readers never take it), and holds the evicted entries' revisions.
     writer: Mutex<HashMap<Key, Evicted>>,
     /// False: pass-through, nothing is kept.
-    enabled: bool,
-    capacity: usize,
+    pub(super) enabled: bool,
+    pub(super) capacity: usize,
     counters: Arc<Counters>,
 }
 

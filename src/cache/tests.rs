@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hashbrown::HashMap;
 
 use super::*;
 use crate::config::file::{FilterItem, ParameterItem, SecretFilter, SecretItem};
@@ -218,7 +219,6 @@ fn policy() -> CacheConfig {
         read_timeout: both(Duration::from_secs(3)),
         max_stale: Duration::from_secs(900),
         refresh_ahead: 0.8,
-        refresh_interval: Duration::from_secs(10),
         prefetch: PrefetchList::default(),
     }
 }
@@ -1096,30 +1096,4 @@ fn batches_never_mix_roles() {
             vec![format!("/p@{role}")]
         ]
     );
-}
-
-#[tokio::test]
-async fn a_snapstart_restore_forgets_assumed_roles_once() {
-    let file = PrefetchList {
-        secrets: vec![SecretItem {
-            id: "db".into(),
-            version: SecretVersion::Current,
-            ttl: None,
-            required: false,
-            role: "arn:aws:iam::123456789012:role/reader".into(),
-        }],
-        ..Default::default()
-    };
-    let (cache, fetch, _, _) = setup(policy(), &file);
-    fetch.set("db", Ok("v"));
-    cache.defer_prefetch();
-    cache.arm_restore();
-    assert_eq!(fetch.forgotten.load(SeqCst), 0, "nothing before the restore");
-    let role = "arn:aws:iam::123456789012:role/reader";
-    let first = cache.get(key("db").with_role(role), false).await.unwrap();
-    assert_eq!(first.result, CacheResult::Miss, "joined the prefetch the restore started");
-    assert_eq!(fetch.forgotten.load(SeqCst), 1);
-    cache.get(key("db").with_role(role), false).await.unwrap();
-    assert_eq!(fetch.forgotten.load(SeqCst), 1, "once per restore");
-    assert_eq!(*fetch.roles.lock().unwrap(), [role]);
 }

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 pub use env::{Env, ProcessEnv};
 pub use file::{ParameterTarget, PrefetchList, SecretVersion, read_file_from_disk};
-pub use otel::{FlushPolicy, OtelConfig};
+pub use otel::{FlushPolicy, OtelConfig, Temporality};
 pub use problem::{ConfigError, Origin, Problem};
 
 use crate::escape::escaped;
@@ -169,8 +169,6 @@ pub struct CacheConfig {
     pub max_stale: Duration,
     /// Fraction of the TTL after which an entry is refreshed ahead of expiry.
     pub refresh_ahead: f64,
-    /// Standalone and managed-instances mode: how often the refresh-ahead scan runs.
-    pub refresh_interval: Duration,
     /// The config file's list; empty when the default file is absent.
     pub prefetch: PrefetchList,
 }
@@ -189,11 +187,13 @@ pub struct UpstreamConfig {
     pub session_name: String,
 }
 
-/// Extension mode.
+/// What drives the cache: Lambda's events (extension mode), or timers.
 #[derive(Debug, Clone)]
 pub struct LifecycleConfig {
     /// How the platform started this environment.
     pub init_type: InitType,
+    /// Standalone and managed-instances mode: how often the refresh-ahead scan runs.
+    pub refresh_interval: Duration,
     /// The host the Telemetry API listener binds and subscribes with.
     pub sandbox_host: String,
     /// Policy `end`: how long `/next` is held for `platform.runtimeDone` while the Telemetry API
@@ -331,7 +331,6 @@ impl Config {
                 read_timeout: timeout,
                 max_stale,
                 refresh_ahead,
-                refresh_interval,
                 prefetch,
             },
             upstream: UpstreamConfig {
@@ -342,6 +341,7 @@ impl Config {
             },
             lifecycle: LifecycleConfig {
                 init_type,
+                refresh_interval,
                 sandbox_host,
                 runtime_done_wait,
                 fetch_budget: timeout.secrets.max(timeout.ssm),

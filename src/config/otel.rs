@@ -3,7 +3,13 @@
 
 use std::time::Duration;
 
-pub use opentelemetry_sdk::metrics::Temporality;
+/// `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporality {
+    Delta,
+    Cumulative,
+    LowMemory,
+}
 
 use super::env::Collector;
 use crate::escape::quoted;

@@ -24,9 +24,12 @@ use route::Endpoint;
 
 use crate::accept::Admit;
 use crate::cache::Cache;
+use crate::cache::Served;
 use crate::config::{HttpConfig, Token};
 use crate::counters::{CacheResult, Counters};
-use crate::telemetry::trace::InvocationTrace;
+use crate::key::{KeyRef, Service};
+use crate::telemetry::trace::{InvocationTrace, Spans};
+use crate::upstream::FetchError;
 
 pub const TOKEN_HEADER: HeaderName = HeaderName::from_static("x-aws-parameters-secrets-token");
 // Header names built once: a `&str` name is parsed and validated on every use.
@@ -82,6 +85,9 @@ pub struct Hooks {
     pub status: Option<Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>>,
     /// The invocation a read belongs to, for its span.
     pub invocation: Option<Box<dyn Fn() -> Option<InvocationTrace> + Send + Sync>>,
+    /// Called before every read reaches the cache (SnapStart: the first one after a restore
+    /// starts the prefetch, which the read then joins).
+    pub before_read: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -98,18 +104,12 @@ pub struct Server {
     /// Cancelled when the drain is nearly over: reads still waiting get 504.
     answer_now: CancellationToken,
     hooks: Hooks,
-    /// Set when traces are exported: each read gets a SERVER span.
-    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    /// Each read's SERVER span (no-ops when traces are not exported).
+    spans: Spans,
 }
 
 impl Server {
-    pub fn new(
-        cache: Arc<Cache>,
-        counters: Arc<Counters>,
-        config: &HttpConfig,
-        hooks: Hooks,
-        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-    ) -> Arc<Server> {
+    pub fn new(cache: Arc<Cache>, counters: Arc<Counters>, config: &HttpConfig, hooks: Hooks, spans: Spans) -> Arc<Server> {
         let descriptors = descriptor_budget();
         let served = descriptors - REFUSE_RESERVE.min(descriptors / 4);
         Arc::new(Server {
@@ -120,7 +120,7 @@ impl Server {
             descriptors,
             answer_now: CancellationToken::new(),
             hooks,
-            tracer,
+            spans,
         })
     }
 
@@ -189,13 +189,11 @@ impl Server {
             Endpoint::SecretPath(id) => route::secret_path(id, uri.query())?,
         };
         let started = Instant::now();
+        if let Some(before_read) = &self.hooks.before_read {
+            before_read();
+        }
         let key = read.key();
-        let get = async {
-            match &self.tracer {
-                None => self.cache.get(key, read.refresh_now).await,
-                Some(tracer) => self.traced_get(tracer, req.headers(), key, read.refresh_now).await,
-            }
-        };
+        let get = self.traced_get(req.headers(), key, read.refresh_now);
         // A hit is ready at the first poll; only a read waiting on AWS can see the shutdown.
         let result = tokio::select! {
             biased;
@@ -220,47 +218,18 @@ impl Server {
         }
     }
 
-    /// `cache.get` inside a SERVER span parented on the function's trace.
-    async fn traced_get(
-        &self,
-        tracer: &opentelemetry_sdk::trace::SdkTracer,
-        headers: &HeaderMap,
-        key: crate::key::KeyRef<'_>,
-        refresh_now: bool,
-    ) -> Result<crate::cache::Served, crate::upstream::FetchError> {
-        use opentelemetry::context::FutureExt;
-        use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+    /// `cache.get`, in a SERVER span when traces are exported.
+    async fn traced_get(&self, headers: &HeaderMap, key: KeyRef<'_>, refresh_now: bool) -> Result<Served, FetchError> {
         let invocation = self.hooks.invocation.as_ref().and_then(|current| current());
-        let parent = crate::telemetry::trace::parent(headers, invocation.as_ref().and_then(|i| i.xray.as_ref()));
-        let mut attributes = invocation.map(|i| i.attributes()).unwrap_or_default();
-        attributes.push(opentelemetry::KeyValue::new(crate::telemetry::trace::SOURCE, key.service.as_str()));
-        let name = match key.service {
-            crate::key::Service::SecretsManager => "GET /secretsmanager/get",
-            crate::key::Service::Ssm => "GET /systemsmanager/parameters/get",
+        let route = match key.service {
+            Service::SecretsManager => "GET /secretsmanager/get",
+            Service::Ssm => "GET /systemsmanager/parameters/get",
         };
-        let span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
-            .start_with_context(tracer, &parent);
-        let cx = parent.with_span(span);
-        let result = self.cache.get(key, refresh_now).with_context(cx.clone()).await;
-        let span = cx.span();
-        match &result {
-            Ok(served) => span.set_attribute(opentelemetry::KeyValue::new(
-                crate::telemetry::trace::CACHE_RESULT,
-                served.result.as_str(),
-            )),
-            Err(e) => {
-                span.set_attribute(opentelemetry::KeyValue::new(crate::telemetry::trace::CACHE_RESULT, "error"));
-                span.set_attribute(opentelemetry::KeyValue::new(
-                    crate::telemetry::trace::ERROR_TYPE,
-                    e.code().to_string(),
-                ));
-                span.set_status(Status::error(e.code().to_string()));
-            }
-        }
-        span.end();
+        let Some(span) = self.spans.read(headers, invocation.as_ref(), key.service.as_str(), route) else {
+            return self.cache.get(key, refresh_now).await;
+        };
+        let result = span.run(self.cache.get(key, refresh_now)).await;
+        span.end(result.as_ref().map(|s| s.result.as_str()).map_err(FetchError::code));
         result
     }
 

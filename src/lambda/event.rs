@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::telemetry::trace::XRayHeader;
+use super::xray::XRayHeader;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

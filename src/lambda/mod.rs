@@ -5,6 +5,8 @@
 pub mod client;
 pub mod event;
 pub mod telemetry_api;
+pub mod xray;
 
 pub use client::{ExtensionsApi, PlatformError, Registration, Subscription};
 pub use event::{Event, Invoke, Shutdown, ShutdownReason};
+pub use xray::XRayHeader;

@@ -8,189 +8,30 @@
 
 pub mod flush;
 mod init;
+mod restore;
+mod state;
 
-pub use init::report_init_failure;
+pub use init::{InitError, Parts, Started, Task, failed, init};
+pub use restore::RestoreGate;
+pub use state::{Invocation, LifecycleStatus, Released, State};
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Background, Cache, Clock};
-use crate::config::{InitType, LifecycleConfig};
-use crate::lambda::telemetry_api::{Dropped, Progress};
-use crate::lambda::{Event, ExtensionsApi, Invoke, PlatformError, Shutdown, Subscription};
+use crate::lambda::telemetry_api::Progress;
+use crate::lambda::{Event, ExtensionsApi, Invoke, PlatformError, Shutdown};
 use crate::telemetry::trace::InvocationTrace;
 
 /// Kept back from `deadlineMs` so `/next` is called before the platform gives up on us.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
-/// The invocation being served, for attributing cache reads (spans, logs) to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invocation {
-    /// Its request id, whether it is the cold start, its X-Ray header.
-    pub trace: InvocationTrace,
-    pub deadline_ms: u64,
-    pub invoked_function_arn: Option<String>,
-}
-
-/// What released an INVOKE's `/next`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Released {
-    /// The invocation's own work settled (the default: the function is not waited for).
-    Settled,
-    /// Policy `end`: the function finished (runtimeDone for this request arrived).
-    RuntimeDone,
-    /// Policy `end`: the Telemetry API delivered nothing within `SECRETS_CACHE_RUNTIME_DONE_WAIT`.
-    NoTelemetry,
-    /// Policy `end`: telemetry works, but runtimeDone did not come before the deadline.
-    Deadline,
-}
-
-/// Extension-mode state that `/status` shows and the telemetry issue reads.
-pub struct State {
-    pub init_type: InitType,
-    invocations: AtomicU64,
-    current: ArcSwapOption<Invocation>,
-    telemetry: Mutex<String>,
-    /// The Telemetry API accepted our subscription: deliveries will come.
-    subscribed: AtomicBool,
-    /// INVOKEs by what released their `/next` (`Released` as index).
-    released: [AtomicU64; 4],
-    cancelled_fetches: AtomicU64,
-    /// The Telemetry API side, once the listener runs: what arrived, what was dropped.
-    telemetry_in: std::sync::OnceLock<(watch::Receiver<Progress>, Arc<Dropped>)>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LifecycleStatus {
-    pub mode: &'static str,
-    pub initialization_type: &'static str,
-    pub invocations: u64,
-    pub current_request_id: Option<String>,
-    pub telemetry: String,
-    /// What released each INVOKE's `/next`.
-    pub next_released_by: ReleasedCounts,
-    pub cancelled_fetches: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub telemetry_in: Option<TelemetryIn>,
-}
-
-/// What the Telemetry API listener received and dropped.
-#[derive(Debug, Serialize)]
-pub struct TelemetryIn {
-    pub deliveries: u64,
-    pub events: u64,
-    pub unknown_types: u64,
-    pub malformed: u64,
-    pub dropped_queue_full: u64,
-    pub dropped_too_large: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ReleasedCounts {
-    pub work_settled: u64,
-    pub runtime_done: u64,
-    pub no_telemetry: u64,
-    pub deadline: u64,
-}
-
-impl State {
-    pub fn new(init_type: InitType) -> State {
-        State {
-            init_type,
-            invocations: AtomicU64::new(0),
-            current: ArcSwapOption::empty(),
-            telemetry: Mutex::new("not subscribed".into()),
-            subscribed: AtomicBool::new(false),
-            released: Default::default(),
-            cancelled_fetches: AtomicU64::new(0),
-            telemetry_in: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Lets `/status` report the Telemetry API deliveries.
-    pub fn observe_telemetry(&self, progress: watch::Receiver<Progress>, dropped: Arc<Dropped>) {
-        let _ = self.telemetry_in.set((progress, dropped));
-    }
-
-    /// The function behind `request_id` has finished (`platform.runtimeDone`): reads from now on
-    /// belong to no invocation, unless the next INVOKE has already replaced it.
-    pub fn finished(&self, request_id: &str) {
-        let current = self.current.load();
-        if current.as_ref().is_some_and(|c| c.trace.request_id == request_id) {
-            self.current.compare_and_swap(&*current, None);
-        }
-    }
-
-    /// The invocation in progress; `None` during init.
-    pub fn current(&self) -> Option<Arc<Invocation>> {
-        self.current.load_full()
-    }
-
-    /// How the Telemetry API subscription to `uri` went, logged once and kept for `/status`;
-    /// only `Subscribed` means deliveries will come.
-    pub fn subscription(&self, outcome: &Subscription, uri: &str) {
-        match outcome {
-            Subscription::Subscribed => {
-                tracing::info!(destination = %uri, "subscribed to the Telemetry API");
-                self.set_telemetry(format!("subscribed ({uri})"));
-                self.subscribed.store(true, Relaxed);
-            }
-            Subscription::NotSupported(body) => {
-                tracing::warn!(answer = %crate::escape::escaped(body), "Telemetry API not supported here (202); running without telemetry");
-                self.set_telemetry("not supported (202)");
-            }
-            Subscription::Failed(why) => {
-                tracing::warn!(error = %crate::escape::escaped(why), "Telemetry API subscription failed; running without telemetry");
-                self.set_telemetry("subscription failed");
-            }
-        }
-    }
-
-    pub fn set_telemetry(&self, description: impl Into<String>) {
-        *self.telemetry.lock().expect("telemetry description lock holds no invariants") = description.into();
-    }
-
-    pub fn status(&self) -> LifecycleStatus {
-        LifecycleStatus {
-            mode: "extension",
-            initialization_type: self.init_type.as_str(),
-            invocations: self.invocations.load(Relaxed),
-            current_request_id: self.current().map(|i| i.trace.request_id.clone()),
-            telemetry: self
-                .telemetry
-                .lock()
-                .expect("telemetry description lock holds no invariants")
-                .clone(),
-            next_released_by: ReleasedCounts {
-                work_settled: self.released[Released::Settled as usize].load(Relaxed),
-                runtime_done: self.released[Released::RuntimeDone as usize].load(Relaxed),
-                no_telemetry: self.released[Released::NoTelemetry as usize].load(Relaxed),
-                deadline: self.released[Released::Deadline as usize].load(Relaxed),
-            },
-            cancelled_fetches: self.cancelled_fetches.load(Relaxed),
-            telemetry_in: self.telemetry_in.get().map(|(progress, dropped)| {
-                let p = progress.borrow();
-                TelemetryIn {
-                    deliveries: p.deliveries,
-                    events: p.events,
-                    unknown_types: p.unknown,
-                    malformed: p.malformed,
-                    dropped_queue_full: dropped.full.load(Relaxed),
-                    dropped_too_large: dropped.too_large.load(Relaxed),
-                }
-            }),
-        }
-    }
-}
-
-/// The `/event/next` loop after a successful init.
+/// The `/event/next` loop after a successful init (`init` builds it).
 pub struct Lifecycle {
     api: ExtensionsApi,
     id: String,
@@ -205,8 +46,27 @@ pub struct Lifecycle {
     /// Work begun before the first INVOKE that Init did not wait for (the prefetch of entries
     /// not marked `required`); the first INVOKE settles it before `/next`.
     pending: Option<Background>,
+    /// SnapStart: runs the prefetch at the first activity after the restore.
+    restore: Option<Arc<RestoreGate>>,
     /// The last INVOKE's request id: its `platform.report` is awaited at SHUTDOWN.
     last_request_id: Option<String>,
+}
+
+/// How a registered extension tells the platform it failed after Init (`exit/error`).
+#[derive(Clone)]
+pub struct Registered {
+    api: ExtensionsApi,
+    id: String,
+}
+
+impl Registered {
+    /// Reports `error` with `exit/error`, unless the Extensions API itself failed: then the
+    /// platform wants the extension gone at once, and no further call succeeds.
+    pub async fn failed(&self, error: &(dyn std::error::Error + 'static), platform_failed: bool) {
+        if !platform_failed {
+            let _ = self.api.exit_error(&self.id, "Extension.Failed", &error.to_string()).await;
+        }
+    }
 }
 
 /// Kept for the SHUTDOWN export out of the deadline's remainder: the wait for the last
@@ -214,36 +74,20 @@ pub struct Lifecycle {
 const LAST_REPORT_WAIT: Duration = Duration::from_millis(300);
 
 impl Lifecycle {
-    /// `api` and `id`: the registered extension; `progress`: what the Telemetry API delivers
-    /// (never changes without it); `pending`: what Init left running.
-    pub fn new(
-        (api, id): (ExtensionsApi, String),
-        config: &LifecycleConfig,
-        cache: Arc<Cache>,
-        state: Arc<State>,
-        progress: watch::Receiver<Progress>,
-        otel: Option<Arc<crate::telemetry::otlp::Otel>>,
-        pending: Option<Background>,
-    ) -> Self {
-        Lifecycle {
-            api,
-            id,
-            cache,
-            state,
-            progress,
-            runtime_done_wait: config.runtime_done_wait,
-            fetch_budget: config.fetch_budget,
-            otel,
-            flush: flush::FlushControl::new(config.flush),
-            pending,
-            last_request_id: None,
+    /// The registration, for reporting a failure after Init.
+    pub fn registered(&self) -> Registered {
+        Registered {
+            api: self.api.clone(),
+            id: self.id.clone(),
         }
     }
 
     /// Runs until SHUTDOWN (returned) or an Extensions API failure.
     pub async fn run(mut self) -> Result<Shutdown, PlatformError> {
         // The first `next` ends Init; with SnapStart the snapshot is taken while we wait.
-        self.cache.arm_restore();
+        if let Some(gate) = &self.restore {
+            gate.arm();
+        }
         loop {
             match self.api.next(&self.id).await? {
                 Event::Invoke(invoke) => self.invoke(invoke).await,
@@ -275,7 +119,9 @@ impl Lifecycle {
             invoked_function_arn: invoke.invoked_function_arn,
         })));
 
-        self.cache.restored();
+        if let Some(gate) = &self.restore {
+            gate.activity();
+        }
         // What earlier invocations recorded goes out while this one runs.
         let mut export = match &self.otel {
             Some(otel) if self.flush.at_start(now_ms()) => {
@@ -289,7 +135,7 @@ impl Lifecycle {
         let refresh = {
             let current = self.state.current();
             let xray = current.as_ref().and_then(|c| c.trace.xray.as_ref());
-            let _cx = crate::telemetry::trace::parent(&http::HeaderMap::new(), xray).attach();
+            let _cx = crate::telemetry::trace::enter_invocation(xray);
             self.cache.refresh_ahead()
         };
         let due = refresh.len();
@@ -306,7 +152,8 @@ impl Lifecycle {
         // `/next`: the environment may freeze right after it. The function is not waited for.
         let settle_by = hard_stop.min(Instant::now() + self.fetch_budget);
         let mut cancelled = refresh.settle(settle_by).await.cancelled;
-        for prefetch in self.pending.take().into_iter().chain(self.cache.take_restore_prefetch()) {
+        let restored = self.restore.as_ref().and_then(|gate| gate.take_prefetch());
+        for prefetch in self.pending.take().into_iter().chain(restored) {
             let report = prefetch.settle(settle_by).await;
             report.log("prefetch");
             cancelled += report.cancelled;
@@ -390,6 +237,25 @@ pub async fn wait_runtime_done(mut progress: watch::Receiver<Progress>, request_
         // The telemetry consumer ended: nothing more will come.
         Ok(Err(_)) => Released::NoTelemetry,
         Err(_) => Released::Deadline,
+    }
+}
+
+/// Refresh-ahead on a timer, where no INVOKE drives it (standalone mode, Lambda Managed
+/// Instances). After a pause (a laptop sleeping, a frozen container) it runs once, not a
+/// burst of missed ticks.
+pub async fn refresh_on_timer(cache: Arc<Cache>, every: Duration, cancel: CancellationToken) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let due = cache.refresh_ahead().len();
+                if due > 0 {
+                    tracing::debug!(due, "refresh-ahead started");
+                }
+            }
+        }
     }
 }
 

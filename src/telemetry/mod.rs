@@ -4,6 +4,7 @@
 //! endpoint configured, nothing here runs. (The Telemetry API, in, is `lambda::telemetry_api`.)
 
 pub mod export;
+pub mod faas;
 pub mod names;
 pub mod otlp;
 pub mod recorder;

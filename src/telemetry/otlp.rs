@@ -62,7 +62,7 @@ impl Otel {
                 .with_retry_policy(RetryPolicy::disabled())
                 .with_endpoint(config.metrics_endpoint.clone())
                 .with_timeout(config.timeout)
-                .with_temporality(config.temporality)
+                .with_temporality(sdk_temporality(config.temporality))
                 .build()
         } else {
             MetricExporter::builder()
@@ -71,7 +71,7 @@ impl Otel {
                 .with_protocol(Protocol::HttpBinary)
                 .with_endpoint(config.metrics_endpoint.clone())
                 .with_timeout(config.timeout)
-                .with_temporality(config.temporality)
+                .with_temporality(sdk_temporality(config.temporality))
                 .build()
         }
         .map_err(|e| format!("cannot build the OTLP metric exporter: {e}"))?;
@@ -118,7 +118,7 @@ impl Otel {
                 Some((buffer, exporter, provider))
             }
         };
-        let reader = SharedReader::new(config.temporality);
+        let reader = SharedReader::new(sdk_temporality(config.temporality));
         let provider = SdkMeterProvider::builder()
             .with_reader(reader.clone())
             .with_resource(resource)
@@ -139,9 +139,6 @@ impl Otel {
         let meter = self.provider.meter("lambda-secrets-cache");
         if metrics::set_global_recorder(OtelRecorder::new(meter)).is_err() {
             tracing::warn!("a metrics recorder was already installed; OTLP metrics may be incomplete");
-        }
-        if let Some((_, _, provider)) = &self.traces {
-            opentelemetry::global::set_tracer_provider(provider.clone());
         }
     }
 
@@ -210,5 +207,16 @@ impl Otel {
             last_export_micros: self.stats.last_micros.load(Relaxed),
             spans_dropped: self.traces.as_ref().map_or(0, |(buffer, _, _)| buffer.dropped()),
         }
+    }
+}
+
+/// The configured temporality, in the SDK's terms.
+fn sdk_temporality(t: crate::config::Temporality) -> opentelemetry_sdk::metrics::Temporality {
+    use crate::config::Temporality as T;
+    use opentelemetry_sdk::metrics::Temporality as Sdk;
+    match t {
+        T::Delta => Sdk::Delta,
+        T::Cumulative => Sdk::Cumulative,
+        T::LowMemory => Sdk::LowMemory,
     }
 }

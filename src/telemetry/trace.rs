@@ -1,5 +1,6 @@
 //! Spans: a SERVER span per cache request and a CLIENT span per AWS call, parented on the
-//! function's trace. Finished spans wait in a bounded buffer until the lifecycle flushes (no
+//! function's trace, made here (`Spans`) and only here: the HTTP server and the upstream make
+//! one call each. Finished spans wait in a bounded buffer until the lifecycle flushes (no
 //! background thread or timer that a freeze would cut in half).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,6 +14,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 
 use super::names;
+use crate::lambda::XRayHeader;
 
 pub const RPC_SYSTEM: Key = Key::from_static_str("rpc.system");
 pub const RPC_SERVICE: Key = Key::from_static_str("rpc.service");
@@ -75,60 +77,6 @@ impl SpanProcessor for SpanBuffer {
     }
 }
 
-/// `Root=1-5759e988-bd862e3fe1be46a994272793;Parent=557abcec3ee5a047;Sampled=1`, as in the
-/// INVOKE event, `platform.*` records and the `X-Amzn-Trace-Id` request header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XRayHeader {
-    /// The OpenTelemetry trace id: the two hex groups of `Root` after `1-`, 32 lowercase hex.
-    pub trace_id: String,
-    /// 16 lowercase hex, when present.
-    pub parent_id: Option<String>,
-    /// `Sampled=1` / `0`; `None` when absent or `?` (decide locally).
-    pub sampled: Option<bool>,
-}
-
-impl XRayHeader {
-    pub fn parse(value: &str) -> Option<XRayHeader> {
-        let (mut root, mut parent, mut sampled) = (None, None, None);
-        for part in value.split(';') {
-            let (k, v) = part.trim().split_once('=')?;
-            match k.trim() {
-                "Root" => root = Some(v.trim()),
-                "Parent" => parent = Some(v.trim()),
-                "Sampled" => {
-                    sampled = match v.trim() {
-                        "1" => Some(true),
-                        "0" => Some(false),
-                        _ => None,
-                    }
-                }
-                _ => {} // Lineage= and future keys
-            }
-        }
-        let mut groups = root?.split('-');
-        let (version, time, random) = (groups.next()?, groups.next()?, groups.next()?);
-        if version != "1" || groups.next().is_some() || time.len() != 8 || random.len() != 24 {
-            return None;
-        }
-        let trace_id = format!("{time}{random}").to_ascii_lowercase();
-        if !is_hex(&trace_id) || trace_id.bytes().all(|b| b == b'0') {
-            return None;
-        }
-        let parent_id = parent
-            .map(str::to_ascii_lowercase)
-            .filter(|p| p.len() == 16 && is_hex(p) && p != "0000000000000000");
-        Some(XRayHeader {
-            trace_id,
-            parent_id,
-            sampled,
-        })
-    }
-}
-
-fn is_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// The parent of a cache request's span: the request's own `traceparent`, else its
 /// `X-Amzn-Trace-Id`, else `invocation`'s X-Ray header (the INVOKE event's); else none (a new
 /// root).
@@ -180,6 +128,124 @@ fn xray(x: &XRayHeader) -> Option<SpanContext> {
         TraceFlags::SAMPLED
     };
     Some(SpanContext::new(trace_id, span_id, flags, true, TraceState::default()))
+}
+
+/// Makes our spans, with the tracer the OTLP pipeline gives (`Otel::spans`); without one (no
+/// traces exported) every call is a no-op that costs a branch.
+#[derive(Clone, Default)]
+pub struct Spans {
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+}
+
+/// A SERVER span for one cache read (`Spans::read`).
+pub struct ReadSpan {
+    cx: Context,
+}
+
+/// A CLIENT span for one AWS call (`Spans::call`); nothing when traces are off.
+pub struct CallSpan(Option<Span>);
+
+impl Spans {
+    pub fn new(tracer: Option<opentelemetry_sdk::trace::SdkTracer>) -> Spans {
+        Spans { tracer }
+    }
+
+    /// A SERVER span for a read of `service`, parented on the request's own trace headers,
+    /// else on `invocation`'s X-Ray header (`parent`); `None` when traces are off.
+    pub fn read(
+        &self,
+        headers: &HeaderMap,
+        invocation: Option<&InvocationTrace>,
+        service: &'static str,
+        route: &'static str,
+    ) -> Option<ReadSpan> {
+        use opentelemetry::trace::{SpanKind, Tracer};
+        let tracer = self.tracer.as_ref()?;
+        let parent = parent(headers, invocation.and_then(|i| i.xray.as_ref()));
+        let mut attributes = invocation.map(|i| i.attributes()).unwrap_or_default();
+        attributes.push(KeyValue::new(SOURCE, service));
+        let span = tracer
+            .span_builder(route)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        Some(ReadSpan {
+            cx: parent.with_span(span),
+        })
+    }
+
+    /// A CLIENT span for `method` of `service` (`SecretsManager`, `SSM`), child of the context
+    /// current now (a read's span, or the invocation's for refresh-ahead).
+    pub fn call(&self, service: &'static str, method: &'static str) -> CallSpan {
+        use opentelemetry::trace::{SpanKind, Tracer};
+        let Some(tracer) = &self.tracer else {
+            return CallSpan(None);
+        };
+        let span = tracer
+            .span_builder(format!("{service}/{method}"))
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new(RPC_SYSTEM, "aws-api"),
+                KeyValue::new(RPC_SERVICE, service),
+                KeyValue::new(RPC_METHOD, method),
+            ])
+            .start(tracer);
+        CallSpan(Some(span))
+    }
+}
+
+impl ReadSpan {
+    /// Runs `future` (the read) inside this span: the fetch it starts is its child.
+    pub async fn run<F: std::future::Future>(&self, future: F) -> F::Output {
+        use opentelemetry::context::FutureExt;
+        future.with_context(self.cx.clone()).await
+    }
+
+    /// Ends the span with the read's outcome: the cache result, or the error code.
+    pub fn end(self, outcome: Result<&'static str, &str>) {
+        use opentelemetry::trace::Status;
+        let span = self.cx.span();
+        match outcome {
+            Ok(result) => span.set_attribute(KeyValue::new(CACHE_RESULT, result)),
+            Err(code) => {
+                span.set_attribute(KeyValue::new(CACHE_RESULT, "error"));
+                span.set_attribute(KeyValue::new(ERROR_TYPE, code.to_string()));
+                span.set_status(Status::error(code.to_string()));
+            }
+        }
+        span.end();
+    }
+}
+
+impl CallSpan {
+    /// Ends the span with AWS's request id, when it answered, and the error code, if any.
+    pub fn end(self, request_id: Option<&str>, error: Option<&str>) {
+        use opentelemetry::trace::{Span, Status};
+        let Some(mut span) = self.0 else {
+            return;
+        };
+        if let Some(id) = request_id {
+            span.set_attribute(KeyValue::new(AWS_REQUEST_ID, id.to_string()));
+        }
+        if let Some(code) = error {
+            span.set_attribute(KeyValue::new(ERROR_TYPE, code.to_string()));
+            span.set_status(Status::error(code.to_string()));
+        }
+        span.end();
+    }
+}
+
+/// The invocation's trace as the current context until the guard drops: what refresh-ahead
+/// starts then belongs to the invocation's trace.
+pub fn enter_invocation(xray: Option<&XRayHeader>) -> opentelemetry::ContextGuard {
+    parent(&HeaderMap::new(), xray).attach()
+}
+
+/// `future`, run in the trace context current now: spans it opens (a fetch's CLIENT span)
+/// belong to whoever started it (a reader, or an invocation), even in another task.
+pub fn in_current_context<F: std::future::Future>(future: F) -> impl std::future::Future<Output = F::Output> {
+    use opentelemetry::context::FutureExt;
+    future.with_current_context()
 }
 
 /// What a span needs to know about the invocation a read belongs to.
@@ -274,32 +340,5 @@ mod tests {
         assert_eq!(cx.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
 
         assert!(!parent(&HeaderMap::new(), None).has_active_span());
-    }
-
-    #[test]
-    fn xray_headers() {
-        let h = XRayHeader::parse("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=557abcec3ee5a047;Sampled=1;Lineage=a:1").unwrap();
-        assert_eq!(
-            (h.trace_id.as_str(), h.parent_id.as_deref(), h.sampled),
-            ("5759e988bd862e3fe1be46a994272793", Some("557abcec3ee5a047"), Some(true))
-        );
-        let h = XRayHeader::parse("Root=1-5759E988-BD862E3FE1BE46A994272793;Sampled=?").unwrap();
-        assert_eq!(
-            (h.trace_id.as_str(), h.parent_id, h.sampled),
-            ("5759e988bd862e3fe1be46a994272793", None, None)
-        );
-        assert_eq!(XRayHeader::parse("Parent=557abcec3ee5a047"), None, "no root");
-        assert_eq!(
-            XRayHeader::parse("Root=2-5759e988-bd862e3fe1be46a994272793"),
-            None,
-            "unknown version"
-        );
-        assert_eq!(XRayHeader::parse("Root=1-5759e988-bd86"), None, "short");
-        assert_eq!(
-            XRayHeader::parse("Root=1-00000000-000000000000000000000000"),
-            None,
-            "all-zero id is invalid in OTel"
-        );
-        assert_eq!(XRayHeader::parse("garbage"), None);
     }
 }

@@ -26,6 +26,7 @@ use crate::config::file::SecretFilter;
 use crate::config::{ByService, UpstreamConfig};
 use crate::counters::Counters;
 use crate::key::{Key, Service};
+use crate::telemetry::trace::Spans;
 
 /// One item as fetched: its rendered body, the ids it can also be found by, and which value
 /// of the item it is.
@@ -64,13 +65,22 @@ impl std::fmt::Debug for Fetched {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The upstream as the cache sees it. Object-safe so tests can count and fail calls.
+/// The upstream as the cache sees it. Object-safe so tests can count and fail calls; a fake
+/// needs only `fetch` (the batch falls back to one call per item, listings are unsupported).
 pub trait Fetch: Send + Sync + 'static {
     /// One item (GetSecretValue / GetParameter).
     fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>>;
 
-    /// Many items of one source with the batch APIs; one result per key, in order.
-    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>>;
+    /// Many items of one service with the batch APIs; one result per key, in order.
+    fn fetch_batch<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Vec<Result<Fetched, FetchError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(self.fetch(key).await);
+            }
+            out
+        })
+    }
 
     /// The parameters under `path`, recursively (GetParametersByPath), through `role`
     /// (empty: the function's own), at most `limit` of them.
@@ -80,7 +90,10 @@ pub trait Fetch: Send + Sync + 'static {
         decrypt: bool,
         role: &'a str,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>>;
+    ) -> BoxFuture<'a, Result<Vec<Fetched>, FetchError>> {
+        let _ = (path, decrypt, role, limit);
+        Box::pin(async { Err(FetchError::Other("listing parameters by path is not supported here".into())) })
+    }
 
     /// Drops the credentials of every assumed role (SnapStart restore: they were in the
     /// snapshot). The next read through a role assumes it again.
@@ -94,7 +107,10 @@ pub trait Fetch: Send + Sync + 'static {
         filters: &'a [SecretFilter],
         role: &'a str,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>>;
+    ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
+        let _ = (filters, role, limit);
+        Box::pin(async { Err(FetchError::Other("listing secrets by filter is not supported here".into())) })
+    }
 }
 
 /// How many pages a listing (a parameter path, a secrets filter, a batch by ids) may take
@@ -152,12 +168,13 @@ pub struct Aws {
     roles: roles::Roles,
     budgets: ByService<Duration>,
     counters: Arc<Counters>,
+    spans: Spans,
 }
 
 impl Aws {
     /// Builds SDK clients from the standard AWS environment (region, credentials, and
     /// `AWS_ENDPOINT_URL` for local stand-ins), with our time budgets.
-    pub async fn from_env(config: &UpstreamConfig, counters: Arc<Counters>) -> Aws {
+    pub async fn from_env(config: &UpstreamConfig, counters: Arc<Counters>, spans: Spans) -> Aws {
         use aws_smithy_http_client::tls;
         // Idle connections go stale across a Lambda freeze; keep them briefly and let the
         // SDK's retry handle the reset that can still happen after a thaw.
@@ -222,6 +239,7 @@ impl Aws {
             ),
             budgets: config.timeout,
             counters,
+            spans,
         }
     }
 
@@ -243,49 +261,24 @@ impl Aws {
         let started = Instant::now();
         let budget = *self.budgets.get(service);
         // A CLIENT span, child of whatever started this fetch (a reader's SERVER span, or the
-        // invocation for refresh-ahead). A no-op when tracing is off.
-        let mut span = {
-            use opentelemetry::trace::{SpanKind, Tracer};
-            let tracer = opentelemetry::global::tracer("lambda-secrets-cache");
-            let name = match service {
+        // invocation for refresh-ahead).
+        let span = self.spans.call(
+            match service {
                 Service::SecretsManager => "SecretsManager",
                 Service::Ssm => "SSM",
-            };
-            tracer
-                .span_builder(format!("{name}/{method}"))
-                .with_kind(SpanKind::Client)
-                .with_attributes([
-                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SYSTEM, "aws-api"),
-                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_SERVICE, name),
-                    opentelemetry::KeyValue::new(crate::telemetry::trace::RPC_METHOD, method),
-                ])
-                .start(&tracer)
-        };
-        let result = match tokio::time::timeout(budget, call).await {
+            },
+            method,
+        );
+        let (result, request_id) = match tokio::time::timeout(budget, call).await {
             Ok(raw) => {
                 use aws_types::request_id::RequestId;
-                use opentelemetry::trace::Span;
-                if let Some(id) = raw.request_id() {
-                    span.set_attribute(opentelemetry::KeyValue::new(
-                        crate::telemetry::trace::AWS_REQUEST_ID,
-                        id.to_string(),
-                    ));
-                }
-                raw.map_err(|e| FetchError::from_sdk(e, budget.as_millis() as u64)).and_then(read)
+                let request_id = raw.request_id().map(str::to_string);
+                let result = raw.map_err(|e| FetchError::from_sdk(e, budget.as_millis() as u64)).and_then(read);
+                (result, request_id)
             }
-            Err(_) => Err(FetchError::Timeout(budget.as_millis() as u64)),
+            Err(_) => (Err(FetchError::Timeout(budget.as_millis() as u64)), None),
         };
-        {
-            use opentelemetry::trace::{Span, Status};
-            if let Err(e) = &result {
-                span.set_attribute(opentelemetry::KeyValue::new(
-                    crate::telemetry::trace::ERROR_TYPE,
-                    e.code().to_string(),
-                ));
-                span.set_status(Status::error(e.code().to_string()));
-            }
-            span.end();
-        }
+        span.end(request_id.as_deref(), result.as_ref().err().map(FetchError::code));
         self.counters
             .upstream_call(service, method, result.as_ref().err().map(FetchError::code), started.elapsed());
         if let Err(e) = &result {

@@ -1,6 +1,7 @@
 //! The Telemetry API, in: a listener on the sandbox address that the platform delivers
-//! `platform.*` events to, the parsing of those events, the `faas.*` metrics they carry, and
-//! the `Progress` the lifecycle watches (which invocations have finished and been reported).
+//! `platform.*` events to, the parsing of those events (each handed to an observer: the
+//! `faas.*` metrics are `telemetry::faas`), and the `Progress` the lifecycle watches (which
+//! invocations have finished and been reported).
 //! Set up with `TelemetryApi::bind` before registering and `start` after.
 
 pub mod event;
@@ -44,12 +45,14 @@ impl TelemetryApi {
         })
     }
 
-    /// Subscribes extension `id` to platform events (`schema`) delivered to this listener.
+    /// Subscribes extension `id` to platform events (`schema`) delivered to this listener;
+    /// each event is handed to `observe` as it is parsed.
     pub async fn start(
         self,
         api: &ExtensionsApi,
         id: &str,
         schema: &str,
+        observe: fn(&PlatformEvent),
         cancel: CancellationToken,
     ) -> Started<impl Future<Output = std::io::Result<()>> + Send + 'static, impl Future<Output = ()> + Send + 'static> {
         let uri = self.listener.uri.clone();
@@ -57,7 +60,7 @@ impl TelemetryApi {
         let (queue_tx, queue_rx) = mpsc::channel::<Bytes>(listener::QUEUE);
         let dropped = Arc::new(Dropped::default());
         let listener = self.listener.run(queue_tx, dropped.clone(), cancel);
-        let consumer = consume(queue_rx, progress_tx);
+        let consumer = consume(queue_rx, progress_tx, observe);
         let subscription = api.subscribe(id, schema, &uri).await;
         Started {
             progress,
@@ -118,13 +121,13 @@ fn remember<T>(list: &mut VecDeque<T>, item: T) {
     list.push_back(item);
 }
 
-/// Parses queued deliveries, records the FaaS metrics they carry, and publishes the
-/// progress. Ends when the listener is gone.
-pub async fn consume(mut queue: mpsc::Receiver<Bytes>, progress: watch::Sender<Progress>) {
+/// Parses queued deliveries, hands each event to `observe`, and publishes the progress.
+/// Ends when the listener is gone.
+pub async fn consume(mut queue: mpsc::Receiver<Bytes>, progress: watch::Sender<Progress>, observe: fn(&PlatformEvent)) {
     while let Some(body) = queue.recv().await {
         let (events, malformed) = parse_batch(&body);
         for e in &events {
-            record_faas(e);
+            observe(e);
         }
         progress.send_modify(|p| {
             p.deliveries += 1;
@@ -134,37 +137,5 @@ pub async fn consume(mut queue: mpsc::Receiver<Bytes>, progress: watch::Sender<P
             }
         });
         tracing::debug!(events = events.len(), malformed, "telemetry delivery");
-    }
-}
-
-/// `faas.*` from platform events: `start` counts an invocation; a `runtimeDone` that is not
-/// `success` an error (or a timeout); `initReport` gives the init duration; `report` the
-/// invocation duration, and a cold start when it carries `initDurationMs` (as Lambda's REPORT
-/// line does).
-pub fn record_faas(event: &PlatformEvent) {
-    use metrics::{counter, histogram};
-    match event {
-        PlatformEvent::Start { .. } => counter!(crate::telemetry::names::FAAS_INVOCATIONS).increment(1),
-        PlatformEvent::RuntimeDone { status, .. } => match status.as_str() {
-            "success" => {}
-            "timeout" => counter!(crate::telemetry::names::FAAS_TIMEOUTS).increment(1),
-            _ => counter!(crate::telemetry::names::FAAS_ERRORS).increment(1),
-        },
-        PlatformEvent::InitReport { duration_ms: Some(ms), .. } => {
-            histogram!(crate::telemetry::names::FAAS_INIT_DURATION).record(ms / 1000.0)
-        }
-        PlatformEvent::Report {
-            duration_ms,
-            init_duration_ms,
-            ..
-        } => {
-            if let Some(ms) = duration_ms {
-                histogram!(crate::telemetry::names::FAAS_INVOKE_DURATION).record(ms / 1000.0);
-            }
-            if init_duration_ms.is_some() {
-                counter!(crate::telemetry::names::FAAS_COLDSTARTS).increment(1);
-            }
-        }
-        _ => {}
     }
 }
