@@ -91,7 +91,7 @@ fn benches(c: &mut Criterion) {
         token,
         max_inbound_connections: std::num::NonZeroUsize::new(800).unwrap(),
     };
-    let server = Server::new(cache.clone(), counters, &http, Hooks::default(), None);
+    let server = Server::new(cache.clone(), counters, &http, Hooks::default(), Default::default());
     c.bench_function("whole request: route + token + hit + response (4 KiB)", |b| {
         b.iter(|| {
             let req = http::Request::get("/secretsmanager/get?secretId=prod%2Fservice-42%2Fcredentials")
