@@ -207,6 +207,27 @@ fn imports_follow_the_data_flow_and_files_stay_small() {
 }
 
 #[test]
+fn devtools_files_stay_small() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("devtools/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let too_long: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let rel = path.strip_prefix(&src).unwrap();
+            let lines = non_test_code(rel, &fs::read_to_string(path).unwrap()).lines().count();
+            (lines > MAX_LINES).then(|| {
+                format!(
+                    "devtools/src/{}: {lines} lines of non-test code (at most {MAX_LINES})",
+                    rel.display()
+                )
+            })
+        })
+        .collect();
+    assert!(too_long.is_empty(), "{}", too_long.join("\n"));
+}
+
+#[test]
 fn the_check_sees_what_it_must() {
     let module = |p: &str| module_path(Path::new(p));
     assert_eq!(module("cache/flight.rs"), ["cache", "flight"]);

@@ -440,7 +440,7 @@ async fn raw_requests_of_any_shape_get_a_4xx_or_a_close_and_change_nothing() {
     );
     let after = h.ext.get(&secret_path("fuzz/known")).await.unwrap();
     assert_eq!((after.status, after.json()["SecretString"].as_str()), (200, Some("known-value")));
-    let status = h.ext.get("/status").await.unwrap().json();
+    let status = status(&h.ext).await;
     let ids: Vec<&str> = status["cache"]["items"]
         .as_array()
         .unwrap()
@@ -458,10 +458,10 @@ async fn hostile_telemetry_deliveries_are_answered_and_the_lifecycle_goes_on() {
     aws().create_secret(&name, "v").await.unwrap();
     // The Telemetry API is subscribed only with an exporter; `end` makes `/next` wait for
     // runtimeDone, so the lifecycle's use of it is checked too.
-    let receiver = lsc_devtools::otlp::OtlpReceiver::start().await.unwrap();
+    let receiver = lsc_devtools::fakes::otlp::OtlpReceiver::start().await.unwrap();
     let endpoint = receiver.endpoint();
     let lambda = start_lambda(
-        lsc_devtools::platform::Options::default(),
+        lsc_devtools::fakes::platform::Options::default(),
         Some(&format!("secrets:\n  - id: {name}\n")),
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("SECRETS_CACHE_FLUSH", "end")],
     )
@@ -497,7 +497,7 @@ async fn hostile_telemetry_deliveries_are_answered_and_the_lifecycle_goes_on() {
     ];
     let mut answers = Vec::new();
     for (what, body) in bodies {
-        let r = lsc_devtools::client::request(listener, "POST", &path, &[("Content-Type", "application/json")], body)
+        let r = lsc_devtools::harness::client::request(listener, "POST", &path, &[("Content-Type", "application/json")], body)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         answers.push((what, r.status));
@@ -512,7 +512,7 @@ async fn hostile_telemetry_deliveries_are_answered_and_the_lifecycle_goes_on() {
         let (_, reads) = lambda.invoke(&[secret_path(&name)]).await;
         assert_eq!(reads, vec![(200, "hit".to_string())]);
     }
-    let status = lambda.ext.get("/status").await.unwrap().json();
+    let status = status(&lambda.ext).await;
     assert_eq!(status["lifecycle"]["next_released_by"]["runtime_done"], 2, "{status}");
     assert!(status["lifecycle"]["telemetry_in"]["malformed"].as_u64().unwrap() >= 5, "{status}");
 }

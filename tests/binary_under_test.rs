@@ -18,9 +18,9 @@ async fn the_started_process_is_the_binary_under_test() {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let bin = bin().canonicalize().unwrap();
-    if lsc_devtools::extension::emulated() {
+    if lsc_devtools::harness::extension::emulated() {
         // The emulator is the process; the binary is its argument.
-        let runner = std::env::var(lsc_devtools::extension::RUNNER_VAR).unwrap();
+        let runner = std::env::var(lsc_devtools::harness::extension::RUNNER_VAR).unwrap();
         let program = runner.split_whitespace().next().unwrap();
         assert!(exe.ends_with(program.rsplit('/').next().unwrap()), "{exe:?} runs {args:?}");
         assert!(

@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lsc_devtools::extension::{Extension, base_env};
-use lsc_devtools::moto::Moto;
-use lsc_devtools::proxy::FaultProxy;
+use lsc_devtools::fakes::moto::Moto;
+use lsc_devtools::fakes::proxy::FaultProxy;
+use lsc_devtools::harness::extension::{Extension, base_env};
 use tokio::net::TcpStream;
 
 /// Descriptors the process holds now.

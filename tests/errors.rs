@@ -5,16 +5,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::client;
-use lsc_devtools::proxy::{Fault, FaultKind};
+use lsc_devtools::fakes::proxy::{Fault, FaultKind};
+use lsc_devtools::harness::client;
 
 async fn expect(h: &Harness, path: &str, status: u16, kind: &str) {
-    let r = h.ext.get(path).await.unwrap();
-    assert_eq!(r.status, status, "{path}: {}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
-    let v = r.json();
-    assert_eq!(v["__type"], kind, "{path}: {v}");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {v}");
+    assert_api_error(&h.ext.get(path).await.unwrap(), status, kind, &[], path);
 }
 
 #[tokio::test]
@@ -52,13 +47,9 @@ async fn relayed_requests_are_400() {
         ("X-Real-IP", "10.0.0.1"),
         ("Via", "1.1 proxy"),
     ] {
-        let r = client::get(
-            h.ext.addr,
-            &secret_path("a"),
-            &[("X-Aws-Parameters-Secrets-Token", TOKEN), (header, value)],
-        )
-        .await
-        .unwrap();
+        let r = client::get(h.ext.addr, &secret_path("a"), &[TOKEN_HEADER, (header, value)])
+            .await
+            .unwrap();
         assert_eq!(
             (r.status, r.json()["__type"].as_str()),
             (400, Some("ForwardedRequestRejected")),
@@ -94,13 +85,9 @@ async fn missing_or_wrong_token_is_403_and_ping_needs_none() {
         let r = client::get(h.ext.addr, &secret_path("a"), &headers).await.unwrap();
         assert_eq!((r.status, r.json()["__type"].as_str()), (403, Some("InvalidToken")), "{headers:?}");
     }
-    let twice = client::get(
-        h.ext.addr,
-        &secret_path("a"),
-        &[("X-Aws-Parameters-Secrets-Token", TOKEN), ("X-Aws-Parameters-Secrets-Token", TOKEN)],
-    )
-    .await
-    .unwrap();
+    let twice = client::get(h.ext.addr, &secret_path("a"), &[TOKEN_HEADER, TOKEN_HEADER])
+        .await
+        .unwrap();
     assert_eq!(twice.status, 403, "a repeated token header is refused");
     let ping = client::get(h.ext.addr, "/ping", &[]).await.unwrap();
     assert_eq!((ping.status, ping.text().as_str()), (200, "healthy"));
@@ -113,15 +100,9 @@ async fn unknown_paths_are_404_and_other_methods_405() {
     expect(&h, "/secretsmanager/list", 404, "NotFound").await;
     expect(&h, "/", 404, "NotFound").await;
     for method in ["POST", "PUT", "DELETE", "HEAD"] {
-        let r = client::request(
-            h.ext.addr,
-            method,
-            &secret_path("a"),
-            &[("X-Aws-Parameters-Secrets-Token", TOKEN)],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+        let r = client::request(h.ext.addr, method, &secret_path("a"), &[TOKEN_HEADER], Vec::new())
+            .await
+            .unwrap();
         assert_eq!(r.status, 405, "{method}");
     }
 }
@@ -130,12 +111,7 @@ async fn unknown_paths_are_404_and_other_methods_405() {
 async fn oversized_headers_are_refused() {
     let h = start(&[]).await;
     let big = "x".repeat(20 * 1024);
-    let r = client::get(
-        h.ext.addr,
-        &secret_path("a"),
-        &[("X-Aws-Parameters-Secrets-Token", TOKEN), ("X-Padding", &big)],
-    )
-    .await;
+    let r = client::get(h.ext.addr, &secret_path("a"), &[TOKEN_HEADER, ("X-Padding", &big)]).await;
     // hyper answers 431 to a header section over the limit (or closes the connection).
     if let Ok(r) = r {
         assert_eq!(r.status, 431);

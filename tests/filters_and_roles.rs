@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::platform::Options;
-use lsc_devtools::proxy::Fault;
+use lsc_devtools::fakes::platform::Options;
+use lsc_devtools::fakes::proxy::Fault;
 use serde_json::json;
 
 const READER: &str = "arn:aws:iam::123456789012:role/reader";
@@ -54,7 +54,7 @@ fn signing_keys(h: &Harness, op: &str) -> Vec<String> {
 
 async fn wait_prefetched(h: &Harness, entries: u64) {
     for _ in 0..500 {
-        let status = h.ext.get("/status").await.unwrap().json();
+        let status = status(&h.ext).await;
         if status["cache"]["entries"].as_u64() == Some(entries) {
             return;
         }
@@ -72,7 +72,7 @@ async fn a_tag_filter_prefetches_every_match_in_pages_of_20() {
     wait_prefetched(&h, 45).await;
     assert_eq!(h.proxy.calls("BatchGetSecretValue"), 3, "⌈45/20⌉ pages: {:?}", h.proxy.counts());
     assert_eq!(h.proxy.total_calls(), 3);
-    let status = h.ext.get("/status").await.unwrap().json();
+    let status = status(&h.ext).await;
     let item = status_item(&status, &names[0]);
     assert_eq!(item["pinned"], true);
     let arn = item["arn"].as_str().unwrap().to_string();
@@ -129,7 +129,7 @@ async fn two_roles_and_the_functions_own_never_share_an_entry() {
     let keys = signing_keys(&h, "GetSecretValue");
     assert_eq!(keys[0], "testing", "the function's own credentials");
     assert!(keys[1] != keys[0] && keys[2] != keys[0] && keys[1] != keys[2], "{keys:?}");
-    let status = h.ext.get("/status").await.unwrap().json();
+    let status = status(&h.ext).await;
     let roles: Vec<&str> = status["cache"]["items"]
         .as_array()
         .unwrap()
@@ -245,7 +245,7 @@ async fn a_role_whose_read_is_under_way_is_never_dropped_for_a_new_one() {
     // The role that read keeps its place and reads on.
     let again = h.ext.get(&with_role(&secret_path(&ids[3]), AUDITOR)).await.unwrap();
     assert_eq!(again.status, 200, "{}", again.text());
-    let status = h.ext.get("/status").await.unwrap().json();
+    let status = status(&h.ext).await;
     let roles: std::collections::BTreeSet<&str> = status["cache"]["items"]
         .as_array()
         .unwrap()
@@ -322,7 +322,7 @@ async fn config_entries_read_through_their_role() {
 /// are kept (`role_credentials_are_assumed_once_and_reused`).
 #[tokio::test]
 async fn credentials_close_to_expiry_are_assumed_again() {
-    use lsc_devtools::proxy::{Answer, FaultKind};
+    use lsc_devtools::fakes::proxy::{Answer, FaultKind};
     let h = start(&[]).await;
     let expires = std::time::SystemTime::now() + Duration::from_secs(100);
     let xml = format!(
@@ -331,7 +331,7 @@ async fn credentials_close_to_expiry_are_assumed_again() {
          <Expiration>{}</Expiration></Credentials><AssumedRoleUser><AssumedRoleId>AROASHORT:s</AssumedRoleId>\
          <Arn>arn:aws:sts::123456789012:assumed-role/reader/s</Arn></AssumedRoleUser></AssumeRoleResult>\
          <ResponseMetadata><RequestId>short</RequestId></ResponseMetadata></AssumeRoleResponse>",
-        lsc_devtools::platform::iso8601(expires)
+        lsc_devtools::fakes::platform::iso8601(expires)
     );
     let answer = Answer {
         status: 200,
@@ -361,7 +361,7 @@ async fn a_role_has_single_flight_and_stale_if_error() {
     h.aws.create_secret(&id, "v1").await.unwrap();
     let path = with_role(&secret_path(&id), READER);
     h.proxy
-        .inject(Fault::always(lsc_devtools::proxy::FaultKind::Delay(Duration::from_millis(200))).on("GetSecretValue"));
+        .inject(Fault::always(lsc_devtools::fakes::proxy::FaultKind::Delay(Duration::from_millis(200))).on("GetSecretValue"));
     for r in concurrent_gets(h.ext.addr, &path, 16).await {
         assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")), "{}", r.text());
     }
@@ -379,7 +379,7 @@ async fn a_role_has_single_flight_and_stale_if_error() {
 /// (20 per page) and for a parameter path (10 per page).
 #[tokio::test]
 async fn endless_listing_pages_are_bounded() {
-    use lsc_devtools::proxy::{Answer, FaultKind};
+    use lsc_devtools::fakes::proxy::{Answer, FaultKind};
     let config = config_file("secrets:\n  - filter: {tag-key: endless}\nparameters:\n  - path: /endless/\n");
     let secrets = Answer::json(200, r#"{"SecretValues":[],"Errors":[],"NextToken":"again"}"#);
     let parameters = Answer::json(200, r#"{"Parameters":[],"NextToken":"again"}"#);

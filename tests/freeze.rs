@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::platform::{Options, runtime};
+use lsc_devtools::fakes::platform::{Options, runtime};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 

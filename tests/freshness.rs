@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::proxy::Fault;
+use lsc_devtools::fakes::proxy::Fault;
 
 const SHORT_TTL: &[(&str, &str)] = &[("SECRETS_MANAGER_TTL", "1"), ("SECRETS_CACHE_REFRESH_INTERVAL", "1h")];
 
@@ -59,7 +59,7 @@ async fn a_503_after_expiry_serves_the_old_value_marked_stale() {
     let again = h.ext.get(&secret_path(&name)).await.unwrap();
     assert_eq!(again.header("x-cache"), Some("stale"));
     assert_eq!(h.proxy.calls("GetSecretValue"), calls);
-    let item = status_item(&h.ext.get("/status").await.unwrap().json(), &name);
+    let item = status_item(&status(&h.ext).await, &name);
     assert_eq!(
         (item["state"].as_str(), item["last_error"].as_str()),
         (Some("failing"), Some("ServiceUnavailable"))

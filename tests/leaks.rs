@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use lsc_devtools::otlp::OtlpReceiver;
-use lsc_devtools::platform::Options;
-use lsc_devtools::proxy::{Fault, FaultKind};
+use lsc_devtools::fakes::otlp::OtlpReceiver;
+use lsc_devtools::fakes::platform::Options;
+use lsc_devtools::fakes::proxy::{Fault, FaultKind};
 
 /// Every regular file under `root` changed at or after `since` (skipping what cannot be read).
 fn changed_files(root: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
@@ -119,15 +119,11 @@ async fn no_secret_value_reaches_logs_telemetry_errors_status_or_disk() {
     // Every error class, with bodies kept for the scan.
     let mut bodies: Vec<Vec<u8>> = Vec::new();
     let addr = lambda.ext.addr;
-    let with_token = [("X-Aws-Parameters-Secrets-Token", TOKEN)];
+    let with_token = [TOKEN_HEADER];
     for (method, p, headers) in [
         ("GET", secret_path(&s_main), vec![("X-Aws-Parameters-Secrets-Token", "wrong")]),
         ("GET", secret_path(&s_main), vec![]),
-        (
-            "GET",
-            secret_path(&s_main),
-            vec![("X-Aws-Parameters-Secrets-Token", TOKEN), ("X-Forwarded-For", "1.2.3.4")],
-        ),
+        ("GET", secret_path(&s_main), vec![TOKEN_HEADER, ("X-Forwarded-For", "1.2.3.4")]),
         ("POST", secret_path(&s_main), with_token.to_vec()),
         (
             "GET",
@@ -144,7 +140,9 @@ async fn no_secret_value_reaches_logs_telemetry_errors_status_or_disk() {
         ("GET", "/nowhere".to_string(), with_token.to_vec()),
         ("GET", "/status".to_string(), with_token.to_vec()),
     ] {
-        let r = lsc_devtools::client::request(addr, method, &p, &headers, Vec::new()).await.unwrap();
+        let r = lsc_devtools::harness::client::request(addr, method, &p, &headers, Vec::new())
+            .await
+            .unwrap();
         bodies.push(r.body.to_vec());
     }
 
@@ -164,14 +162,20 @@ async fn no_secret_value_reaches_logs_telemetry_errors_status_or_disk() {
             format!("{}&refreshNow=true", secret_path(&s_fault)),
             secret_path(&format!("{u}/never")),
         ] {
-            let r = lsc_devtools::client::get(addr, &p, &with_token).await.unwrap();
+            let r = lsc_devtools::harness::client::get(addr, &p, &with_token).await.unwrap();
             assert_ne!(r.status, 200, "{}", r.text());
             bodies.push(r.body.to_vec());
         }
     }
     lambda.proxy.clear_faults();
-    bodies.push(lsc_devtools::client::get(addr, "/status", &with_token).await.unwrap().body.to_vec());
-    let control = lsc_devtools::client::get(addr, &secret_path(&s_main), &with_token)
+    bodies.push(
+        lsc_devtools::harness::client::get(addr, "/status", &with_token)
+            .await
+            .unwrap()
+            .body
+            .to_vec(),
+    );
+    let control = lsc_devtools::harness::client::get(addr, &secret_path(&s_main), &with_token)
         .await
         .unwrap()
         .body

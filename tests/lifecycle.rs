@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::otlp::OtlpReceiver;
-use lsc_devtools::platform::{Faults, InitType, Options};
-use lsc_devtools::proxy::{Fault, FaultKind};
+use lsc_devtools::fakes::otlp::OtlpReceiver;
+use lsc_devtools::fakes::platform::{Faults, InitType, Options};
+use lsc_devtools::fakes::proxy::{Fault, FaultKind};
 
 const INIT: Duration = Duration::from_secs(20);
 
@@ -22,23 +22,8 @@ fn secrets_yaml(ids: &[String]) -> String {
     yaml
 }
 
-async fn seeded(prefix: &str, n: usize) -> Vec<String> {
-    let aws = aws();
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = unique(&format!("{prefix}{i}"));
-        aws.create_secret(&id, &format!("value-{i}")).await.expect("secret created");
-        ids.push(id);
-    }
-    ids
-}
-
 fn paths(ids: &[String]) -> Vec<String> {
     ids.iter().map(|id| secret_path(id)).collect()
-}
-
-async fn status(lambda: &Lambda) -> serde_json::Value {
-    lambda.ext.get("/status").await.expect("status answers").json()
 }
 
 /// An OTLP receiver and the environment that exports to it (with `extra` on top).
@@ -118,7 +103,7 @@ async fn registers_and_subscribes_with_the_documented_requests() {
     let deliveries = lambda.platform.deliveries();
     assert!(deliveries.iter().all(|d| d.status == Some(200)), "{deliveries:?}");
     assert!(
-        status(&lambda).await["lifecycle"]["telemetry"]
+        status(&lambda.ext).await["lifecycle"]["telemetry"]
             .as_str()
             .unwrap()
             .starts_with("subscribed")
@@ -150,7 +135,7 @@ async fn without_an_exporter_nothing_subscribes_and_next_comes_before_runtime_do
         lambda.platform.requests_to("/2022-07-01/telemetry").is_empty(),
         "nothing consumes it"
     );
-    let s = status(&lambda).await;
+    let s = status(&lambda.ext).await;
     assert_eq!(s["lifecycle"]["telemetry"], "off (no OTLP exporter)");
     assert_eq!(s["lifecycle"]["next_released_by"]["work_settled"], 3);
 }
@@ -228,7 +213,7 @@ async fn with_flush_end_next_waits_for_runtime_done() {
             done.at
         );
     }
-    let s = status(&lambda).await;
+    let s = status(&lambda.ext).await;
     assert_eq!(s["lifecycle"]["invocations"], 3);
     assert_eq!(s["lifecycle"]["next_released_by"]["runtime_done"], 3);
 }
@@ -236,7 +221,7 @@ async fn with_flush_end_next_waits_for_runtime_done() {
 #[tokio::test]
 async fn init_waits_for_required_entries_only() {
     for required in [false, true] {
-        let ids = seeded("lc-init", 3).await;
+        let ids = seeded_secrets("lc-init", 3).await;
         let mut yaml = secrets_yaml(&ids);
         if required {
             yaml.push_str("    required: true\n");
@@ -286,7 +271,7 @@ async fn init_waits_for_required_entries_only() {
 
 #[tokio::test]
 async fn twenty_five_configured_secrets_cost_two_batch_calls() {
-    let ids = seeded("lc-25-", 25).await;
+    let ids = seeded_secrets("lc-25-", 25).await;
     let lambda = start_lambda(Options::default(), Some(&secrets_yaml(&ids)), &[]).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     for n in 0..2 {
@@ -324,7 +309,7 @@ async fn with_flush_end_and_no_runtime_done_next_is_released_at_the_deadline() {
         held >= Duration::from_millis(1000),
         "telemetry works, so it waited for runtimeDone: {held:?}"
     );
-    assert_eq!(status(&lambda).await["lifecycle"]["next_released_by"]["deadline"], 1);
+    assert_eq!(status(&lambda.ext).await["lifecycle"]["next_released_by"]["deadline"], 1);
 }
 
 #[tokio::test]
@@ -346,7 +331,7 @@ async fn with_flush_end_and_no_subscription_next_is_released_after_the_small_cap
         assert!(outcome.extensions_overhead < Duration::from_secs(2), "{outcome:?}");
     }
     assert!(lambda.platform.deliveries().is_empty());
-    let s = status(&lambda).await;
+    let s = status(&lambda.ext).await;
     assert_eq!(s["lifecycle"]["telemetry"], "not supported (202)");
     assert_eq!(s["lifecycle"]["next_released_by"]["no_telemetry"], 2);
     lambda
@@ -358,7 +343,7 @@ async fn with_flush_end_and_no_subscription_next_is_released_after_the_small_cap
 
 #[tokio::test]
 async fn unknown_telemetry_types_and_event_types_are_accepted() {
-    let ids = seeded("lc-unknown", 1).await;
+    let ids = seeded_secrets("lc-unknown", 1).await;
     let options = Options {
         faults: Faults {
             unknown_events: true,
@@ -379,7 +364,7 @@ async fn unknown_telemetry_types_and_event_types_are_accepted() {
     let deliveries = lambda.platform.deliveries();
     assert!(deliveries.iter().any(|d| d.types().contains(&"platform.fromTheFuture")));
     assert!(deliveries.iter().all(|d| d.status == Some(200)), "{deliveries:?}");
-    let s = status(&lambda).await;
+    let s = status(&lambda.ext).await;
     assert_eq!(
         s["lifecycle"]["next_released_by"]["runtime_done"], 2,
         "known events in the same batches still count"
@@ -397,7 +382,7 @@ async fn unknown_telemetry_types_and_event_types_are_accepted() {
 
 #[tokio::test]
 async fn shutdown_exits_zero_within_its_deadline() {
-    let ids = seeded("lc-shutdown", 2).await;
+    let ids = seeded_secrets("lc-shutdown", 2).await;
     let mut lambda = start_lambda(Options::default(), Some(&secrets_yaml(&ids)), &[]).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     lambda.invoke(&paths(&ids)).await;
@@ -424,7 +409,7 @@ async fn an_invalid_config_is_reported_as_init_error() {
 
 #[tokio::test]
 async fn a_required_secret_that_cannot_be_fetched_fails_init() {
-    let ids = seeded("lc-required", 1).await;
+    let ids = seeded_secrets("lc-required", 1).await;
     let missing = unique("lc-missing");
     let yaml = format!("secrets:\n  - id: {}\n  - id: {missing}\n    required: true\n", ids[0]);
     let mut lambda = spawn_lambda(Options::default(), Some(&yaml), &[]).await;
@@ -464,7 +449,7 @@ async fn an_error_on_next_makes_the_extension_exit() {
 
 #[tokio::test]
 async fn refresh_ahead_during_an_invoke_keeps_the_next_read_a_hit() {
-    let ids = seeded("lc-ahead", 1).await;
+    let ids = seeded_secrets("lc-ahead", 1).await;
     // Required: Init waits for it, so it is cached before the first freeze.
     let yaml = format!("secrets:\n  - id: {}\n    ttl: 3s\n    required: true\n", ids[0]);
     // Refresh-ahead at 0.8 × 3 s ± 10 %: between 2.16 s and 2.64 s after a fetch.
@@ -487,7 +472,7 @@ async fn refresh_ahead_during_an_invoke_keeps_the_next_read_a_hit() {
     assert_eq!(reads, vec![(200, "hit".to_string())]);
     assert_eq!(calls(), 2, "the read waited on nothing upstream");
     lambda.platform.thaw();
-    let s = status(&lambda).await;
+    let s = status(&lambda.ext).await;
     let ahead: Vec<_> = s["metrics"]["refreshes"]
         .as_array()
         .unwrap()
@@ -500,7 +485,7 @@ async fn refresh_ahead_during_an_invoke_keeps_the_next_read_a_hit() {
 
 #[tokio::test]
 async fn a_reset_upstream_connection_is_retried() {
-    let ids = seeded("lc-reset", 2).await;
+    let ids = seeded_secrets("lc-reset", 2).await;
     let lambda = start_lambda(Options::default(), None, &[]).await;
     lambda.platform.wait_init(INIT).await.unwrap();
     let (_, reads) = lambda.invoke(&paths(&ids[..1])).await;
@@ -514,7 +499,7 @@ async fn a_reset_upstream_connection_is_retried() {
 
 #[tokio::test]
 async fn snapstart_fetches_nothing_before_restore() {
-    let ids = seeded("lc-snap", 2).await;
+    let ids = seeded_secrets("lc-snap", 2).await;
     let options = Options {
         init_type: InitType::SnapStart,
         ..Options::default()
@@ -540,7 +525,7 @@ async fn snapstart_fetches_nothing_before_restore() {
         lambda.ext.logs().join("\n")
     );
     assert_eq!(lambda.proxy.calls("GetSecretValue"), 0);
-    let s = status(&lambda).await;
+    let s = status(&lambda.ext).await;
     assert_eq!(s["lifecycle"]["initialization_type"], "snap-start");
     let (_, reads) = lambda.invoke(&paths(&ids)).await;
     assert!(reads.iter().all(|r| *r == (200, "hit".to_string())), "{reads:?}");

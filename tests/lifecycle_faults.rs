@@ -7,15 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::otlp::OtlpReceiver;
-use lsc_devtools::platform::{Faults, Options};
+use lsc_devtools::fakes::otlp::OtlpReceiver;
+use lsc_devtools::fakes::platform::{Faults, Options};
 
 const INIT: Duration = Duration::from_secs(20);
 
 async fn seeded(prefix: &str) -> String {
-    let name = unique(prefix);
-    aws().create_secret(&name, "v").await.unwrap();
-    name
+    seeded_secrets(prefix, 1).await.remove(0)
 }
 
 #[tokio::test]
@@ -49,7 +47,7 @@ async fn a_refused_subscription_leaves_a_working_cache_without_telemetry() {
             assert_eq!(reads, vec![(200, "hit".to_string())], "{status}");
             assert!(outcome.extensions_overhead < Duration::from_secs(1), "{status}: {outcome:?}");
         }
-        let s = lambda.ext.get("/status").await.unwrap().json();
+        let s = common::status(&lambda.ext).await;
         assert_eq!(s["lifecycle"]["telemetry"], "subscription failed", "{status}");
         assert_eq!(s["lifecycle"]["next_released_by"]["no_telemetry"], 2, "{status}: {s}");
         lambda
@@ -138,11 +136,13 @@ async fn sigterm_answers_a_read_still_waiting_on_aws() {
     let h = start(&[]).await;
     let name = unique("lf-inflight");
     h.aws.create_secret(&name, "v").await.unwrap();
-    h.proxy
-        .inject(lsc_devtools::proxy::Fault::always(lsc_devtools::proxy::FaultKind::Delay(Duration::from_secs(5))).on("GetSecretValue"));
+    h.proxy.inject(
+        lsc_devtools::fakes::proxy::Fault::always(lsc_devtools::fakes::proxy::FaultKind::Delay(Duration::from_secs(5)))
+            .on("GetSecretValue"),
+    );
     let addr = h.ext.addr;
     let path = secret_path(&name);
-    let read = tokio::spawn(async move { lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await });
+    let read = tokio::spawn(async move { lsc_devtools::harness::client::get(addr, &path, &[TOKEN_HEADER]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ext = h.ext;
     sigterm(ext.pid());

@@ -100,12 +100,12 @@ async fn client(addr: std::net::SocketAddr, request: std::sync::Arc<Vec<u8>>, va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_fifty_six_connections_over_a_limit_of_sixty_four() {
-    if lsc_devtools::extension::emulated() {
+    if lsc_devtools::harness::extension::emulated() {
         // Its RSS bounds would measure the emulator's memory with the binary's, and its read
         // rate the emulator's translation; the limit and its 429 run in errors.rs.
         eprintln!(
             "skipped under {}: memory and throughput are the emulator's",
-            lsc_devtools::extension::RUNNER_VAR
+            lsc_devtools::harness::extension::RUNNER_VAR
         );
         return;
     }

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lsc_devtools::client;
-use lsc_devtools::proxy::{Answer, Fault, FaultKind};
+use lsc_devtools::fakes::proxy::{Answer, Fault, FaultKind};
+use lsc_devtools::harness::client;
 use serde_json::json;
 
 /// What a secret or parameter read served: its value.
@@ -93,7 +93,7 @@ async fn an_eviction_never_lets_a_late_older_answer_back_in() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(value(&h.ext.get(&secret_path(o)).await.unwrap()), "other");
     }
-    let status = h.ext.get("/status").await.unwrap().json();
+    let status = status(&h.ext).await;
     let ids: Vec<&str> = status["cache"]["items"]
         .as_array()
         .unwrap()
@@ -255,9 +255,7 @@ async fn rotation_under_64_readers_never_serves_an_older_generation() {
                         paths[item].clone()
                     };
                     let sent = Instant::now();
-                    let r = client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
-                        .await
-                        .expect("the extension answers");
+                    let r = client::get(addr, &path, &[TOKEN_HEADER]).await.expect("the extension answers");
                     let answered = Instant::now();
                     let generation = value(&r).trim_start_matches("gen-").parse().unwrap();
                     seen[item].push(Observed {

@@ -8,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use lsc_devtools::function::{ExtensionPort, Function, Handler, LocalFunction, Runtime, Setup};
-use lsc_devtools::platform::{InitType, Options};
-use lsc_devtools::proxy::FaultProxy;
+use lsc_devtools::fakes::platform::{InitType, Options};
+use lsc_devtools::fakes::proxy::FaultProxy;
+use lsc_devtools::local::function::{ExtensionPort, Function, Handler, LocalFunction, Runtime, Setup};
 use serde_json::Value;
 
 use common::TOKEN;
@@ -34,11 +34,11 @@ async fn start_as(runtime: Runtime, init_type: InitType) -> Run {
         .await
         .unwrap();
     aws.put_parameter(&parameter, "feature-x=on", "String").await.unwrap();
-    let proxy = FaultProxy::start(lsc_devtools::moto::Moto::shared().addr).await.unwrap();
+    let proxy = FaultProxy::start(lsc_devtools::fakes::moto::Moto::shared().addr).await.unwrap();
     // Required: Init waits for it, so the first read is a hit however fast the runtime starts
     // (without it, a read that comes first joins the prefetch's call: a miss, no extra call).
     let config = common::config_file(&format!("secrets:\n  - id: {secret}\n    required: true\n"));
-    let mut env = lsc_devtools::extension::base_env(&proxy.endpoint(), TOKEN);
+    let mut env = lsc_devtools::harness::extension::base_env(&proxy.endpoint(), TOKEN);
     env.push(("AWS_SESSION_TOKEN".into(), TOKEN.into()));
     env.push(("SECRETS_CACHE_CONFIG".into(), config.display().to_string()));
     let examples = lsc_devtools::workspace_root().join("config-examples/functions");
@@ -132,7 +132,7 @@ async fn python_handler_under_awslambdaric() {
 
 #[tokio::test]
 async fn node_handler_under_aws_lambda_ric() {
-    let ric = lsc_devtools::function::node_ric();
+    let ric = lsc_devtools::local::function::node_ric();
     assert!(
         ric.exists(),
         "{} is missing: `make node-ric` installs it (make test does)",

@@ -134,10 +134,9 @@ async fn thirty_two_concurrent_first_reads_make_one_upstream_call() {
     let name = unique("hot");
     h.aws.create_secret(&name, "v").await.unwrap();
     // Slow the upstream so all 32 requests are in flight together.
-    h.proxy
-        .inject(lsc_devtools::proxy::Fault::always(lsc_devtools::proxy::FaultKind::Delay(
-            std::time::Duration::from_millis(300),
-        )));
+    h.proxy.inject(lsc_devtools::fakes::proxy::Fault::always(
+        lsc_devtools::fakes::proxy::FaultKind::Delay(std::time::Duration::from_millis(300)),
+    ));
     for r in concurrent_gets(h.ext.addr, &secret_path(&name), 32).await {
         assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")));
     }
@@ -184,6 +183,6 @@ async fn status_reports_entries_without_values() {
     assert_eq!(item["ttl_seconds"], 300);
     assert_eq!(v["metrics"]["requests_total"], 2);
     assert_eq!(v["metrics"]["hit_ratio"], 0.5);
-    let status_without_token = lsc_devtools::client::get(h.ext.addr, "/status", &[]).await.unwrap();
+    let status_without_token = lsc_devtools::harness::client::get(h.ext.addr, "/status", &[]).await.unwrap();
     assert_eq!(status_without_token.status, 403);
 }

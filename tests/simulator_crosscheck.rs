@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::*;
 use lambda_simulator::{InvocationStatus, ShutdownReason, Simulator};
-use lsc_devtools::extension::Extension;
-use lsc_devtools::moto::Moto;
-use lsc_devtools::proxy::FaultProxy;
+use lsc_devtools::fakes::moto::Moto;
+use lsc_devtools::fakes::proxy::FaultProxy;
+use lsc_devtools::harness::extension::Extension;
 
 #[tokio::test]
 async fn the_extension_runs_under_lambda_simulator() {
@@ -33,8 +33,8 @@ async fn the_extension_runs_under_lambda_simulator() {
     ));
     // With an exporter the extension subscribes to the Telemetry API; `end` makes each `/next`
     // wait for the simulator's runtimeDone, so its telemetry is checked too.
-    let receiver = lsc_devtools::otlp::OtlpReceiver::start().await.unwrap();
-    let mut env = lsc_devtools::extension::base_env(&proxy.endpoint(), TOKEN);
+    let receiver = lsc_devtools::fakes::otlp::OtlpReceiver::start().await.unwrap();
+    let mut env = lsc_devtools::harness::extension::base_env(&proxy.endpoint(), TOKEN);
     for (k, v) in [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
         ("SECRETS_CACHE_FLUSH", "end".to_string()),
@@ -54,7 +54,7 @@ async fn the_extension_runs_under_lambda_simulator() {
         .expect("the extension registers");
     let registered = simulator.get_registered_extensions().await;
     assert_eq!(registered[0].name, "lambda-secrets-cache");
-    tokio::spawn(lsc_devtools::platform::runtime::serve(simulator.addr(), reader(addr)));
+    tokio::spawn(lsc_devtools::fakes::platform::runtime::serve(simulator.addr(), reader(addr)));
 
     let paths: Vec<String> = ids.iter().map(|id| secret_path(id)).collect();
     for round in 0..3 {
@@ -81,7 +81,7 @@ async fn the_extension_runs_under_lambda_simulator() {
     assert_eq!(proxy.calls("BatchGetSecretValue"), 1);
     assert_eq!(proxy.total_calls(), 1, "early reads joined the prefetch instead of fetching");
 
-    let status = ext.get("/status").await.unwrap().json();
+    let status = status(&ext).await;
     let lifecycle = &status["lifecycle"];
     assert!(lifecycle["telemetry"].as_str().unwrap().starts_with("subscribed"), "{lifecycle}");
     assert_eq!(lifecycle["invocations"], 3);

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::otlp::OtlpReceiver;
-use lsc_devtools::platform::Options;
-use lsc_devtools::proxy::{Fault, FaultKind};
+use lsc_devtools::fakes::otlp::OtlpReceiver;
+use lsc_devtools::fakes::platform::Options;
+use lsc_devtools::fakes::proxy::{Fault, FaultKind};
 
 const INIT: Duration = Duration::from_secs(20);
 
@@ -66,7 +66,7 @@ async fn exported_metrics_equal_the_truth() {
     assert_eq!(failed.status, "error");
 
     // What /status says now; the collector gets the rest with the final export at SHUTDOWN.
-    let status = lambda.ext.get("/status").await.unwrap().json();
+    let status = status(&lambda.ext).await;
     assert_eq!(
         (
             status["otlp"]["exports"].as_u64(),
@@ -188,7 +188,7 @@ async fn a_down_or_hung_collector_costs_one_timeout_per_back_off_period() {
             assert!(!outcome.extensions_timed_out);
             held.push(outcome.extensions_overhead);
         }
-        (lambda.ext.get("/status").await.unwrap().json(), held)
+        (status(&lambda.ext).await, held)
     }
 
     // Nothing listens on this port.
@@ -246,13 +246,9 @@ async fn spans_join_the_invocation_trace() {
 
     // A read that carries its own traceparent is parented there instead.
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let r = lsc_devtools::client::get(
-        lambda.ext.addr,
-        &secret_path(&id),
-        &[("X-Aws-Parameters-Secrets-Token", TOKEN), ("traceparent", traceparent)],
-    )
-    .await
-    .unwrap();
+    let r = lsc_devtools::harness::client::get(lambda.ext.addr, &secret_path(&id), &[TOKEN_HEADER, ("traceparent", traceparent)])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     lambda.invoke(&[]).await; // its start exports both
 
@@ -269,7 +265,7 @@ async fn spans_join_the_invocation_trace() {
     let server = in_trace(2).expect("a SERVER span per read, in the function's X-Ray trace");
     let client = in_trace(3).expect("a CLIENT span per AWS call, in the same trace");
     assert_eq!(client.parent_span_id, server.span_id, "the AWS call is a child of the read");
-    let attr = |s: &lsc_devtools::otlp::proto::tonic::trace::v1::Span, k: &str| lsc_devtools::otlp::attr(&s.attributes, k);
+    let attr = |s: &lsc_devtools::fakes::otlp::proto::tonic::trace::v1::Span, k: &str| lsc_devtools::fakes::otlp::attr(&s.attributes, k);
     assert_eq!(attr(server, "faas.invocation_id").as_deref(), Some(outcome.request_id.as_str()));
     assert_eq!(attr(server, "faas.coldstart").as_deref(), Some("true"));
     assert_eq!(attr(server, "cache.result").as_deref(), Some("miss"));

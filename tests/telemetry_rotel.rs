@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::platform::Options;
-use lsc_devtools::rotel::Rotel;
+use lsc_devtools::fakes::platform::Options;
+use lsc_devtools::fakes::rotel::Rotel;
 
 #[tokio::test]
 async fn rotel_receives_metrics_and_spans_in_the_function_trace() {
@@ -83,7 +83,7 @@ async fn rotel_receives_over_grpc_too() {
     let (_, reads) = lambda.invoke(&[secret_path(&id)]).await;
     assert_eq!(reads, vec![(200, "miss".to_string())]);
     lambda.invoke(&[]).await;
-    let status = lambda.ext.get("/status").await.unwrap().json();
+    let status = status(&lambda.ext).await;
     assert_eq!(status["otlp"]["failures"], 0, "{status}");
     lambda.shutdown_exits_in_time(Duration::from_millis(2000)).await;
     let out = rotel

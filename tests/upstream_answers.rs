@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lsc_devtools::client;
-use lsc_devtools::proxy::{Answer, Fault, FaultKind};
+use lsc_devtools::fakes::proxy::{Answer, Fault, FaultKind};
+use lsc_devtools::harness::client;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, RngSeed, TestRunner};
 use serde_json::json;
@@ -50,16 +50,6 @@ fn once(answer: Answer) -> Fault {
 /// For every attempt of one call: the SDK retries an answer it could not read (three attempts).
 fn every_attempt(answer: Answer) -> Fault {
     Fault::always(FaultKind::Answer(answer)).on("GetSecretValue").times(3)
-}
-
-/// An error as the function must see it: a real error status, JSON, and none of `values`.
-fn assert_error(r: &client::Response, status: u16, kind: &str, values: &[&str], case: &str) {
-    assert_eq!(r.status, status, "{case}: {}", r.text());
-    assert_eq!(r.json()["__type"], kind, "{case}: {}", r.text());
-    assert_eq!(r.header("x-cache"), None, "{case}");
-    for v in values {
-        assert!(!r.text().contains(v), "{case}: the body carries a value");
-    }
 }
 
 #[tokio::test]
@@ -102,7 +92,7 @@ async fn malformed_successes_are_502_never_cached_and_never_replace_a_good_entry
         h.proxy.clear_faults();
         h.proxy.inject(every_attempt(Answer::json(*status, body.clone())));
         let r = h.ext.get(&path).await.unwrap();
-        assert_error(&r, 502, "InvalidUpstreamResponse", &[&other.value], case);
+        assert_api_error(&r, 502, "InvalidUpstreamResponse", &[&other.value], case);
         assert!(!r.text().contains("raw:") && !r.text().contains("body:"), "{case}: {}", r.text());
     }
     // With a good entry cached: refreshNow gets the error, the entry stays.
@@ -113,7 +103,7 @@ async fn malformed_successes_are_502_never_cached_and_never_replace_a_good_entry
         h.proxy.inject(every_attempt(Answer::json(*status, body.clone())));
         let r = h.ext.get(&refresh).await.unwrap();
         h.proxy.clear_faults();
-        assert_error(&r, 502, "InvalidUpstreamResponse", &[&s.value, &other.value], case);
+        assert_api_error(&r, 502, "InvalidUpstreamResponse", &[&s.value, &other.value], case);
         let r = h.ext.get(&path).await.unwrap();
         assert_eq!(
             (r.status, r.header("x-cache"), r.json()["SecretString"].as_str()),
@@ -121,7 +111,7 @@ async fn malformed_successes_are_502_never_cached_and_never_replace_a_good_entry
             "{case}: the good entry stays"
         );
     }
-    let status = h.ext.get("/status").await.unwrap().json();
+    let status = status(&h.ext).await;
     let upstream = status["metrics"]["upstream_calls"]
         .as_array()
         .unwrap()
@@ -201,7 +191,7 @@ async fn parameter_answers_are_checked_too() {
                 .times(3),
         );
         let r = h.ext.get(&path).await.unwrap();
-        assert_error(&r, 502, "InvalidUpstreamResponse", &["param-foreign"], case);
+        assert_api_error(&r, 502, "InvalidUpstreamResponse", &["param-foreign"], case);
     }
     h.proxy.clear_faults();
     let r = h.ext.get(&path).await.unwrap();
@@ -215,7 +205,7 @@ async fn error_codes_and_messages_from_the_wire_are_sanitised() {
     let body = json!({"__type": "Bad\nCode\u{0}\u{1b}[31m", "message": "line one\nFORGED log line\u{0}"});
     h.proxy.inject(once(Answer::json(400, body.to_string())));
     let r = h.ext.get(&secret_path(&s.name)).await.unwrap();
-    assert_error(&r, 400, "UnknownError", &[], "a code with control characters");
+    assert_api_error(&r, 400, "UnknownError", &[], "a code with control characters");
     let message = r.json()["message"].as_str().unwrap().to_string();
     assert!(!message.chars().any(char::is_control), "{message:?}");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -236,13 +226,13 @@ async fn oversized_answers_are_refused_without_holding_them() {
     // Over the value limit (128 KiB), inside the answer cap: read, then refused.
     h.proxy
         .inject(once(Answer::json(200, s.answer(&"v".repeat(200 * 1024)).to_string())));
-    assert_error(&h.ext.get(&path).await.unwrap(), 502, "InvalidUpstreamResponse", &[], "200 KiB");
+    assert_api_error(&h.ext.get(&path).await.unwrap(), 502, "InvalidUpstreamResponse", &[], "200 KiB");
     // 20 MB: refused at the 4 MiB cap before it is all read.
     let before = h.ext.rss_kb();
     h.proxy
         .inject(every_attempt(Answer::json(200, s.answer(&"v".repeat(20 << 20)).to_string())));
     let r = h.ext.get(&path).await.unwrap();
-    assert_error(&r, 502, "InvalidUpstreamResponse", &[], "20 MB");
+    assert_api_error(&r, 502, "InvalidUpstreamResponse", &[], "20 MB");
     assert!(r.json()["message"].as_str().unwrap().contains("larger than"), "{}", r.text());
     let after = h.ext.rss_kb();
     assert!(after < before + 24 * 1024, "RSS {before} kB → {after} kB");
@@ -258,7 +248,7 @@ fn read_answered_late(h: &Harness, path: String) -> tokio::task::JoinHandle<anyh
             .times(1),
     );
     let addr = h.ext.addr;
-    tokio::spawn(async move { client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await })
+    tokio::spawn(async move { client::get(addr, &path, &[TOKEN_HEADER]).await })
 }
 
 #[tokio::test]
@@ -346,7 +336,7 @@ fn shape() -> impl Strategy<Value = Shape> {
     ]
 }
 
-fn status() -> impl Strategy<Value = u16> {
+fn status_code() -> impl Strategy<Value = u16> {
     prop_oneof![
         6 => Just(200u16),
         4 => prop::sample::select(vec![
@@ -396,7 +386,7 @@ async fn every_generated_answer_gives_the_true_value_or_an_error() {
             ..PropConfig::default()
         });
         let seen = std::cell::RefCell::new(std::collections::BTreeMap::<u16, usize>::new());
-        let result = runner.run(&(status(), shape()), |(status, shape)| {
+        let result = runner.run(&(status_code(), shape()), |(status, shape)| {
             runtime.block_on(async {
                 h.proxy.clear_faults();
                 h.proxy.inject(once(Answer::json(status, body(&shape, &s, &other))));

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::aws::AwsJson;
-use crate::extension::base_env;
-use crate::function::{ExtensionPort, Function, Handler, Invoked, LocalFunction, Setup};
-use crate::moto::Moto;
-use crate::platform::Options;
-use crate::proxy::{Fault, FaultProxy};
+use crate::fakes::aws::AwsJson;
+use crate::fakes::moto::Moto;
+use crate::fakes::platform::Options;
+use crate::fakes::proxy::{Fault, FaultProxy};
+use crate::harness::extension::base_env;
+use crate::local::function::{ExtensionPort, Function, Handler, Invoked, LocalFunction, Setup};
 
 const TOKEN: &str = "demo-token";
 
@@ -125,23 +125,43 @@ fn reads_event(secrets: &[&str], parameters: &[&str], concurrency: usize) -> Val
     json!({"secrets": secrets, "parameters": parameters, "concurrency": concurrency})
 }
 
+/// The secrets the demo seeds; the first three are in its config file.
+const SECRETS: [&str; 5] = [
+    "prod/db/credentials",
+    "prod/api/key",
+    "prod/payments/token",
+    "prod/cache/password",
+    "prod/search/key",
+];
+
+/// Everything the demo runs: moto behind the counting proxy, the OTLP receiver, and the
+/// function (the Python handler, the extension, the fake platform).
+struct Demo {
+    _moto: Moto,
+    proxy: FaultProxy,
+    aws: AwsJson,
+    receiver: crate::fakes::otlp::OtlpReceiver,
+    local: LocalFunction,
+}
+
 pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
     if !extension_bin.exists() {
         bail!("{} not found: build it with `cargo build --release`", extension_bin.display());
     }
+    let mut demo = set_up(extension_bin).await?;
+    let all = scenarios(&mut demo).await?;
+    let requests = summary(&demo, &all).await?;
+    shut_down(demo, requests).await
+}
+
+/// Seeds moto, writes the config file, starts the function and waits for Init.
+async fn set_up(extension_bin: &std::path::Path) -> anyhow::Result<Demo> {
     println!("== lambda-secrets-cache demo: a Python handler under awslambdaric, the extension, the fake Lambda platform, moto ==");
     let moto = Moto::start().context("starting moto")?;
     let proxy = FaultProxy::start(moto.addr).await?;
     let aws = AwsJson::new(moto.addr);
 
-    let secrets = [
-        "prod/db/credentials",
-        "prod/api/key",
-        "prod/payments/token",
-        "prod/cache/password",
-        "prod/search/key",
-    ];
-    for (i, name) in secrets.iter().enumerate() {
+    for (i, name) in SECRETS.iter().enumerate() {
         aws.create_secret(
             name,
             &format!("{{\"username\":\"app\",\"password\":\"demo-{i}-not-a-real-secret\"}}"),
@@ -157,7 +177,7 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
         moto.addr, proxy.addr
     );
 
-    let receiver = crate::otlp::OtlpReceiver::start().await?;
+    let receiver = crate::fakes::otlp::OtlpReceiver::start().await?;
     let dir = std::env::temp_dir().join(format!("lsc-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("config.yaml");
@@ -184,7 +204,7 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
         handler.name,
         handler.task_root.display()
     );
-    let mut local = LocalFunction::start(Setup {
+    let local = LocalFunction::start(Setup {
         options: Options {
             function_name: "demo-orders".into(),
             timeout: Duration::from_secs(3),
@@ -218,13 +238,25 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("(the extension and the runtime are SIGSTOPped between invocations, as Lambda freezes them)");
 
-    let hot_secrets = &secrets[..3];
+    Ok(Demo {
+        _moto: moto,
+        proxy,
+        aws,
+        receiver,
+        local,
+    })
+}
+
+/// The four scenarios; every read they made.
+async fn scenarios(demo: &mut Demo) -> anyhow::Result<Reads> {
+    let Demo { proxy, aws, local, .. } = demo;
+    let hot_secrets = &SECRETS[..3];
     let hot_parameters = ["/prod/app/flags", "/prod/app/db-password"];
     let mut all = Reads::new();
 
     // 1. Steady traffic: every invocation reads 5 configured items.
     println!("\n1. 30 invocations x 5 reads:");
-    let phase = invocations(&mut local, 30, &reads_event(hot_secrets, &hot_parameters, 1)).await?;
+    let phase = invocations(local, 30, &reads_event(hot_secrets, &hot_parameters, 1)).await?;
     println!("   => {}", phase.reads.line());
     println!(
         "   post-runtime duration (the response -> the extension's /next, billed): p50 {:.2} ms, p99 {:.2} ms",
@@ -237,7 +269,7 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
     aws.create_secret("prod/new/secret", "{\"k\":\"demo-new\"}").await?;
     let before = proxy.calls("GetSecretValue");
     println!("2. 32 concurrent misses of a new secret:");
-    let phase = invocations(&mut local, 1, &reads_event(&["prod/new/secret"; 32], &[], 32)).await?;
+    let phase = invocations(local, 1, &reads_event(&["prod/new/secret"; 32], &[], 32)).await?;
     println!(
         "   => {} -> {} upstream call(s)",
         phase.reads.line(),
@@ -249,10 +281,10 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
     println!("3. frozen 2.7 s, one invoke, frozen 0.9 s, one invoke:");
     tokio::time::sleep(Duration::from_millis(2700)).await;
     let before = proxy.total_calls();
-    invocations(&mut local, 1, &reads_event(&[], &[], 1)).await?;
+    invocations(local, 1, &reads_event(&[], &[], 1)).await?;
     let refreshed = proxy.total_calls() - before;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    let phase = invocations(&mut local, 1, &reads_event(hot_secrets, &[], 1)).await?;
+    let phase = invocations(local, 1, &reads_event(hot_secrets, &[], 1)).await?;
     println!(
         "   => {} ({refreshed} refresh call(s) made during the idle invoke; TTL 3 s)",
         phase.reads.line()
@@ -263,12 +295,19 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
     proxy.inject(Fault::status(503, "ServiceUnavailable"));
     tokio::time::sleep(Duration::from_millis(3500)).await;
     println!("4. Secrets Manager returning 503:");
-    let phase = invocations(&mut local, 5, &reads_event(hot_secrets, &[], 1)).await?;
+    let phase = invocations(local, 5, &reads_event(hot_secrets, &[], 1)).await?;
     println!("   => {}", phase.reads.line());
     all.merge(phase.reads);
     proxy.clear_faults();
 
-    platform.thaw();
+    Ok(all)
+}
+
+/// What `/status` says after the scenarios; returns its request counts by result, which the
+/// OTLP export must match.
+async fn summary(demo: &Demo, all: &Reads) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let (proxy, local) = (&demo.proxy, &demo.local);
+    local.platform.thaw();
     let status = local.extension.get("/status").await?.json();
     let m = &status["metrics"];
     let l = &status["lifecycle"];
@@ -308,6 +347,21 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
             item["last_error"].as_str().map(|e| format!(" last error {e}")).unwrap_or_default()
         );
     }
+    let requests = m["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .fold(std::collections::BTreeMap::new(), |mut acc, r| {
+            *acc.entry(r["cache.result"].as_str().unwrap_or("?").to_string()).or_default() += r["count"].as_u64().unwrap_or(0);
+            acc
+        });
+    Ok(requests)
+}
+
+/// SHUTDOWN within its deadline, then the export checked against `/status`'s counts.
+async fn shut_down(mut demo: Demo, from_status: std::collections::BTreeMap<String, u64>) -> anyhow::Result<()> {
+    let (receiver, local) = (&demo.receiver, &mut demo.local);
+    let platform = local.platform.clone();
     let shutdown_at = Instant::now();
     match local.shutdown(Duration::from_millis(2000)).await? {
         Some(status) if status.success() => println!(
@@ -318,15 +372,6 @@ pub async fn run(extension_bin: &std::path::Path) -> anyhow::Result<()> {
         None => bail!("the extension was still running at the SHUTDOWN deadline"),
     }
     let exported = receiver.sum_by("secrets_cache.requests", "cache.result");
-    let from_status: std::collections::BTreeMap<String, u64> =
-        m["requests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .fold(Default::default(), |mut acc, r| {
-                *acc.entry(r["cache.result"].as_str().unwrap_or("?").to_string()).or_default() += r["count"].as_u64().unwrap_or(0);
-                acc
-            });
     let spans = receiver.spans().len();
     println!(
         "OTLP (loopback receiver): {} metric exports; secrets_cache.requests {:?} ({} /status); {} spans; faas.invocations {}",

@@ -1,23 +1,21 @@
-//! Development tools for lambda-secrets-cache, used by its tests and by `make demo`:
-//! a moto launcher, a minimal AWS JSON-protocol client for seeding data, a counting and
-//! fault-injecting proxy to put between the extension and moto, a harness that runs the
-//! extension binary, and a small HTTP client.
+//! Development tools for lambda-secrets-cache: what its tests run on, and the `lsc-dev`
+//! commands (`make demo`, `make bench`, running a function locally). By role, bottom up:
+//!
+//! - `harness`: child processes with captured output (`process`), the extension binary under
+//!   test (`extension`), a small HTTP client (`client`);
+//! - `fakes`: real servers on loopback that stand in for what the extension talks to: the
+//!   Lambda platform (`platform`: Extensions, Telemetry and Runtime APIs), moto (`moto`) and a
+//!   client to seed it (`aws`), a counting, fault-injecting AWS proxy (`proxy`), an OTLP
+//!   receiver (`otlp`), the rotel collector (`rotel`), a null extension (`null_extension`);
+//! - `local`: a function run locally under AWS's runtime interface clients (`function`), the
+//!   reads it made (`reads`), and the `lsc-dev lambda` command (`command`);
+//! - `bench`: the `lsc-dev bench-*` commands; `demo`: `make demo`.
 
-pub mod aws;
 pub mod bench;
-pub mod client;
 pub mod demo;
-pub mod extension;
-pub mod function;
+pub mod fakes;
+pub mod harness;
 pub mod local;
-pub mod moto;
-pub mod null_extension;
-pub mod otlp;
-pub mod platform;
-pub mod process;
-pub mod proxy;
-pub mod reads;
-pub mod rotel;
 
 /// Serves `listener` with the product's shared accept loop until the task is aborted: the
 /// fakes here (platform, OTLP receiver, AWS proxy) live as long as whoever started them.

@@ -3,12 +3,12 @@
 
 use std::process::Command;
 
-use lsc_devtools::aws::AwsJson;
-use lsc_devtools::moto::Moto;
+use lsc_devtools::fakes::aws::AwsJson;
+use lsc_devtools::fakes::moto::Moto;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_command_runs_a_handler_beside_the_extension() {
-    let extension = lsc_devtools::extension::binary("debug");
+    let extension = lsc_devtools::harness::extension::binary("debug");
     assert!(
         extension.exists(),
         "{} is built by `cargo build --workspace --bins` (make test)",

@@ -5,22 +5,24 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lsc_devtools::aws::AwsJson;
-use lsc_devtools::extension::{Extension, base_env};
-use lsc_devtools::moto::Moto;
-use lsc_devtools::proxy::FaultProxy;
+use lsc_devtools::fakes::aws::AwsJson;
+use lsc_devtools::fakes::moto::Moto;
+use lsc_devtools::fakes::proxy::FaultProxy;
+use lsc_devtools::harness::extension::{Extension, base_env};
 
 pub const TOKEN: &str = "test-token-7f3a";
+/// The header every read sends, with `TOKEN`.
+pub const TOKEN_HEADER: (&str, &str) = ("X-Aws-Parameters-Secrets-Token", TOKEN);
 
 /// The extension binary the tests start: the one cargo built, or `LSC_EXTENSION_BIN` (see
-/// `lsc_devtools::extension`).
+/// `lsc_devtools::harness::extension`).
 pub fn bin() -> std::path::PathBuf {
-    lsc_devtools::extension::under_test(env!("CARGO_BIN_EXE_lambda-secrets-cache").as_ref())
+    lsc_devtools::harness::extension::under_test(env!("CARGO_BIN_EXE_lambda-secrets-cache").as_ref())
 }
 
 /// A command running the binary under test (under `LSC_EXTENSION_RUNNER` when set).
 pub fn bin_command() -> std::process::Command {
-    lsc_devtools::extension::command(&bin())
+    lsc_devtools::harness::extension::command(&bin())
 }
 
 pub struct Harness {
@@ -46,7 +48,7 @@ pub async fn start(extra: &[(&str, &str)]) -> Harness {
 
 /// As `start`, with `faults` injected at the proxy before the extension starts (its prefetch
 /// meets them).
-pub async fn start_with_faults(extra: &[(&str, &str)], faults: Vec<lsc_devtools::proxy::Fault>) -> Harness {
+pub async fn start_with_faults(extra: &[(&str, &str)], faults: Vec<lsc_devtools::fakes::proxy::Fault>) -> Harness {
     let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.addr).await.expect("proxy starts");
     for fault in faults {
@@ -66,16 +68,16 @@ pub async fn start_with_faults(extra: &[(&str, &str)], faults: Vec<lsc_devtools:
 }
 
 /// A GET of `path` with the token, started now; its answer when joined.
-pub fn spawn_get(addr: std::net::SocketAddr, path: String) -> tokio::task::JoinHandle<lsc_devtools::client::Response> {
+pub fn spawn_get(addr: std::net::SocketAddr, path: String) -> tokio::task::JoinHandle<lsc_devtools::harness::client::Response> {
     tokio::spawn(async move {
-        lsc_devtools::client::get(addr, &path, &[("X-Aws-Parameters-Secrets-Token", TOKEN)])
+        lsc_devtools::harness::client::get(addr, &path, &[TOKEN_HEADER])
             .await
             .expect("the extension answers")
     })
 }
 
 /// `n` GETs of `path` sent at once on separate connections; their answers, in order.
-pub async fn concurrent_gets(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<lsc_devtools::client::Response> {
+pub async fn concurrent_gets(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<lsc_devtools::harness::client::Response> {
     let reads: Vec<_> = (0..n).map(|_| spawn_get(addr, path.to_string())).collect();
     let mut out = Vec::with_capacity(n);
     for r in reads {
@@ -101,6 +103,40 @@ pub fn parameter_path(name: &str, extra: &str) -> String {
     format!("/systemsmanager/parameters/get?name={}{extra}", encode(name))
 }
 
+/// `/status`, as JSON.
+pub async fn status(ext: &Extension) -> serde_json::Value {
+    ext.get("/status").await.expect("/status answers").json()
+}
+
+/// `n` secrets in moto named after `prefix` (unique), with values `value-0`, `value-1`, ….
+pub async fn seeded_secrets(prefix: &str, n: usize) -> Vec<String> {
+    let aws = aws();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = unique(&format!("{prefix}{i}"));
+        aws.create_secret(&id, &format!("value-{i}")).await.expect("secret created");
+        ids.push(id);
+    }
+    ids
+}
+
+/// An error as the function must see it: `status` (a real error status), JSON
+/// `{"__type": kind, "message": …}` with a message, no `X-Cache`, and none of `values`.
+pub fn assert_api_error(r: &lsc_devtools::harness::client::Response, status: u16, kind: &str, values: &[&str], case: &str) {
+    assert_eq!(
+        (r.status, r.json()["__type"].as_str()),
+        (status, Some(kind)),
+        "{case}: {}",
+        r.text()
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"), "{case}");
+    assert!(r.json()["message"].as_str().is_some_and(|m| !m.is_empty()), "{case}: {}", r.text());
+    assert_eq!(r.header("x-cache"), None, "{case}");
+    for v in values {
+        assert!(!r.text().contains(v), "{case}: the error body carries a value");
+    }
+}
+
 /// The `/status` entry for `id`.
 pub fn status_item(status: &serde_json::Value, id: &str) -> serde_json::Value {
     let items = status["cache"]["items"].as_array().expect("status lists items");
@@ -116,7 +152,7 @@ pub fn status_item(status: &serde_json::Value, id: &str) -> serde_json::Value {
 pub struct Lambda {
     pub aws: AwsJson,
     pub proxy: FaultProxy,
-    pub platform: lsc_devtools::platform::FakeLambda,
+    pub platform: lsc_devtools::fakes::platform::FakeLambda,
     pub ext: Extension,
     pub config_file: Option<std::path::PathBuf>,
 }
@@ -130,7 +166,11 @@ impl Drop for Lambda {
 }
 
 /// The environment the extension gets under the fake platform.
-pub fn lambda_env(proxy: &FaultProxy, platform: &lsc_devtools::platform::FakeLambda, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn lambda_env(
+    proxy: &FaultProxy,
+    platform: &lsc_devtools::fakes::platform::FakeLambda,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env = base_env(&proxy.endpoint(), TOKEN);
     // What Lambda sets, but the region: `base_env` names the one moto is reached in.
     let lambda = platform.process_env().into_iter().filter(|(k, _)| *k != "AWS_REGION");
@@ -160,10 +200,12 @@ pub fn config_file(yaml: &str) -> std::path::PathBuf {
 }
 
 /// Starts everything without waiting for the extension to listen (it may fail init).
-pub async fn spawn_lambda(options: lsc_devtools::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
+pub async fn spawn_lambda(options: lsc_devtools::fakes::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
     let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.addr).await.expect("proxy starts");
-    let platform = lsc_devtools::platform::FakeLambda::start(options).await.expect("platform starts");
+    let platform = lsc_devtools::fakes::platform::FakeLambda::start(options)
+        .await
+        .expect("platform starts");
     let config = yaml.map(config_file);
     let mut env = lambda_env(&proxy, &platform, extra);
     if let Some(path) = &config {
@@ -180,7 +222,7 @@ pub async fn spawn_lambda(options: lsc_devtools::platform::Options, yaml: Option
 }
 
 /// As `spawn_lambda`, then waits until it listens and attaches the reading runtime.
-pub async fn start_lambda(options: lsc_devtools::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
+pub async fn start_lambda(options: lsc_devtools::fakes::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
     let mut lambda = spawn_lambda(options, yaml, extra).await;
     lambda.ext.wait_listening().await.expect("extension listens");
     lambda.attach_reader(None);
@@ -194,7 +236,7 @@ impl Lambda {
     /// A runtime whose handler GETs every path in the payload (a JSON array) from the
     /// extension; `init_paths` are read during function init.
     pub fn attach_reader(&self, init_paths: Option<Vec<String>>) -> tokio::sync::oneshot::Receiver<Reads> {
-        use lsc_devtools::platform::runtime;
+        use lsc_devtools::fakes::platform::runtime;
         let addr = self.ext.addr;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let init: Option<runtime::BoxFuture<()>> = init_paths.map(|paths| {
@@ -222,7 +264,7 @@ impl Lambda {
     }
 
     /// Runs one invocation that reads `paths`; returns the outcome and what each read got.
-    pub async fn invoke(&self, paths: &[String]) -> (lsc_devtools::platform::InvokeOutcome, Reads) {
+    pub async fn invoke(&self, paths: &[String]) -> (lsc_devtools::fakes::platform::InvokeOutcome, Reads) {
         let outcome = self
             .platform
             .invoke(&serde_json::to_string(paths).unwrap())
@@ -238,8 +280,8 @@ impl Lambda {
 
 /// The function's handler: GET every path in the payload (a JSON array) from the extension at
 /// `addr` and answer with what each read got.
-pub fn reader(addr: std::net::SocketAddr) -> lsc_devtools::platform::runtime::Handler {
-    lsc_devtools::platform::runtime::handler(move |inv: lsc_devtools::platform::runtime::Invocation| async move {
+pub fn reader(addr: std::net::SocketAddr) -> lsc_devtools::fakes::platform::runtime::Handler {
+    lsc_devtools::fakes::platform::runtime::handler(move |inv: lsc_devtools::fakes::platform::runtime::Invocation| async move {
         let paths: Vec<String> = serde_json::from_str(&inv.payload).map_err(|e| e.to_string())?;
         let reads = read_all(addr, &paths).await;
         Ok(serde_json::to_string(&reads).expect("reads serialise"))
@@ -249,7 +291,7 @@ pub fn reader(addr: std::net::SocketAddr) -> lsc_devtools::platform::runtime::Ha
 pub async fn read_all(addr: std::net::SocketAddr, paths: &[String]) -> Reads {
     let mut out = Vec::new();
     for p in paths {
-        match lsc_devtools::client::get(addr, p, &[("X-Aws-Parameters-Secrets-Token", TOKEN)]).await {
+        match lsc_devtools::harness::client::get(addr, p, &[TOKEN_HEADER]).await {
             Ok(r) => out.push((r.status, r.header("x-cache").unwrap_or("-").to_string())),
             Err(e) => out.push((0, e.to_string())),
         }

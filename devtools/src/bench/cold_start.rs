@@ -22,11 +22,11 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::bench::percentile;
-use crate::extension::base_env;
-use crate::function::{ExtensionPort, Function, Handler, LocalFunction, Setup};
-use crate::moto::Moto;
-use crate::platform::Options;
-use crate::proxy::{Fault, FaultKind, FaultProxy};
+use crate::fakes::moto::Moto;
+use crate::fakes::platform::Options;
+use crate::fakes::proxy::{Fault, FaultKind, FaultProxy};
+use crate::harness::extension::base_env;
+use crate::local::function::{ExtensionPort, Function, Handler, LocalFunction, Setup};
 
 const SECRET: &str = "bench/cold-start/db";
 const TOKEN: &str = "bench-cold-start-token";
@@ -82,7 +82,7 @@ struct Sample {
 pub async fn run(extension: &Path, null: &Path, rounds: usize, warm: usize, latency: Duration) -> anyhow::Result<String> {
     let moto = Moto::start().context("starting moto")?;
     let proxy = FaultProxy::start(moto.addr).await?;
-    crate::aws::AwsJson::new(moto.addr)
+    crate::fakes::aws::AwsJson::new(moto.addr)
         .create_secret(SECRET, r#"{"username":"app","password":"bench-not-a-real-password"}"#)
         .await?;
     proxy.inject(Fault::always(FaultKind::Delay(latency)));

@@ -1,17 +1,17 @@
 //! `lsc-dev bench-http`: cached reads through the extension vs nginx serving the same bytes
 //! as a static file, with wrk, on loopback: sizes × connections, median of `runs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use super::probe::{Placement, Target, interleaved};
-use crate::aws::AwsJson;
-use crate::extension::{Extension, base_env};
-use crate::moto::Moto;
-use crate::proxy::FaultProxy;
+use crate::fakes::aws::AwsJson;
+use crate::fakes::moto::Moto;
+use crate::fakes::proxy::FaultProxy;
+use crate::harness::extension::{Extension, base_env};
 
 const TOKEN: &str = "bench-token";
 pub const LUA: &str = r#"
@@ -113,7 +113,7 @@ impl Nginx {
 impl Drop for Nginx {
     /// SIGQUIT to the master: it stops its workers (SIGKILL would leave them running).
     fn drop(&mut self) {
-        crate::process::signal_pid(self.child.id(), "QUIT");
+        crate::harness::process::signal_pid(self.child.id(), "QUIT");
         let _ = self.child.wait();
     }
 }
@@ -134,63 +134,101 @@ pub fn median(samples: Vec<Sample>) -> Sample {
     }
 }
 
-pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String> {
-    let moto = Moto::start()?;
-    let aws = AwsJson::new(moto.addr);
-    let proxy = FaultProxy::start(moto.addr).await?;
-    let dir = std::env::temp_dir().join(format!("lsc-bench-http-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www"))?;
-    let sizes = [("100 B", 100usize), ("4 KiB", 4096), ("64 KiB", 65_536)];
-    let mut yaml = String::from("secrets:\n");
-    for (i, (_, size)) in sizes.iter().enumerate() {
-        let id = format!("bench/size-{i}");
-        aws.create_secret(&id, &"s".repeat(*size)).await?;
-        yaml.push_str(&format!("  - id: {id}\n"));
-    }
-    for i in 0..25 {
-        aws.create_secret(&format!("bench/ready-{i}"), "r").await?;
-    }
-    std::fs::write(dir.join("config.yaml"), &yaml)?;
+/// What every measurement of `run` shares: moto with the secrets seeded, the counting proxy
+/// in front of it, a scratch directory with the config files, and the base environment.
+struct Fixture {
+    moto: Moto,
+    proxy: FaultProxy,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
 
-    // Start-to-ready with 25 prefetched secrets, and the calls it took.
-    let mut ready_yaml = String::from("secrets:\n");
-    for i in 0..25 {
-        ready_yaml.push_str(&format!("  - id: bench/ready-{i}\n"));
+/// The three body sizes served (the JSON bodies of secrets of these many bytes).
+const SIZES: [(&str, usize); 3] = [("100 B", 100), ("4 KiB", 4096), ("64 KiB", 65_536)];
+
+impl Fixture {
+    async fn new() -> anyhow::Result<Fixture> {
+        let moto = Moto::start()?;
+        let aws = AwsJson::new(moto.addr);
+        let proxy = FaultProxy::start(moto.addr).await?;
+        let dir = std::env::temp_dir().join(format!("lsc-bench-http-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("www"))?;
+        let mut sized = String::from("secrets:\n");
+        for (i, (_, size)) in SIZES.iter().enumerate() {
+            let id = format!("bench/size-{i}");
+            aws.create_secret(&id, &"s".repeat(*size)).await?;
+            sized.push_str(&format!("  - id: {id}\n"));
+        }
+        let mut ready = String::from("secrets:\n");
+        for i in 0..25 {
+            aws.create_secret(&format!("bench/ready-{i}"), "r").await?;
+            ready.push_str(&format!("  - id: bench/ready-{i}\n"));
+        }
+        std::fs::write(dir.join("config.yaml"), &sized)?;
+        std::fs::write(dir.join("ready.yaml"), &ready)?;
+        std::fs::write(dir.join("none.yaml"), "secrets: []\n")?;
+        let mut env = base_env(&proxy.endpoint(), TOKEN);
+        env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
+        env.push(("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL".into(), "info".into()));
+        Ok(Fixture { moto, proxy, dir, env })
     }
-    std::fs::write(dir.join("ready.yaml"), &ready_yaml)?;
-    let mut env = base_env(&proxy.endpoint(), TOKEN);
-    env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
-    env.push(("PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL".into(), "info".into()));
-    let mut ready_env = env.clone();
-    ready_env.push(("SECRETS_CACHE_CONFIG".into(), dir.join("ready.yaml").display().to_string()));
-    // Five starts; the median of each time.
+
+    /// The base environment with the config file `name` from the scratch directory, and `extra`.
+    fn env(&self, config: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.push(("SECRETS_CACHE_CONFIG".into(), self.dir.join(config).display().to_string()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Start-up with 25 prefetched secrets: the medians of five starts, the calls it took, RSS.
+struct Startup {
+    listening: Duration,
+    ready: Duration,
+    calls: usize,
+    idle_rss_kb: u64,
+}
+
+async fn measure_startup(bin: &Path, f: &Fixture) -> anyhow::Result<Startup> {
+    let env = f.env("ready.yaml", &[]);
     let (mut listening, mut ready) = (Vec::new(), Vec::new());
-    let (mut ready_calls, mut idle_rss) = (0, 0);
+    let (mut calls, mut idle_rss_kb) = (0, 0);
     for _ in 0..5 {
-        proxy.reset_counts();
+        f.proxy.reset_counts();
         let started = Instant::now();
-        let ext = Extension::start(bin, &["serve"], &ready_env).await?;
+        let ext = Extension::start(bin, &["serve"], &env).await?;
         listening.push(started.elapsed());
         ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
         ready.push(started.elapsed());
-        ready_calls = ready_calls.max(proxy.total_calls());
-        idle_rss = ext.rss_kb();
+        calls = calls.max(f.proxy.total_calls());
+        idle_rss_kb = ext.rss_kb();
     }
     listening.sort();
     ready.sort();
-    let (listening, ready) = (listening[2], ready[2]);
+    Ok(Startup {
+        listening: listening[2],
+        ready: ready[2],
+        calls,
+        idle_rss_kb,
+    })
+}
 
-    // 64 concurrent misses of one secret.
-    let mut miss_env = env.clone();
-    miss_env.push(("SECRETS_CACHE_CONFIG".into(), dir.join("none.yaml").display().to_string()));
-    std::fs::write(dir.join("none.yaml"), "secrets: []\n")?;
-    let ext = Extension::start(bin, &["serve"], &miss_env).await?;
-    proxy.reset_counts();
+/// Upstream calls for 64 concurrent misses of one secret.
+async fn measure_misses(bin: &Path, f: &Fixture) -> anyhow::Result<usize> {
+    let ext = Extension::start(bin, &["serve"], &f.env("none.yaml", &[])).await?;
+    f.proxy.reset_counts();
     let addr = ext.addr;
     let misses: Vec<_> = (0..64)
         .map(|_| {
             tokio::spawn(async move {
-                crate::client::get(
+                crate::harness::client::get(
                     addr,
                     "/secretsmanager/get?secretId=bench%2Fready-0",
                     &[("X-Aws-Parameters-Secrets-Token", TOKEN)],
@@ -202,38 +240,36 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
     for m in misses {
         m.await??;
     }
-    let miss_calls = proxy.total_calls();
-    drop(ext);
+    Ok(f.proxy.total_calls())
+}
 
-    // The extension with the three sizes cached, and nginx serving the same bytes.
-    env.push(("SECRETS_CACHE_CONFIG".into(), dir.join("config.yaml").display().to_string()));
-    env.push(("SECRETS_MANAGER_TTL".into(), "86400".into()));
-    let ext = Extension::start(bin, &["serve"], &env).await?;
+/// The extension with the three sizes cached against nginx serving the same bytes: wrk at 1,
+/// 16 and 64 connections, then the paired one-connection probe. Returns the table and the
+/// highest RSS seen under load.
+async fn measure_against_nginx(bin: &Path, f: &Fixture, runs: usize, seconds: u64) -> anyhow::Result<(String, Vec<usize>, u64)> {
+    let ext = Extension::start(bin, &["serve"], &f.env("config.yaml", &[("SECRETS_MANAGER_TTL", "86400")])).await?;
     ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
     let mut bodies = Vec::new();
-    for (i, _) in sizes.iter().enumerate() {
+    for i in 0..SIZES.len() {
         let r = ext.get(&format!("/secretsmanager/get?secretId=bench%2Fsize-{i}")).await?;
-        std::fs::write(dir.join("www").join(format!("size-{i}.json")), &r.body)?;
+        std::fs::write(f.dir.join("www").join(format!("size-{i}.json")), &r.body)?;
         bodies.push(r.body.len());
     }
-    let nginx = Nginx::start(&dir).await?;
-    let nginx_port = nginx.port;
-    let script = dir.join("report.lua");
+    let nginx = Nginx::start(&f.dir).await?;
+    let script = f.dir.join("report.lua");
     std::fs::write(&script, LUA)?;
-
     let header = format!("X-Aws-Parameters-Secrets-Token: {TOKEN}");
-    let mut table = String::new();
-    table.push_str("| body | connections | extension req/s | nginx req/s | ratio | ext p50 / p90 / p99 ms | nginx p50 / p90 / p99 ms |\n|---|---|---|---|---|---|---|\n");
+    let mut table = String::from(
+        "| body | connections | extension req/s | nginx req/s | ratio | ext p50 / p90 / p99 ms | nginx p50 / p90 / p99 ms |\n|---|---|---|---|---|---|---|\n",
+    );
     let mut load_rss = 0;
-    for (i, (label, _)) in sizes.iter().enumerate() {
+    for (i, (label, _)) in SIZES.iter().enumerate() {
         for conns in [1usize, 16, 64] {
             let ext_url = format!("http://{}/secretsmanager/get?secretId=bench%2Fsize-{i}", ext.addr);
-            let ngx_url = format!("http://127.0.0.1:{nginx_port}/size-{i}.json");
-            let mut e = Vec::new();
-            let mut n = Vec::new();
+            let ngx_url = format!("http://127.0.0.1:{}/size-{i}.json", nginx.port);
+            let (mut e, mut n) = (Vec::new(), Vec::new());
             // One connection measures latency more than throughput: more runs for its tail.
-            let runs = if conns == 1 { runs.max(5) } else { runs };
-            for _ in 0..runs {
+            for _ in 0..if conns == 1 { runs.max(5) } else { runs } {
                 e.push(wrk(&ext_url, Some(&header), conns, seconds, &script)?);
                 load_rss = load_rss.max(ext.rss_kb());
                 n.push(wrk(&ngx_url, None, conns, seconds, &script)?);
@@ -262,27 +298,30 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
             ));
         }
     }
-    // One connection's latency, paired: both servers, alternating, every request kept.
-    let requests = 20_000 * seconds as usize;
-    table.push_str(&format!(
+    table.push_str(&paired_latency(&ext, &nginx, &header, 20_000 * seconds as usize).await?);
+    Ok((table, bodies, load_rss))
+}
+
+/// One connection's latency, paired: both servers, alternating, every request kept.
+async fn paired_latency(ext: &Extension, nginx: &Nginx, header: &str, requests: usize) -> anyhow::Result<String> {
+    let mut table = format!(
         "\nLatency at one connection, paired: {requests} requests to each server over one keep-alive connection each, \
          alternating blocks of 200, every request's time kept (exact percentiles over all of them; a blocking Rust client, not wrk). \
          The client and both servers pinned to one CPU, then the servers to the other CPU (see devtools/src/bench/probe.rs):\n\n\
          | body | placement | extension p50 / p90 / p99 / p99.9 ms | nginx p50 / p90 / p99 / p99.9 ms | p99 ratio |\n|---|---|---|---|---|\n"
-    ));
-    for (i, (label, _)) in sizes.iter().enumerate() {
+    );
+    for (i, (label, _)) in SIZES.iter().enumerate() {
         for placement in Placement::available() {
-            let (ext_path, ngx_path) = (format!("/secretsmanager/get?secretId=bench%2Fsize-{i}"), format!("/size-{i}.json"));
             let targets = [
                 Target {
                     addr: ext.addr,
-                    path: ext_path,
-                    header: Some(header.clone()),
+                    path: format!("/secretsmanager/get?secretId=bench%2Fsize-{i}"),
+                    header: Some(header.to_string()),
                     pids: vec![ext.pid()],
                 },
                 Target {
                     addr: nginx.addr(),
-                    path: ngx_path,
+                    path: format!("/size-{i}.json"),
                     header: None,
                     pids: vec![nginx.pid()],
                 },
@@ -302,26 +341,36 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
             ));
         }
     }
-    drop(nginx);
-    drop(ext);
+    Ok(table)
+}
 
-    // The same extension with telemetry on: metrics and a span per read exported over
-    // OTLP/HTTP to the in-repo receiver every second.
-    let receiver = crate::otlp::OtlpReceiver::start().await?;
-    let mut otel_env = env.clone();
-    otel_env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint()));
-    otel_env.push(("OTEL_METRIC_EXPORT_INTERVAL".into(), "1000".into()));
-    let ext = Extension::start(bin, &["serve"], &otel_env).await?;
+/// The same extension with telemetry on: metrics and a span per read exported over OTLP/HTTP
+/// to the in-repo receiver every second. Returns the table, the highest RSS and the exports.
+async fn measure_with_telemetry(bin: &Path, f: &Fixture, runs: usize, seconds: u64) -> anyhow::Result<(String, u64, usize)> {
+    let receiver = crate::fakes::otlp::OtlpReceiver::start().await?;
+    let endpoint = receiver.endpoint();
+    let env = f.env(
+        "config.yaml",
+        &[
+            ("SECRETS_MANAGER_TTL", "86400"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+        ],
+    );
+    let ext = Extension::start(bin, &["serve"], &env).await?;
     ext.wait_log("prefetch finished", Duration::from_secs(10)).await?;
-    table.push_str("\nWith telemetry on (OTLP/HTTP to the in-repo receiver, export every 1 s, a span per read):\n\n");
-    table.push_str("| body | connections | extension req/s | ext p50 / p90 / p99 ms |\n|---|---|---|---|\n");
-    let mut otel_rss = 0;
-    for (i, (label, _)) in sizes.iter().enumerate().take(2) {
+    let (script, header) = (f.dir.join("report.lua"), format!("X-Aws-Parameters-Secrets-Token: {TOKEN}"));
+    let mut table = String::from(
+        "\nWith telemetry on (OTLP/HTTP to the in-repo receiver, export every 1 s, a span per read):\n\n\
+         | body | connections | extension req/s | ext p50 / p90 / p99 ms |\n|---|---|---|---|\n",
+    );
+    let mut rss = 0;
+    for (i, (label, _)) in SIZES.iter().enumerate().take(2) {
         let url = format!("http://{}/secretsmanager/get?secretId=bench%2Fsize-{i}", ext.addr);
         let mut e = Vec::new();
         for _ in 0..runs {
             e.push(wrk(&url, Some(&header), 64, seconds, &script)?);
-            otel_rss = otel_rss.max(ext.rss_kb());
+            rss = rss.max(ext.rss_kb());
         }
         let e = median(e);
         table.push_str(&format!(
@@ -329,13 +378,14 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
             e.rps, e.p50_ms, e.p90_ms, e.p99_ms
         ));
     }
-    let exports = receiver.metric_exports();
-    drop(ext);
+    Ok((table, rss, receiver.metric_exports()))
+}
 
-    // The uncached path for scale: GetSecretValue straight to moto (4 KiB secret).
-    let moto_script = dir.join("moto.lua");
+/// The uncached path for scale: GetSecretValue straight to moto (4 KiB secret).
+fn measure_moto(f: &Fixture, runs: usize, seconds: u64) -> anyhow::Result<String> {
+    let script = f.dir.join("moto.lua");
     std::fs::write(
-        &moto_script,
+        &script,
         format!(
             "wrk.method = \"POST\"\nwrk.body = '{{\"SecretId\":\"bench/size-1\"}}'\n\
              wrk.headers[\"Content-Type\"] = \"application/x-amz-json-1.1\"\n\
@@ -343,12 +393,13 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
              wrk.headers[\"Authorization\"] = \"AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0\"\n{LUA}"
         ),
     )?;
-    table.push_str("\nReference: GetSecretValue straight to moto (the uncached path, 4 KiB):\n\n");
-    table.push_str("| connections | req/s | p50 / p90 / p99 ms |\n|---|---|---|\n");
+    let mut table = String::from(
+        "\nReference: GetSecretValue straight to moto (the uncached path, 4 KiB):\n\n| connections | req/s | p50 / p90 / p99 ms |\n|---|---|---|\n",
+    );
     for conns in [1usize, 16] {
         let m = median(
             (0..runs)
-                .map(|_| wrk(&format!("{}/", moto.endpoint()), None, conns, seconds, &moto_script))
+                .map(|_| wrk(&format!("{}/", f.moto.endpoint()), None, conns, seconds, &script))
                 .collect::<Result<_, _>>()?,
         );
         table.push_str(&format!(
@@ -356,33 +407,36 @@ pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String
             m.rps, m.p50_ms, m.p90_ms, m.p99_ms
         ));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(table)
+}
+
+/// `lsc-dev bench-http`: the measurements above, in one Markdown report.
+pub async fn run(bin: &Path, runs: usize, seconds: u64) -> anyhow::Result<String> {
+    let f = Fixture::new().await?;
+    let startup = measure_startup(bin, &f).await?;
+    let miss_calls = measure_misses(bin, &f).await?;
+    let (mut table, bodies, load_rss) = measure_against_nginx(bin, &f, runs, seconds).await?;
+    let (telemetry, otel_rss, exports) = measure_with_telemetry(bin, &f, runs, seconds).await?;
+    table.push_str(&telemetry);
+    table.push_str(&measure_moto(&f, runs, seconds)?);
     let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     Ok(format!(
-        "# Benchmark results\n\nMachine: {cores} cores, {cpu}. Release build, loopback, wrk ({runs} runs of {seconds} s each, 5 at 1 connection; each figure the median over the runs), \
-         nginx serving the same bytes as a static file in the same run (a worker per core, sendfile, open_file_cache, tcp_nodelay, no access log). Body sizes are the JSON bodies ({:?} bytes).\n\n{table}\n\
+        "# Benchmark results\n\nMachine: {}. Release build, loopback, wrk ({runs} runs of {seconds} s each, 5 at 1 connection; each figure the median over the runs), \
+         nginx serving the same bytes as a static file in the same run (a worker per core, sendfile, open_file_cache, tcp_nodelay, no access log). Body sizes are the JSON bodies ({bodies:?} bytes).\n\n{table}\n\
          | other | value |\n|---|---|\n\
          | exec → listening (25 secrets configured; median of 5 starts) | {:.1} ms |\n\
          | exec → prefetch of 25 secrets done (median of 5) | {:.1} ms |\n\
-         | upstream calls for that prefetch | {ready_calls} |\n\
+         | upstream calls for that prefetch | {} |\n\
          | upstream calls for 64 concurrent misses of one secret | {miss_calls} |\n\
          | RSS idle (after prefetch) | {:.1} MB |\n\
          | RSS under load (max seen) | {:.1} MB |\n\
          | RSS under load, telemetry on (max seen; {exports} metric exports) | {:.1} MB |\n\
          | stripped binary | {:.1} MB |\n",
-        bodies,
-        listening.as_secs_f64() * 1000.0,
-        ready.as_secs_f64() * 1000.0,
-        idle_rss as f64 / 1024.0,
+        super::machine(),
+        startup.listening.as_secs_f64() * 1000.0,
+        startup.ready.as_secs_f64() * 1000.0,
+        startup.calls,
+        startup.idle_rss_kb as f64 / 1024.0,
         load_rss as f64 / 1024.0,
         otel_rss as f64 / 1024.0,
         size as f64 / 1_048_576.0

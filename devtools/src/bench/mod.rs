@@ -19,3 +19,17 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
         .copied()
         .unwrap_or(0.0)
 }
+
+/// "2 cores, <CPU model>": what every report says of the machine it ran on.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}

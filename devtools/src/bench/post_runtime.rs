@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::percentile;
-use crate::aws::AwsJson;
-use crate::extension::{Extension, base_env};
-use crate::moto::Moto;
-use crate::otlp::OtlpReceiver;
-use crate::platform::{FakeLambda, Options, runtime};
-use crate::proxy::{Fault, FaultKind, FaultProxy};
+use crate::fakes::aws::AwsJson;
+use crate::fakes::moto::Moto;
+use crate::fakes::otlp::OtlpReceiver;
+use crate::fakes::platform::{FakeLambda, Options, runtime};
+use crate::fakes::proxy::{Fault, FaultKind, FaultProxy};
+use crate::harness::extension::{Extension, base_env};
 
 const TOKEN: &str = "bench-token";
 const SECRET: &str = "bench/secret";
@@ -86,7 +86,7 @@ async fn measure(bin: &Path, null_bin: &Path, proxy: &FaultProxy, setting: &Sett
     let addr = ext.wait_listening().await?;
     let handler = runtime::handler(move |_inv: runtime::Invocation| async move {
         for _ in 0..3 {
-            let r = crate::client::get(
+            let r = crate::harness::client::get(
                 addr,
                 "/secretsmanager/get?secretId=bench%2Fsecret",
                 &[("X-Aws-Parameters-Secrets-Token", TOKEN)],
@@ -205,8 +205,43 @@ pub async fn run(bin: &Path, null_bin: &Path, n: usize) -> anyhow::Result<String
     let hung = OtlpReceiver::start().await?;
     hung.set_delay(Some(Duration::from_secs(30)));
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let rotel = crate::rotel::Rotel::start().await.ok();
+    let rotel = crate::fakes::rotel::Rotel::start().await.ok();
 
+    let settings = settings(&receiver, &hung, closed, rotel.as_ref());
+
+    let mut out = format!(
+        "Post-runtime duration: the runtime's response → the extension's next `/event/next`, per \
+         invocation (zero when the extension was back first), {n} invocations per setting, a function \
+         making 3 cached reads, the fake platform with two extensions: this one and a null extension \
+         that calls `/next` at once (the floor, measured from the same responses). {}.\n\n\
+         | setting | extension p50 / p99 / max ms | null extension p50 / p99 / max ms | exports (failed) |\n|---|---|---|---|\n",
+        super::machine()
+    );
+    for setting in &settings {
+        let mut row = measure(bin, null_bin, &proxy, setting, n)
+            .await
+            .with_context(|| setting.name.clone())?;
+        let exports = row.exports.map_or("—".to_string(), |(e, f)| format!("{e} ({f})"));
+        out.push_str(&format!(
+            "| {} | {} | {} | {exports} |\n",
+            setting.name,
+            row_text(&mut row.ours),
+            row_text(&mut row.null)
+        ));
+    }
+
+    out.push_str(&init_table(bin, &proxy).await?);
+    Ok(out)
+}
+
+/// The settings measured: no exporter, the exporter's policies, real collectors, collectors
+/// that fail, and a refresh due at every invocation.
+fn settings(
+    receiver: &OtlpReceiver,
+    hung: &OtlpReceiver,
+    closed: std::net::SocketAddr,
+    rotel: Option<&crate::fakes::rotel::Rotel>,
+) -> Vec<Setting> {
     let endpoint = |e: String| ("OTEL_EXPORTER_OTLP_ENDPOINT", e);
     let every = ("SECRETS_CACHE_FLUSH", "periodic:0".to_string());
     let short = ("OTEL_EXPORTER_OTLP_TIMEOUT", "300".to_string());
@@ -225,7 +260,7 @@ pub async fn run(bin: &Path, null_bin: &Path, n: usize) -> anyhow::Result<String
             vec![endpoint(receiver.endpoint()), ("SECRETS_CACHE_FLUSH", "end".into())],
         ),
     ];
-    if let Some(r) = &rotel {
+    if let Some(r) = rotel {
         settings.push(Setting::new(
             "OTLP/HTTP to rotel, `periodic:0`",
             vec![endpoint(r.endpoint.clone()), every.clone()],
@@ -253,28 +288,11 @@ pub async fn run(bin: &Path, null_bin: &Path, n: usize) -> anyhow::Result<String
         ..Setting::new("a refresh-ahead due at every invocation, AWS latency 20 ms, no OTLP", vec![])
     });
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut out = format!(
-        "Post-runtime duration: the runtime's response → the extension's next `/event/next`, per \
-         invocation (zero when the extension was back first), {n} invocations per setting, a function \
-         making 3 cached reads, the fake platform with two extensions: this one and a null extension \
-         that calls `/next` at once (the floor, measured from the same responses). {cores} cores.\n\n\
-         | setting | extension p50 / p99 / max ms | null extension p50 / p99 / max ms | exports (failed) |\n|---|---|---|---|\n"
-    );
-    for setting in &settings {
-        let mut row = measure(bin, null_bin, &proxy, setting, n)
-            .await
-            .with_context(|| setting.name.clone())?;
-        let exports = row.exports.map_or("—".to_string(), |(e, f)| format!("{e} ({f})"));
-        out.push_str(&format!(
-            "| {} | {} | {} | {exports} |\n",
-            setting.name,
-            row_text(&mut row.ours),
-            row_text(&mut row.null)
-        ));
-    }
+    settings
+}
 
-    // Init: what the prefetch adds before the first `/next`, with AWS answering in 100 ms.
+/// Init: what the prefetch adds before the first `/next`, with AWS answering in 100 ms.
+async fn init_table(bin: &Path, proxy: &FaultProxy) -> anyhow::Result<String> {
     let latency = Duration::from_millis(100);
     let mut table = String::from(
         "\nInit: register → the extension's first `/next`, 3 configured secrets, every AWS call delayed \
@@ -283,10 +301,9 @@ pub async fn run(bin: &Path, null_bin: &Path, n: usize) -> anyhow::Result<String
     for (label, required) in [("no entry `required`", false), ("one entry `required: true`", true)] {
         let mut times = Vec::new();
         for _ in 0..3 {
-            times.push(init_time(bin, &proxy, latency, required).await?.as_secs_f64() * 1000.0);
+            times.push(init_time(bin, proxy, latency, required).await?.as_secs_f64() * 1000.0);
         }
         table.push_str(&format!("| {label} | {:.1} |\n", percentile(&mut times, 50.0)));
     }
-    out.push_str(&table);
-    Ok(out)
+    Ok(table)
 }

@@ -12,10 +12,10 @@ use anyhow::bail;
 use super::http::{LUA, Nginx, Sample, median, wrk};
 use super::percentile;
 use super::probe::{Placement, Target, interleaved};
-use crate::aws::AwsJson;
-use crate::extension::{Extension, base_env};
-use crate::moto::Moto;
-use crate::proxy::FaultProxy;
+use crate::fakes::aws::AwsJson;
+use crate::fakes::moto::Moto;
+use crate::fakes::proxy::FaultProxy;
+use crate::harness::extension::{Extension, base_env};
 
 const TOKEN: &str = "bench-token";
 const PATH: &str = "/secretsmanager/get?secretId=bench%2Fruntime";
@@ -48,19 +48,31 @@ fn threads(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Per variant, in order: what was measured.
+struct Measured {
+    /// exec → listening, ms, one per start.
+    startup: Vec<Vec<f64>>,
+    /// (RSS KiB, threads) idle and the most seen under load.
+    idle: Vec<(u64, u64)>,
+    load: Vec<(u64, u64)>,
+    /// [placement][variant, then nginx] → each round's p50 and p99.
+    p50: Vec<Vec<Vec<f64>>>,
+    p99: Vec<Vec<Vec<f64>>>,
+    /// [16 connections, 64][variant] → each run.
+    rps: [Vec<Vec<Sample>>; 2],
+}
+
 pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64) -> anyhow::Result<String> {
     if variants.len() < 2 {
         bail!("compare at least two variants");
     }
-    let n = variants.len();
     let moto = Moto::start()?;
     AwsJson::new(moto.addr).create_secret("bench/runtime", &"s".repeat(4096)).await?;
     let proxy = FaultProxy::start(moto.addr).await?;
     let dir = std::env::temp_dir().join(format!("lsc-bench-runtime-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("www"))?;
     std::fs::write(dir.join("config.yaml"), "secrets:\n  - id: bench/runtime\n")?;
-    let script = dir.join("report.lua");
-    std::fs::write(&script, LUA)?;
+    std::fs::write(dir.join("report.lua"), LUA)?;
     let env = |v: &Variant| {
         let mut env = base_env(&proxy.endpoint(), TOKEN);
         env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_LOG_LEVEL");
@@ -76,7 +88,22 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
         env.extend(v.env.iter().cloned());
         env
     };
+    let measured = measure(variants, &env, &dir, rounds, runs, seconds).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report(variants, measured?, rounds, runs, seconds))
+}
 
+/// Start-up, then every variant and nginx serving the same bytes side by side: the paired
+/// one-connection probe per placement, and wrk at 16 and 64 connections, taking turns.
+async fn measure(
+    variants: &[Variant],
+    env: &dyn Fn(&Variant) -> Vec<(String, String)>,
+    dir: &std::path::Path,
+    rounds: usize,
+    runs: usize,
+    seconds: u64,
+) -> anyhow::Result<Measured> {
+    let n = variants.len();
     // Start-up: exec → listening, median of 5 starts of each, taking turns.
     let mut startup: Vec<Vec<f64>> = vec![Vec::new(); n];
     for _ in 0..5 {
@@ -101,7 +128,7 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
         }
     }
     std::fs::write(dir.join("www/runtime.json"), &body)?;
-    let nginx = Nginx::start(&dir).await?;
+    let nginx = Nginx::start(dir).await?;
     let idle: Vec<(u64, u64)> = exts.iter().map(|e| (e.rss_kb(), threads(e.pid()))).collect();
 
     // One connection: every variant and nginx interleaved, `rounds` times for each placement;
@@ -122,9 +149,7 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
         header: None,
         pids: vec![nginx.pid()],
     });
-    let requests = 20_000;
     let placements = Placement::available();
-    // [placement][target] → one figure per round.
     let mut p50 = vec![vec![Vec::new(); n + 1]; placements.len()];
     let mut p99 = p50.clone();
     for (k, &placement) in placements.iter().enumerate() {
@@ -132,7 +157,7 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
             // Each round starts the blocks at the next variant, so no variant always goes first.
             let order: Vec<usize> = (0..n).map(|j| (j + round) % n).chain([n]).collect();
             let t: Vec<Target> = order.iter().map(|&i| targets[i].clone()).collect();
-            let lat = tokio::task::spawn_blocking(move || interleaved(&t, requests, placement)).await??;
+            let lat = tokio::task::spawn_blocking(move || interleaved(&t, REQUESTS, placement)).await??;
             for (slot, mut v) in lat.into_iter().enumerate() {
                 p50[k][order[slot]].push(percentile(&mut v, 50.0));
                 p99[k][order[slot]].push(percentile(&mut v, 99.0));
@@ -141,6 +166,7 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
     }
 
     // Throughput at 16 and 64 connections, taking turns run by run.
+    let script = dir.join("report.lua");
     let mut rps: [Vec<Vec<Sample>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
     let mut load: Vec<(u64, u64)> = vec![(0, 0); n];
     for (c, conns) in [16usize, 64].into_iter().enumerate() {
@@ -155,9 +181,24 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
             }
         }
     }
-    drop(nginx);
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Measured {
+        startup,
+        idle,
+        load,
+        p50,
+        p99,
+        rps,
+    })
+}
 
+/// Requests per variant per round of the one-connection probe.
+const REQUESTS: usize = 20_000;
+
+/// The Markdown table of `measure`'s figures.
+fn report(variants: &[Variant], mut m: Measured, rounds: usize, runs: usize, seconds: u64) -> String {
+    let (n, requests) = (variants.len(), REQUESTS);
+    let placements = Placement::available();
+    let (p50, p99, rps, startup, idle, load) = (&mut m.p50, &mut m.p99, &mut m.rps, &mut m.startup, &m.idle, &m.load);
     let median_of = |v: &mut Vec<f64>| percentile(v, 50.0);
     let nginx_p99: Vec<f64> = (0..placements.len()).map(|k| median_of(&mut p99[k][n])).collect();
     let labels: Vec<&str> = placements.iter().map(|p| p.label()).collect();
@@ -204,5 +245,5 @@ pub async fn run(variants: &[Variant], rounds: usize, runs: usize, seconds: u64)
             size as f64 / 1_048_576.0,
         ));
     }
-    Ok(out)
+    out
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lsc_devtools::bench::variants;
-use lsc_devtools::local::LambdaArgs;
+use lsc_devtools::local::command::LambdaArgs;
 
 #[derive(Parser)]
 #[command(name = "lsc-dev", version, about = "Developer commands for lambda-secrets-cache")]
@@ -113,7 +113,7 @@ fn parse_build(text: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn release(extension: Option<PathBuf>) -> PathBuf {
-    extension.unwrap_or_else(|| lsc_devtools::extension::binary("release"))
+    extension.unwrap_or_else(|| lsc_devtools::harness::extension::binary("release"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,10 +121,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = match cli.command {
         Command::Demo { extension } => return runtime.block_on(lsc_devtools::demo::run(&release(extension))),
-        Command::Lambda(args) => return runtime.block_on(lsc_devtools::local::run(args)),
+        Command::Lambda(args) => return runtime.block_on(lsc_devtools::local::command::run(args)),
         Command::NullExtension { name } => {
             let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context("AWS_LAMBDA_RUNTIME_API is not set")?;
-            return runtime.block_on(lsc_devtools::null_extension::run(&api, &name));
+            return runtime.block_on(lsc_devtools::fakes::null_extension::run(&api, &name));
         }
         Command::BenchHttp { extension, runs, seconds } => {
             runtime.block_on(lsc_devtools::bench::http::run(&release(extension), runs, seconds))?

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 
-use crate::client;
+use crate::harness::client;
 
 /// Runs against the Extensions API at `runtime_api` (`host:port`) until SHUTDOWN.
 pub async fn run(runtime_api: &str, name: &str) -> anyhow::Result<()> {

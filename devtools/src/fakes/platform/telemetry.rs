@@ -190,7 +190,7 @@ async fn post(subscription: &Subscription, batch: &[Value]) -> Option<u16> {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         }
-        let sent = crate::client::request(
+        let sent = crate::harness::client::request(
             subscription.addr,
             "POST",
             &subscription.path,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::client;
+use crate::harness::client;
 
 #[derive(Clone)]
 pub struct AwsJson {

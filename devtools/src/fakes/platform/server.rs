@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::{Extension, FakeLambda, Phase, Recorded, Reply, Reported, new_uuid};
+use super::extensions::{Registered, Reply};
+use super::records::new_uuid;
+use super::{FakeLambda, Phase, Recorded, Reported};
 
 type Answer = Response<Full<Bytes>>;
 
@@ -119,7 +121,7 @@ fn register(platform: &FakeLambda, name: Option<String>, features: Option<String
     }
     let id = new_uuid();
     inner.emit("platform.extension", json!({"name": name, "state": "Ready", "events": events}));
-    inner.extensions.push(Extension {
+    inner.extensions.push(Registered {
         id: id.clone(),
         name,
         events,
@@ -295,7 +297,7 @@ fn runtime_result(platform: &FakeLambda, path: &str, body: Bytes) -> Answer {
 }
 
 /// The name of the extension with identifier `id`.
-fn registered_name(extensions: &[Extension], id: Option<&str>) -> Option<String> {
+fn registered_name(extensions: &[Registered], id: Option<&str>) -> Option<String> {
     extensions.iter().find(|e| Some(e.id.as_str()) == id).map(|e| e.name.clone())
 }
 

@@ -59,7 +59,7 @@ impl Rotel {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting rotel-agent")?;
-        let output = crate::process::capture_output(&mut child);
+        let output = crate::harness::process::capture_output(&mut child);
         let deadline = Instant::now() + Duration::from_secs(15);
         while tokio::net::TcpStream::connect(("127.0.0.1", http)).await.is_err() {
             if let Some(status) = child.try_wait()? {

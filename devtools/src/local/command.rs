@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::function::{ExtensionPort, Function, Handler, Invoked, LocalFunction, Runtime, Setup};
-use crate::platform::{Faults, InitType, Options, runtime};
+use crate::fakes::platform::{Faults, InitType, Options, runtime};
+use crate::local::function::{ExtensionPort, Function, Handler, Invoked, LocalFunction, Runtime, Setup};
 
 /// The options of `lsc-dev lambda`.
 #[derive(Debug, Clone, clap::Args)]
@@ -201,7 +201,7 @@ fn scripted(addr: Option<std::net::SocketAddr>, reads: Vec<String>, token: Strin
             let addr = addr.ok_or("the extension serves nothing to read")?;
             let mut out = Vec::new();
             for path in &reads {
-                match crate::client::get(addr, path, &[("X-Aws-Parameters-Secrets-Token", &token)]).await {
+                match crate::harness::client::get(addr, path, &[("X-Aws-Parameters-Secrets-Token", &token)]).await {
                     Ok(r) => out.push(format!("{} {}", r.status, r.header("x-cache").unwrap_or("-"))),
                     Err(e) => out.push(format!("error {e}")),
                 }

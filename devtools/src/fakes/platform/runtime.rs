@@ -50,7 +50,7 @@ pub fn spawn(platform: &FakeLambda, init: Option<BoxFuture<()>>, handler: Handle
 /// returns when `next` fails or the platform refuses it.
 pub async fn serve(addr: SocketAddr, handler: Handler) {
     loop {
-        let Ok(next) = crate::client::get(addr, "/2018-06-01/runtime/invocation/next", &[]).await else {
+        let Ok(next) = crate::harness::client::get(addr, "/2018-06-01/runtime/invocation/next", &[]).await else {
             return;
         };
         if next.status != 200 {
@@ -72,7 +72,7 @@ pub async fn serve(addr: SocketAddr, handler: Handler) {
             ),
         };
         let headers: Vec<(&str, &str)> = headers;
-        if crate::client::request(addr, "POST", &path, &headers, body.into_bytes())
+        if crate::harness::client::request(addr, "POST", &path, &headers, body.into_bytes())
             .await
             .is_err()
         {

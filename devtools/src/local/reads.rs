@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::client;
+use crate::harness::client;
 
 /// One read the function made.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::client;
+use crate::harness::client;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {

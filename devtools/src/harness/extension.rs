@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::process::Process;
+use crate::harness::process::Process;
 
 /// Replaces the binary the tests start.
 pub const BIN_VAR: &str = "LSC_EXTENSION_BIN";
@@ -96,7 +96,8 @@ impl Extension {
         let mut cmd = command(bin);
         cmd.args(args);
         let process = Process::spawn(cmd, env).with_context(|| format!("starting {}", bin.display()))?;
-        let token = ["AWS_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SESSION_TOKEN"]
+        // The product's order (SnapStart aside, which tests set the token for explicitly).
+        let token = lambda_secrets_cache::config::TOKEN_VARIABLES
             .iter()
             .find_map(|name| env.iter().find(|(k, _)| k == name))
             .map(|(_, v)| v.clone())
@@ -166,8 +167,8 @@ impl Extension {
     }
 
     /// GET with the right token.
-    pub async fn get(&self, path: &str) -> anyhow::Result<crate::client::Response> {
-        crate::client::get(self.addr, path, &[("X-Aws-Parameters-Secrets-Token", &self.token)]).await
+    pub async fn get(&self, path: &str) -> anyhow::Result<crate::harness::client::Response> {
+        crate::harness::client::get(self.addr, path, &[("X-Aws-Parameters-Secrets-Token", &self.token)]).await
     }
 
     /// SIGTERM, then wait (SIGKILL after 5 s).

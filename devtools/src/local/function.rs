@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
-use crate::extension::Extension;
-use crate::platform::{FakeLambda, InitOutcome, InvokeOutcome, Options, runtime};
-use crate::process::Process;
-use crate::reads::{Read, ReadRecorder};
+use crate::fakes::platform::{FakeLambda, InitOutcome, InvokeOutcome, Options, runtime};
+use crate::harness::extension::Extension;
+use crate::harness::process::Process;
+use crate::local::reads::{Read, ReadRecorder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
