@@ -13,7 +13,7 @@ use crate::config::ByService;
 use crate::key::Service;
 use crate::telemetry::names;
 
-/// `cache.result` of SPEC §6.
+/// `cache.result` of `secrets_cache.requests` (README, "Telemetry").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheResult {
     Hit,

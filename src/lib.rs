@@ -1,10 +1,11 @@
 //! lambda-secrets-cache: an AWS Lambda extension that keeps Secrets Manager secrets and
 //! Parameter Store parameters in memory and serves them over loopback HTTP.
 //!
-//! Data flows one way: `config` → `source` (AWS SDK) → `cache` (arc-swap snapshot) → `http`,
-//! with `metrics` recorded along the way and `app` wiring the parts together. In extension mode
-//! `lifecycle` drives it from Extensions API events, and `telemetry` receives the platform's
-//! Telemetry API deliveries.
+//! Data flows one way: `config` → `upstream` (the AWS SDK) → `cache` (arc-swap snapshot) →
+//! `http`, with `counters` recorded along the way and `app` wiring the parts together. In
+//! extension mode `lifecycle` drives it from the platform's events (`lambda`: the Extensions
+//! and Telemetry APIs), and `telemetry` exports metrics and spans over OTLP. ARCHITECTURE.md
+//! has the map.
 
 #![forbid(unsafe_code)]
 

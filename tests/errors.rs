@@ -1,4 +1,4 @@
-//! Every error row of SPEC §2: status and `__type`, through the binary's HTTP API.
+//! Every row of the README's error table ("Errors"): status and `__type`, through the binary's HTTP API.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Parameter Store routes of SPEC §2 against moto, through the binary's HTTP API.
+//! Parameter Store routes of the README's "HTTP API" against moto, through the binary's HTTP API.
 
 mod common;
 

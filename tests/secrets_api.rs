@@ -1,4 +1,4 @@
-//! Secrets Manager routes of SPEC §2 against moto, through the binary's HTTP API.
+//! Secrets Manager routes of the README's "HTTP API" against moto, through the binary's HTTP API.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The prefetch list (`config.yaml`, SPEC §4): YAML text → typed items, with every problem
+//! The prefetch list (`config.yaml`, README "Config file"): YAML text → typed items, with every problem
 //! reported at once and each one pinned to a line and column of the file.
 //!
 //! The walk (`walk.rs`) is hand-written over saphyr's position-marked nodes rather than serde,

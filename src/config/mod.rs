@@ -36,7 +36,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(3000);
 pub const DEFAULT_CONFIG_PATH: &str = "/var/task/config.yaml";
 /// The async runtime's threads (`SECRETS_CACHE_WORKER_THREADS`); see the README's Performance.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
-/// Checked in this order; the first one set is the token (SPEC §2).
+/// Checked in this order; the first one set is the token (README, "HTTP API").
 pub const TOKEN_VARIABLES: [&str; 3] = ["AWS_TOKEN", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN"];
 const PORT_VAR: &str = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT";
 
@@ -376,7 +376,7 @@ fn session_name(function: Option<&str>) -> String {
     name
 }
 
-/// The first token variable set, in the order SPEC §2 gives. With SnapStart the function's
+/// The first token variable set, in the order the README gives ("HTTP API"). With SnapStart the function's
 /// credentials come from the container endpoint, and `AWS_SESSION_TOKEN` is not the one to trust.
 fn token(c: &mut Collector<'_>, init_type: InitType) -> Option<Token> {
     let mut order = TOKEN_VARIABLES;

@@ -1,4 +1,4 @@
-//! Data out: the loopback HTTP server the function calls (SPEC §2). A request is routed by a
+//! Data out: the loopback HTTP server the function calls (README, "HTTP API"). A request is routed by a
 //! pure function (`route`), checked (forwarding, token), served from the cache, and every error
 //! is rendered by `ApiError`. The server owns no state beyond handles passed in: what it reports
 //! of the lifecycle and the export comes through `Hooks`.

@@ -1,6 +1,8 @@
 //! Metric collection on demand. Lambda freezes the process between invocations, so no
-//! periodic reader: the lifecycle collects through `SharedReader` and exports when it decides
-//! (after `platform.runtimeDone`, at SHUTDOWN), each export bounded by a timeout.
+//! periodic reader: the lifecycle collects through `SharedReader` and exports when its flush
+//! policy says (by default at the start of an INVOKE, overlapping the function; after
+//! `platform.runtimeDone` only with `SECRETS_CACHE_FLUSH=end`; at SHUTDOWN), each export
+//! bounded by a timeout.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

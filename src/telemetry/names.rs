@@ -1,4 +1,4 @@
-//! Metric names, units and histogram boundaries: the contract of SPEC §6, in one place.
+//! Metric names, units and histogram boundaries: the contract (README, "Telemetry"), in one place.
 //! Dashboards use exactly these names (after the usual OTLP → Prometheus translation).
 
 pub const REQUESTS: &str = "secrets_cache.requests";

@@ -1,6 +1,6 @@
 //! Upstream answer → the response body the function receives, rendered once per fetch so a
 //! cache hit is a reference-count increment. Shapes and keys are those of the AWS Parameters
-//! and Secrets Lambda Extension (SPEC §2). The buffers holding values are sized exactly, so no
+//! and Secrets Lambda Extension (README, "HTTP API"). The buffers holding values are sized exactly, so no
 //! reallocation leaves a copy behind, and they are zeroised when the last reference drops.
 
 use base64::Engine;

@@ -123,7 +123,7 @@ impl Handler {
         Ok(cmd)
     }
 
-    /// Variables Lambda gives the runtime but not extensions (reference §1.1).
+    /// Variables Lambda gives the runtime but not extensions (ARCHITECTURE.md, "The Lambda platform").
     fn runtime_env(&self) -> Vec<(String, String)> {
         let root = self.task_root.to_string_lossy().into_owned();
         let mut env = vec![

@@ -1,6 +1,6 @@
 //! A fake Lambda platform on loopback: the Extensions API, the Telemetry API and the Runtime
 //! API as AWS's runtime interface clients use it (`awslambdaric`, `aws-lambda-ric`), with the
-//! ordering of a real execution environment (`../shared/reference/lambda-platform.md` §1.5): extensions register → runtime
+//! ordering of a real execution environment (ARCHITECTURE.md, "The Lambda platform"): extensions register → runtime
 //! init → Init ends when the runtime and every extension wait on `next` → INVOKE goes to all
 //! of them → the runtime responds → `platform.runtimeDone` → every extension calls `next`
 //! again → `platform.report` → … → SHUTDOWN with a deadline.

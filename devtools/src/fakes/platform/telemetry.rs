@@ -43,7 +43,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The checks and limits of the real API (reference §2.1).
+    /// The checks and limits of the real API (ARCHITECTURE.md, "The Lambda platform").
     pub fn validate(body: &Value) -> Result<Subscription, String> {
         let schema = body.get("schemaVersion").and_then(Value::as_str).unwrap_or("");
         if !["2022-07-01", "2022-12-13", "2025-01-29"].contains(&schema) {
