@@ -688,25 +688,32 @@ fn spawn_get(cache: &Arc<Cache>, id: &'static str, refresh_now: bool) -> tokio::
     tokio::spawn(async move { c.get(key(id), refresh_now).await })
 }
 
-#[tokio::test]
-async fn overlapping_fetches_are_ordered_by_what_upstream_read_not_by_when_they_started() {
-    // Issue 22, item 1: a refreshNow held before it reaches upstream, a second one that reads
-    // OLD at once and whose answer is held; rotate; the first reads NEW and serves it; the
-    // second's OLD arrives last and must not replace NEW.
-    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
+/// `a` read (OLD); a refreshNow held before it reaches upstream; a second that reads OLD and
+/// whose answer is held; rotate to NEW; the first reads NEW and serves it; the second's OLD
+/// lands last: both readers get NEW.
+async fn overlapping_refreshes(cache: &Arc<Cache>, fetch: &FakeFetch) {
     fetch.set("a", Ok("OLD"));
     cache.get(key("a"), false).await.unwrap();
-    let first_held = hold(&fetch, true);
-    let first = spawn_get(&cache, "a", true);
+    let first_held = hold(fetch, true);
+    let first = spawn_get(cache, "a", true);
     first_held.reached().await;
-    let second_held = hold(&fetch, false);
-    let second = spawn_get(&cache, "a", true);
+    let second_held = hold(fetch, false);
+    let second = spawn_get(cache, "a", true);
     second_held.reached().await;
     fetch.set("a", Ok("NEW"));
     first_held.open();
     assert_eq!(body(&first.await.unwrap().unwrap()), "NEW");
     second_held.open();
     assert_eq!(body(&second.await.unwrap().unwrap()), "NEW", "the late OLD answer gets NEW");
+}
+
+#[tokio::test]
+async fn overlapping_fetches_are_ordered_by_what_upstream_read_not_by_when_they_started() {
+    // Issue 22, item 1: a refreshNow held before it reaches upstream, a second one that reads
+    // OLD at once and whose answer is held; rotate; the first reads NEW and serves it; the
+    // second's OLD arrives last and must not replace NEW.
+    let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
+    overlapping_refreshes(&cache, &fetch).await;
     let s = cache.get(key("a"), false).await.unwrap();
     assert_eq!((s.result, body(&s)), (CacheResult::Hit, "NEW"));
     assert!(cache.refresh_ahead().is_empty(), "ordered by version: nothing to confirm");
@@ -718,19 +725,7 @@ async fn answers_nothing_orders_keep_the_value_held_and_read_the_item_again() {
     // there stays, and the next refresh-ahead reads the item once more.
     let (cache, fetch, _, _) = setup(policy(), &PrefetchList::default());
     fetch.unranked.store(true, SeqCst);
-    fetch.set("a", Ok("OLD"));
-    cache.get(key("a"), false).await.unwrap();
-    let first_held = hold(&fetch, true);
-    let first = spawn_get(&cache, "a", true);
-    first_held.reached().await;
-    let second_held = hold(&fetch, false);
-    let second = spawn_get(&cache, "a", true);
-    second_held.reached().await;
-    fetch.set("a", Ok("NEW"));
-    first_held.open();
-    assert_eq!(body(&first.await.unwrap().unwrap()), "NEW");
-    second_held.open();
-    assert_eq!(body(&second.await.unwrap().unwrap()), "NEW");
+    overlapping_refreshes(&cache, &fetch).await;
     let confirm = cache.refresh_ahead();
     assert_eq!(confirm.len(), 1, "the item is read once more");
     confirm.finish().await;
