@@ -44,6 +44,7 @@ fn policy() -> CacheConfig {
         read_timeout: both(std::time::Duration::from_secs(3)),
         max_stale: std::time::Duration::from_secs(900),
         refresh_ahead: 0.8,
+        prefetch_deadline: std::time::Duration::from_secs(6),
         prefetch: PrefetchList::default(),
     }
 }

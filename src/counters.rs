@@ -73,6 +73,8 @@ pub struct Counters {
     /// Items refreshed, by trigger and outcome ok/error.
     refreshes: ByService<[[AtomicU64; 2]; 4]>,
     evictions: AtomicU64,
+    /// Throttled answers by service and operation (each attempt). Rare: a lock is fine.
+    throttled: std::sync::Mutex<Vec<(Service, String, u64)>>,
     /// Request-path time in microseconds, for the mean in `/status`.
     request_micros: AtomicU64,
 }
@@ -114,6 +116,7 @@ impl Counters {
             upstream_calls: Default::default(),
             refreshes: Default::default(),
             evictions: AtomicU64::new(0),
+            throttled: Default::default(),
             request_micros: AtomicU64::new(0),
         }
     }
@@ -174,6 +177,23 @@ impl Counters {
         counter!(names::EVICTIONS).increment(1);
     }
 
+    /// AWS throttled an attempt of `operation`; returns how many it has throttled so far.
+    pub fn throttled(&self, service: Service, operation: &str) -> u64 {
+        let operation = bounded_error_type(operation);
+        counter!(names::THROTTLED, names::SOURCE => service.as_str(), names::RPC_METHOD => operation.clone()).increment(1);
+        let mut throttled = self.throttled.lock().expect("throttled lock holds no invariants");
+        match throttled.iter_mut().find(|(s, o, _)| *s == service && *o == operation) {
+            Some((_, _, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                throttled.push((service, operation, 1));
+                1
+            }
+        }
+    }
+
     pub fn requests(&self, service: Service, result: CacheResult) -> u64 {
         self.requests.get(service)[result as usize].load(Relaxed)
     }
@@ -230,6 +250,17 @@ impl Counters {
             upstream_calls: upstream,
             refreshes,
             evictions: self.evictions.load(Relaxed),
+            throttled: self
+                .throttled
+                .lock()
+                .expect("throttled lock holds no invariants")
+                .iter()
+                .map(|(s, operation, count)| Throttled {
+                    source: s.as_str(),
+                    operation: operation.clone(),
+                    count: *count,
+                })
+                .collect(),
         }
     }
 }
@@ -253,6 +284,15 @@ pub struct CountersStatus {
     pub upstream_calls: Vec<UpstreamCalls>,
     pub refreshes: Vec<Refreshes>,
     pub evictions: u64,
+    /// Answers AWS throttled, by operation (each attempt, retries included).
+    pub throttled: Vec<Throttled>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throttled {
+    pub source: &'static str,
+    pub operation: String,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

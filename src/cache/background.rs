@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::flight::{Flight, wait};
-use crate::upstream::FetchError;
+use crate::upstream::{FetchError, backoff};
 
 pub(super) type Done = Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send>>;
 
@@ -133,5 +133,103 @@ impl Background {
             let _ = tokio::time::timeout(Duration::from_millis(100), item.done).await;
         }
         report
+    }
+}
+
+/// Back-offs between throttled attempts of a prefetch item: full jitter from 100 ms, at most 2 s.
+const THROTTLE_BASE: Duration = Duration::from_millis(100);
+const THROTTLE_CAP: Duration = Duration::from_secs(2);
+
+/// Runs `attempt` until it is not throttled, or `deadline` would pass before the next one (or
+/// `cancel` fires), sleeping a full-jitter back-off in between: throttling during a fleet's
+/// burst is waited out, not turned into a failed Init. The error it gives up with says so.
+pub(super) async fn while_throttled<T, F, A>(deadline: Instant, cancel: &CancellationToken, mut attempt: A) -> Result<T, FetchError>
+where
+    A: FnMut() -> F,
+    F: Future<Output = Result<T, FetchError>>,
+{
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Err(e) if e.is_throttling() => {
+                let pause = backoff(attempts, THROTTLE_BASE, THROTTLE_CAP);
+                if Instant::now() + pause >= deadline {
+                    return Err(gave_up(e, started.elapsed(), attempts));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = cancel.cancelled() => return Err(e),
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A throttled item given up at the prefetch deadline: AWS's status and code, and how long.
+fn gave_up(e: FetchError, waited: Duration, attempts: u32) -> FetchError {
+    match e {
+        FetchError::Service { status, code, message } => FetchError::Service {
+            status,
+            message: format!(
+                "throttled for {:.1} s ({attempts} attempts) until the prefetch deadline (SECRETS_CACHE_PREFETCH_DEADLINE): {message}",
+                waited.as_secs_f64()
+            ),
+            code,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttled() -> FetchError {
+        FetchError::Service {
+            status: 400,
+            code: "ThrottlingException".into(),
+            message: "Rate exceeded".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_waited_out_until_the_deadline() {
+        let cancel = CancellationToken::new();
+        let mut left = 3;
+        let got = while_throttled(Instant::now() + Duration::from_secs(60), &cancel, || {
+            left -= 1;
+            let answer = if left > 0 { Err(throttled()) } else { Ok(7) };
+            async move { answer }
+        })
+        .await;
+        assert_eq!(got, Ok(7), "two throttled attempts, then the answer");
+
+        let started = Instant::now();
+        let mut attempts = 0;
+        let got = while_throttled(started + Duration::from_secs(5), &cancel, || {
+            attempts += 1;
+            async { Err::<(), _>(throttled()) }
+        })
+        .await;
+        let e = got.unwrap_err();
+        assert!(e.is_throttling(), "it says it was throttling: {e}");
+        assert!(e.message().contains("prefetch deadline"), "{e}");
+        assert!(started.elapsed() <= Duration::from_secs(5), "never past the deadline");
+        assert!((3..=40).contains(&attempts), "backed off, no storm: {attempts} attempts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_is_not_retried() {
+        let cancel = CancellationToken::new();
+        let mut attempts = 0;
+        let got = while_throttled(Instant::now() + Duration::from_secs(60), &cancel, || {
+            attempts += 1;
+            async { Err::<(), _>(FetchError::item("ResourceNotFoundException", "no")) }
+        })
+        .await;
+        assert_eq!((got.unwrap_err().code(), attempts), ("ResourceNotFoundException", 1));
     }
 }

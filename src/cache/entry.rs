@@ -79,12 +79,16 @@ impl EntryStats {
         }
     }
 
-    /// Backs off 1 s, 2 s, 4 s … up to 30 s after consecutive transient failures.
+    /// Backs off after consecutive transient failures (throttling among them): 1 s, 2 s, 4 s …
+    /// up to 30 s, the second half of each at random, so environments that failed together do
+    /// not come back together, and refresh-ahead does not try again at every INVOKE.
     pub fn record_failure(&self, code: &str, transient: bool, now_ms: u64) {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         if transient {
-            let backoff = 1000u64 << (n - 1).min(5);
-            self.retry_after_ms.store(now_ms + backoff.min(30_000), Relaxed);
+            let backoff = (1000u64 << (n - 1).min(5)).min(30_000);
+            let half = std::time::Duration::from_millis(backoff / 2);
+            let jitter = crate::upstream::backoff(0, half, half).as_millis() as u64;
+            self.retry_after_ms.store(now_ms + backoff / 2 + jitter, Relaxed);
         }
         *self.last_error.lock().expect("lock holds no invariants") = Some(code.to_string());
     }

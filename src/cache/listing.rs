@@ -13,7 +13,9 @@ use hashbrown::HashSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Cache;
-use super::background::Item;
+use tokio::time::Instant;
+
+use super::background::{Item, while_throttled};
 use super::flight::cancelled;
 use super::policy::{Listed, Listing};
 use crate::counters::Trigger;
@@ -89,21 +91,31 @@ impl Cache {
     /// warning, or a failure when the entry is `required`; so is a match that cannot be
     /// loaded, and an entry with no place left at all. Items past the budget are left out
     /// with a warning.
-    pub(super) fn prefetch_listing(self: &Arc<Self>, index: usize, cancel: CancellationToken, budget: Arc<Budget>) -> Item {
+    pub(super) fn prefetch_listing(
+        self: &Arc<Self>,
+        index: usize,
+        cancel: CancellationToken,
+        budget: Arc<Budget>,
+        deadline: Instant,
+    ) -> Item {
         let listing = &self.policy.listings()[index];
         let (label, required) = (listing.label.clone(), listing.required);
         let this = self.clone();
-        let ticket = self.flights.ticket();
         let task = self.tasks.spawn(async move {
             let listing = &this.policy.listings()[index];
             let limit = budget.limit();
             if limit == 0 {
                 return spent(listing);
             }
-            let answers = tokio::select! {
-                r = listing.list(&*this.fetch, limit) => r?,
-                () = cancel.cancelled() => return Err(cancelled()),
-            };
+            // Only the batch API lists secrets by filter: a throttled listing is waited out.
+            let (answers, ticket) = while_throttled(deadline, &cancel, || async {
+                let ticket = this.flights.ticket();
+                tokio::select! {
+                    r = listing.list(&*this.fetch, limit) => r.map(|answers| (answers, ticket)),
+                    () = cancel.cancelled() => Err(cancelled()),
+                }
+            })
+            .await?;
             let received = this.flights.tick();
             if answers.is_empty() && matches!(listing.what, Listed::Filter(_)) {
                 tracing::warn!(filter = %crate::escape::escaped(&listing.label), required = listing.required, "the filter matched no secret");

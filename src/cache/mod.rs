@@ -94,6 +94,8 @@ pub struct Cache {
     /// How long a reader waits on upstream.
     read_timeout: ByService<Duration>,
     max_stale: Duration,
+    /// How long a `required` entry's throttled prefetch is retried (`SECRETS_CACHE_PREFETCH_DEADLINE`).
+    prefetch_deadline: Duration,
     /// Every background fetch, so the lifecycle can finish or cancel them before a freeze.
     tasks: TaskTracker,
     /// Cancels the fetches running now (`settle`); replaced after each use.
@@ -116,6 +118,7 @@ impl Cache {
             capacity: config.capacity,
             read_timeout: config.read_timeout,
             max_stale: config.max_stale,
+            prefetch_deadline: config.prefetch_deadline,
             tasks: TaskTracker::new(),
             cancel: Mutex::new(CancellationToken::new()),
         })

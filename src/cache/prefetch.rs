@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
 use super::Cache;
-use super::background::Background;
-use super::flight::{Flight, NewFlight, cancelled};
+use super::background::{Background, Item, while_throttled};
+use super::flight::{Flight, NewFlight, cancelled, wait};
 use super::listing::Budget;
 use crate::counters::Trigger;
 use crate::key::{Key, SelectorKind, Service};
@@ -52,6 +55,29 @@ impl Cache {
     pub fn prefetch(self: &Arc<Self>) -> Background {
         self.reserve_prefetch().launch()
     }
+
+    /// A `required` entry: its prefetch flight, and while AWS throttles it, new flights after
+    /// jittered back-offs until `deadline` (Init needs it; throttling in a fleet's burst passes).
+    fn required_item(self: &Arc<Self>, key: Key, first: Flight, deadline: Instant, cancel: CancellationToken) -> Item {
+        let this = self.clone();
+        let label = key.to_string();
+        let mut first = Some(first);
+        Item {
+            label,
+            required: true,
+            done: Box::pin(async move {
+                while_throttled(deadline, &cancel.clone(), || {
+                    let flight = first.take().unwrap_or_else(|| {
+                        this.start(vec![key.clone()], Trigger::Prefetch, false, cancel.clone())
+                            .pop()
+                            .expect("one key in, one flight out")
+                    });
+                    async move { wait(flight).await.map(drop) }
+                })
+                .await
+            }),
+        }
+    }
 }
 
 impl Reserved {
@@ -66,14 +92,20 @@ impl Reserved {
         for group in std::mem::take(&mut self.groups) {
             cache.launch(group, Trigger::Prefetch, cancel.clone());
         }
+        let deadline = Instant::now() + cache.prefetch_deadline;
         let required = std::mem::take(&mut self.required);
         for (key, flight) in std::mem::take(&mut self.waits) {
-            let is_required = required.get(&key).copied().unwrap_or(false);
-            background.push_flight(key.to_string(), is_required, flight);
+            if required.get(&key).copied().unwrap_or(false) {
+                background.items.push(cache.required_item(key, flight, deadline, cancel.clone()));
+            } else {
+                background.push_flight(key.to_string(), false, flight);
+            }
         }
         if self.listings {
             for i in 0..cache.policy.listings().len() {
-                background.items.push(cache.prefetch_listing(i, cancel.clone(), budget.clone()));
+                background
+                    .items
+                    .push(cache.prefetch_listing(i, cancel.clone(), budget.clone(), deadline));
             }
         }
         background

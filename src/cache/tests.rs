@@ -219,6 +219,7 @@ fn policy() -> CacheConfig {
         read_timeout: both(Duration::from_secs(3)),
         max_stale: Duration::from_secs(900),
         refresh_ahead: 0.8,
+        prefetch_deadline: std::time::Duration::from_secs(6),
         prefetch: PrefetchList::default(),
     }
 }
@@ -1091,4 +1092,28 @@ fn batches_never_mix_roles() {
             vec![format!("/p@{role}")]
         ]
     );
+}
+
+#[tokio::test]
+async fn a_throttled_refresh_backs_off_instead_of_trying_at_every_invoke() {
+    let (cache, fetch, clock, _) = setup(policy(), &PrefetchList::default());
+    fetch.set("a", Ok("one"));
+    cache.get(key("a"), false).await.unwrap();
+    clock.advance(Duration::from_secs(270));
+    fetch.set("a", Err(FetchError::item("ThrottlingException", "Rate exceeded")));
+    let refresh = cache.refresh_ahead();
+    assert_eq!(refresh.len(), 1);
+    refresh.finish().await;
+    for _ in 0..5 {
+        assert!(cache.refresh_ahead().is_empty(), "not again at the next invocation");
+        clock.advance(Duration::from_millis(100));
+    }
+    clock.advance(Duration::from_millis(600));
+    assert_eq!(
+        cache.refresh_ahead().len(),
+        1,
+        "again after the back-off (0.5–1 s after one failure)"
+    );
+    let s = cache.get(key("a"), false).await.unwrap();
+    assert_eq!((s.result, body(&s)), (CacheResult::Hit, "one"), "still fresh meanwhile");
 }

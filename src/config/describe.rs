@@ -31,6 +31,13 @@ impl Config {
         );
         line("max stale", d(cache.max_stale));
         line(
+            "prefetch deadline",
+            format!(
+                "{} (a throttled `required` entry is retried until then)",
+                d(cache.prefetch_deadline)
+            ),
+        );
+        line(
             "refresh ahead at",
             format!("{:.0}% of ttl (±10% jitter)", cache.refresh_ahead * 100.0),
         );

@@ -169,6 +169,9 @@ pub struct CacheConfig {
     pub max_stale: Duration,
     /// Fraction of the TTL after which an entry is refreshed ahead of expiry.
     pub refresh_ahead: f64,
+    /// How long a `required` entry AWS throttles is retried before Init fails: inside Lambda's
+    /// Init limit (10 s on demand; provisioned concurrency and managed instances have longer).
+    pub prefetch_deadline: Duration,
     /// The config file's list; empty when the default file is absent.
     pub prefetch: PrefetchList,
 }
@@ -294,6 +297,14 @@ impl Config {
             // Unknown future values: behave as the common case rather than refuse to start.
             _ => InitType::OnDemand,
         };
+        let prefetch_deadline = c
+            .duration("SECRETS_CACHE_PREFETCH_DEADLINE", Duration::from_secs(900))
+            .unwrap_or(match init_type {
+                // Init may take 130 s or the function timeout there.
+                InitType::ProvisionedConcurrency | InitType::ManagedInstances => Duration::from_secs(60),
+                // 10 s for the extensions, the runtime and the function's own init together.
+                InitType::OnDemand | InitType::SnapStart => Duration::from_secs(6),
+            });
         let sandbox_host = c.var("SECRETS_CACHE_SANDBOX_HOST").unwrap_or_else(|| "sandbox.localdomain".into());
         let runtime_done_wait = c
             .duration("SECRETS_CACHE_RUNTIME_DONE_WAIT", Duration::from_secs(10))
@@ -331,6 +342,7 @@ impl Config {
                 read_timeout: timeout,
                 max_stale,
                 refresh_ahead,
+                prefetch_deadline,
                 prefetch,
             },
             upstream: UpstreamConfig {

@@ -201,7 +201,10 @@ async fn required(prefetch: &mut Background) -> Result<(), String> {
     let report = prefetch.required().await;
     let failed: Vec<String> = report
         .required_failures()
-        .map(|(item, e, _)| format!("{item}: {}", e.code()))
+        .map(|(item, e, _)| match e.is_throttling() {
+            true => format!("{item}: {} ({})", e.code(), e.message()),
+            false => format!("{item}: {}", e.code()),
+        })
         .collect();
     if failed.is_empty() {
         return Ok(());

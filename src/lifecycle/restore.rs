@@ -107,6 +107,7 @@ mod tests {
             read_timeout: ByService::from_fn(|_| std::time::Duration::from_secs(3)),
             max_stale: d,
             refresh_ahead: 0.8,
+            prefetch_deadline: std::time::Duration::from_secs(6),
             prefetch: PrefetchList {
                 secrets: vec![SecretItem {
                     id: "db".into(),

@@ -9,6 +9,7 @@ pub const REFRESHES: &str = "secrets_cache.refreshes";
 pub const ENTRIES: &str = "secrets_cache.entries";
 pub const BYTES: &str = "secrets_cache.bytes";
 pub const EVICTIONS: &str = "secrets_cache.evictions";
+pub const THROTTLED: &str = "secrets_cache.throttled";
 pub const FAAS_INVOCATIONS: &str = "faas.invocations";
 pub const FAAS_COLDSTARTS: &str = "faas.coldstarts";
 pub const FAAS_ERRORS: &str = "faas.errors";
@@ -91,6 +92,13 @@ pub const ALL: &[Spec] = &[
         Kind::Counter,
         "{eviction}",
         "Entries evicted to stay within the cache size",
+        &[],
+    ),
+    spec(
+        THROTTLED,
+        Kind::Counter,
+        "{answer}",
+        "Answers AWS throttled, by source and method (each attempt)",
         &[],
     ),
     spec(FAAS_INVOCATIONS, Kind::Counter, "{invocation}", "Invocations of the function", &[]),

@@ -38,19 +38,33 @@ const THROTTLING: &[&str] = &[
     "SlowDown",
 ];
 
+/// Whether `code` is one AWS uses for rate limiting.
+pub fn is_throttling_code(code: &str) -> bool {
+    THROTTLING.contains(&code)
+}
+
 impl FetchError {
     /// Transient errors allow serving a stale value; permanent ones are returned to the caller.
     pub fn is_transient(&self) -> bool {
         match self {
             FetchError::Timeout(_) | FetchError::Network(_) | FetchError::Invalid(_) => true,
-            FetchError::Service { status, code, .. } => *status >= 500 || THROTTLING.contains(&code.as_str()),
+            FetchError::Service { status, code, .. } => *status >= 500 || is_throttling_code(code),
             FetchError::Other(_) => false,
         }
     }
 
-    /// The HTTP status the function sees.
+    /// AWS throttled the call: the account's quota for the operation was spent. Worth waiting
+    /// out, and worth spending another operation's quota on instead where there is one.
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, FetchError::Service { code, .. } if is_throttling_code(code))
+    }
+
+    /// The HTTP status the function sees: AWS's, except throttling, which is `429` whatever
+    /// status AWS used (Secrets Manager and Parameter Store answer `400`), so the function
+    /// tells "slow down" from a bad request by the status alone.
     pub fn http_status(&self) -> u16 {
         match self {
+            FetchError::Service { .. } if self.is_throttling() => 429,
             FetchError::Service { status, .. } => *status,
             FetchError::Timeout(_) => 504,
             FetchError::Network(_) | FetchError::Invalid(_) => 502,
@@ -211,6 +225,15 @@ mod tests {
         assert_eq!(long.message().len(), 512);
         assert_eq!(FetchError::Invalid("x".into()).http_status(), 502);
         assert!(FetchError::Invalid("x".into()).is_transient(), "stale-if-error applies");
+    }
+
+    #[test]
+    fn throttling_is_429_with_the_code_aws_gave() {
+        let throttled = service(400, "ThrottlingException");
+        assert!(throttled.is_throttling() && throttled.is_transient());
+        assert_eq!((throttled.http_status(), throttled.code()), (429, "ThrottlingException"));
+        assert!(!service(400, "AccessDeniedException").is_throttling());
+        assert!(!FetchError::Timeout(1).is_throttling());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod error;
+mod intercept;
 mod limit;
 pub mod render;
 mod roles;
@@ -156,6 +157,16 @@ where
     Ok(out)
 }
 
+/// A full-jitter exponential back-off: a random time up to `base × 2^attempt`, at most `cap`,
+/// so environments throttled together do not come back together.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling = base.saturating_mul(1 << attempt.min(16)).min(cap);
+    // RandomState is seeded per instance: a fresh one is a fresh random number.
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    ceiling.mul_f64((r % 10_001) as f64 / 10_000.0)
+}
+
 /// Largest batches the APIs accept.
 pub const SECRETS_BATCH: usize = 20;
 pub const PARAMETERS_BATCH: usize = 10;
@@ -167,6 +178,9 @@ pub struct Aws {
     /// Other roles, assumed on first use (`roleArn`).
     roles: roles::Roles,
     budgets: ByService<Duration>,
+    /// `PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`: batches of at most this many ids go as
+    /// one call each.
+    max_connections: usize,
     counters: Arc<Counters>,
     spans: Spans,
 }
@@ -203,18 +217,21 @@ impl Aws {
         let permits = config.max_connections.get();
         let (secrets_http, ssm_http) = (limit::limited(http.clone(), permits), limit::limited(http, permits));
         let sts_retries = retries.clone();
+        let secrets_counters = counters.clone();
         let build = move |shared: &aws_types::SdkConfig| {
             let secrets = aws_sdk_secretsmanager::config::Builder::from(shared)
                 .http_client(secrets_http.clone())
                 .timeout_config(timeouts(budgets.secrets))
                 .retry_config(retries.clone())
-                .interceptor(CapAnswers)
+                .interceptor(intercept::CapAnswers)
+                .interceptor(intercept::CountThrottles::new(Service::SecretsManager, secrets_counters.clone()))
                 .build();
             let ssm = aws_sdk_ssm::config::Builder::from(shared)
                 .http_client(ssm_http.clone())
                 .timeout_config(timeouts(budgets.ssm))
                 .retry_config(retries.clone())
-                .interceptor(CapAnswers)
+                .interceptor(intercept::CapAnswers)
+                .interceptor(intercept::CountThrottles::new(Service::Ssm, secrets_counters.clone()))
                 .build();
             roles::Clients {
                 secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
@@ -238,6 +255,7 @@ impl Aws {
                 Box::new(build),
             ),
             budgets: config.timeout,
+            max_connections: config.max_connections.get(),
             counters,
             spans,
         }
@@ -299,16 +317,19 @@ impl Aws {
         }
     }
 
-    /// Items a batch answer did not account for are fetched one by one.
+    /// Items a batch answer did not account for are fetched one call each, at once (the
+    /// service's connection limit bounds how many are on the wire).
     async fn fill_missing(&self, keys: &[Key], results: Vec<Option<Result<Fetched, FetchError>>>) -> Vec<Result<Fetched, FetchError>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for (key, result) in keys.iter().zip(results) {
-            out.push(match result {
-                Some(r) => r,
-                None => self.fetch_one(key).await,
-            });
-        }
-        out
+        let missing = keys
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_none())
+            .map(|(k, _)| self.fetch_one(k));
+        let mut fetched = futures_util::future::join_all(missing).await.into_iter();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| fetched.next().expect("one answer per missing item")))
+            .collect()
     }
 
     async fn fetch_one(&self, key: &Key) -> Result<Fetched, FetchError> {
@@ -366,28 +387,5 @@ impl Fetch for Aws {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Result<Fetched, FetchError>>, FetchError>> {
         Box::pin(self.secrets_by_filter(filters, role, limit))
-    }
-}
-
-/// Caps every answer's body at `answer::MAX_ANSWER` before the SDK reads it into memory: an
-/// endpoint that streams megabytes costs one rejected call, not the function's memory.
-#[derive(Debug)]
-struct CapAnswers;
-
-impl aws_smithy_runtime_api::client::interceptors::Intercept for CapAnswers {
-    fn name(&self) -> &'static str {
-        "CapAnswers"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
-        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let body = context.response_mut().body_mut();
-        let taken = std::mem::replace(body, aws_smithy_types::body::SdkBody::taken());
-        *body = aws_smithy_types::body::SdkBody::from_body_1_x(http_body_util::Limited::new(taken, answer::MAX_ANSWER));
-        Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! Secrets Manager through the SDK: GetSecretValue, BatchGetSecretValue by ids and by
 //! filters, and the SDK's answers into `answer::Secret`.
 
+use std::time::Duration;
+
 use super::{Aws, FetchError, Fetched, SECRETS_BATCH, answer};
 use crate::config::file::SecretFilter;
 use crate::key::{Key, SelectorKind, Service};
@@ -20,7 +22,14 @@ impl Aws {
         .await
     }
 
+    /// Current secrets by id. BatchGetSecretValue is the scarcest quota AWS has (100 calls a
+    /// second per account and Region, not adjustable; GetSecretValue has 10 000): so as many ids
+    /// as upstream places are fetched one call each, at once (one round trip either way), and a
+    /// throttled batch hands its ids to GetSecretValue instead of being retried.
     pub(super) async fn batch_secrets(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
+        if keys.len() <= self.max_connections {
+            return self.fill_missing(keys, vec![None; keys.len()]).await;
+        }
         let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
         let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
         let clients = match self.clients(&keys[0].role) {
@@ -31,15 +40,11 @@ impl Aws {
         // Pages past the bound (an endpoint that keeps handing out tokens) are not asked for;
         // what they did not answer is fetched one by one.
         for _ in 0..super::page_bound(keys.len(), SECRETS_BATCH) {
-            let req = clients
-                .secrets
-                .batch_get_secret_value()
-                .set_secret_id_list(Some(ids.clone()))
-                .set_next_token(next_token.take());
-            let out = match self.call(Service::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
+            let out = match self.batch_page(&clients, &ids, next_token.take()).await {
                 Ok(out) => out,
-                // No permission for the batch API, or an old endpoint: fall back to one call each.
-                Err(e) if !e.is_transient() => break,
+                // Throttled: GetSecretValue's quota has room. No permission for the batch API, or
+                // an old endpoint: the same, one call each.
+                Err(e) if e.is_throttling() || !e.is_transient() => break,
                 Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
             };
             for v in out.secret_values.unwrap_or_default() {
@@ -57,10 +62,9 @@ impl Aws {
             }
             for e in out.errors.unwrap_or_default() {
                 if let Some(i) = keys.iter().position(|k| Some(&*k.id) == e.secret_id()) {
-                    results[i] = Some(Err(FetchError::item(
-                        e.error_code().unwrap_or("UnknownError"),
-                        e.message().unwrap_or(""),
-                    )));
+                    let failed = FetchError::item(e.error_code().unwrap_or("UnknownError"), e.message().unwrap_or(""));
+                    // A throttled item is asked for again with GetSecretValue.
+                    results[i] = (!failed.is_throttling()).then_some(Err(failed));
                 }
             }
             next_token = out.next_token;
@@ -69,6 +73,36 @@ impl Aws {
             }
         }
         self.fill_missing(keys, results).await
+    }
+
+    /// One page of BatchGetSecretValue by ids. The SDK does not retry it: a throttled batch is
+    /// not asked again (see `batch_secrets`); other transient failures are, like any call, up to
+    /// three attempts with short jittered back-offs.
+    async fn batch_page(
+        &self,
+        clients: &super::roles::Clients,
+        ids: &[String],
+        next_token: Option<String>,
+    ) -> Result<aws_sdk_secretsmanager::operation::batch_get_secret_value::BatchGetSecretValueOutput, FetchError> {
+        let mut attempt = 0;
+        loop {
+            let req = clients
+                .secrets
+                .batch_get_secret_value()
+                .set_secret_id_list(Some(ids.to_vec()))
+                .set_next_token(next_token.clone())
+                .customize()
+                .config_override(
+                    aws_sdk_secretsmanager::config::Builder::default().retry_config(aws_smithy_types::retry::RetryConfig::disabled()),
+                );
+            match self.call(Service::SecretsManager, "BatchGetSecretValue", req.send(), Ok).await {
+                Err(e) if e.is_transient() && !e.is_throttling() && attempt < 2 => {
+                    attempt += 1;
+                    tokio::time::sleep(super::backoff(attempt, Duration::from_millis(50), Duration::from_millis(500))).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// BatchGetSecretValue with `Filters`, 20 per page, at most `limit` results

@@ -201,8 +201,22 @@ pub fn config_file(yaml: &str) -> std::path::PathBuf {
 
 /// Starts everything without waiting for the extension to listen (it may fail init).
 pub async fn spawn_lambda(options: lsc_devtools::fakes::platform::Options, yaml: Option<&str>, extra: &[(&str, &str)]) -> Lambda {
+    spawn_lambda_with_faults(options, yaml, extra, Vec::new()).await
+}
+
+/// As `spawn_lambda`, with `faults` injected at the proxy before the extension starts (its
+/// prefetch meets them).
+pub async fn spawn_lambda_with_faults(
+    options: lsc_devtools::fakes::platform::Options,
+    yaml: Option<&str>,
+    extra: &[(&str, &str)],
+    faults: Vec<lsc_devtools::fakes::proxy::Fault>,
+) -> Lambda {
     let moto = Moto::shared();
     let proxy = FaultProxy::start(moto.addr).await.expect("proxy starts");
+    for fault in faults {
+        proxy.inject(fault);
+    }
     let platform = lsc_devtools::fakes::platform::FakeLambda::start(options)
         .await
         .expect("platform starts");

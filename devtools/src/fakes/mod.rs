@@ -8,4 +8,5 @@ pub mod null_extension;
 pub mod otlp;
 pub mod platform;
 pub mod proxy;
+pub mod quota;
 pub mod rotel;

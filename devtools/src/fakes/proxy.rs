@@ -1,5 +1,6 @@
 //! A loopback proxy to put between the extension and moto: it counts every AWS call by
-//! operation and can inject faults (an error status, a delay before or after the upstream
+//! operation, can enforce AWS's request quotas (`quota`: a throttled call gets AWS's
+//! throttling answer), and can inject faults (an error status, a delay before or after the upstream
 //! answers, a dropped connection, any scripted answer: a status that is not an error, a body
 //! that is not the API's), so tests can prove how many upstream calls were made and what
 //! readers get when AWS, or something posing as it, misbehaves.
@@ -146,6 +147,9 @@ struct State {
     /// Every call in order: (operation, the access key id that signed it).
     log: Mutex<Vec<(String, String)>>,
     faults: Mutex<Vec<Fault>>,
+    quotas: super::quota::Buckets,
+    /// Calls answered with throttling, by operation (quotas and injected faults alike).
+    throttled: Mutex<HashMap<String, usize>>,
 }
 
 pub struct FaultProxy {
@@ -196,6 +200,16 @@ impl FaultProxy {
         self.state.log.lock().unwrap().clone()
     }
 
+    /// Enforces `quotas` from now on (none: no limit).
+    pub fn set_quotas(&self, quotas: Vec<super::quota::Quota>) {
+        self.state.quotas.set(quotas);
+    }
+
+    /// Calls of `op` answered with throttling so far.
+    pub fn throttled(&self, op: &str) -> usize {
+        self.state.throttled.lock().unwrap().get(op).copied().unwrap_or(0)
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.state.faults.lock().unwrap().push(fault);
     }
@@ -209,6 +223,30 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// An AWS error answer as the service's protocol renders it: JSON with `__type` and the
+/// `x-amzn-ErrorType` header, or the query protocol's XML (STS).
+fn aws_error(query_protocol: bool, status: u16, code: &str, message: &str) -> http::Response<Full<Bytes>> {
+    let (body, content_type) = if query_protocol {
+        let xml = format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
+        );
+        (xml, "text/xml")
+    } else {
+        let json = serde_json::json!({"__type": code, "message": message}).to_string();
+        (json, "application/x-amz-json-1.1")
+    };
+    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert("content-type", http::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        "x-amzn-errortype",
+        http::HeaderValue::from_str(code).unwrap_or(http::HeaderValue::from_static("Unknown")),
+    );
+    response
 }
 
 /// A random duration in [0, `max`].
@@ -256,6 +294,11 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
     *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
     state.log.lock().unwrap().push((op.clone(), access_key));
 
+    if !state.quotas.take(&op) {
+        *state.throttled.lock().unwrap().entry(op.clone()).or_default() += 1;
+        let code = if query_protocol { "Throttling" } else { "ThrottlingException" };
+        return Ok(aws_error(query_protocol, 400, code, "Rate exceeded"));
+    }
     let fault = {
         let mut faults = state.faults.lock().unwrap();
         let hit = faults
@@ -270,25 +313,10 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
     };
     match fault {
         Some(FaultKind::Status { status, code }) => {
-            let (body, content_type) = if query_protocol {
-                let xml = format!(
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected by the test proxy</Message></Error><RequestId>proxy</RequestId></ErrorResponse>"
-                );
-                (xml, "text/xml")
-            } else {
-                let json = serde_json::json!({"__type": code, "message": "injected by the test proxy"}).to_string();
-                (json, "application/x-amz-json-1.1")
-            };
-            let mut response = http::Response::new(Full::new(Bytes::from(body)));
-            *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-            response
-                .headers_mut()
-                .insert("content-type", http::HeaderValue::from_static(content_type));
-            response.headers_mut().insert(
-                "x-amzn-errortype",
-                http::HeaderValue::from_str(&code).unwrap_or(http::HeaderValue::from_static("Unknown")),
-            );
-            return Ok(response);
+            if code.contains("Throttl") {
+                *state.throttled.lock().unwrap().entry(op.clone()).or_default() += 1;
+            }
+            return Ok(aws_error(query_protocol, status, &code, "injected by the test proxy"));
         }
         Some(FaultKind::Reset) => return Err(Dropped),
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
