@@ -37,6 +37,10 @@ make layer >/dev/null
   echo
   ./target/release/lsc-dev bench-cold-start --extension ./target/release/lambda-secrets-cache --rounds "${COLD_START_ROUNDS:-5}" --latency-ms "${COLD_START_LATENCY_MS:-40}"
   echo
+  echo "## A fleet's burst against AWS's quotas (\`lsc-dev bench-fleet\`)"
+  echo
+  ./target/release/lsc-dev bench-fleet --extension ./target/release/lambda-secrets-cache
+  echo
   echo "## Hot path (criterion, \`cargo bench --bench hot_path\`)"
   echo
   echo "Each iteration includes a current-thread \`block_on\` where the code is async."

@@ -206,3 +206,31 @@ fn role_label(role: &str) -> String {
         format!(" (role {role})")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environments_started_together_refresh_apart() {
+        // Each process draws its own jitter: 50 environments with the same config and the
+        // same fetch time spread their refresh-ahead over the ±10 % window.
+        let config = CacheConfig {
+            enabled: true,
+            capacity: 10,
+            ttl: ByService::from_fn(|_| Duration::from_secs(300)),
+            read_timeout: ByService::from_fn(|_| Duration::from_secs(3)),
+            max_stale: Duration::from_secs(900),
+            refresh_ahead: 0.8,
+            prefetch_deadline: Duration::from_secs(6),
+            prefetch: Default::default(),
+        };
+        let key = Key::secret("prod/db", SelectorKind::Default, "");
+        let mut at: Vec<u64> = (0..50).map(|_| Policy::new(&config).ahead_ms(&key, 300_000)).collect();
+        at.sort_unstable();
+        assert!(at[0] >= 216_000 && at[49] <= 264_000, "{at:?}");
+        assert!(at[49] - at[0] > 24_000, "spread over half the window at least: {at:?}");
+        let seconds: std::collections::BTreeSet<u64> = at.iter().map(|ms| ms / 1000).collect();
+        assert!(seconds.len() > 25, "not in lock-step: {} distinct seconds of 50", seconds.len());
+    }
+}

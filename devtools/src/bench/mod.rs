@@ -4,9 +4,11 @@
 //! differently, side by side: current-thread against multi-thread, one build against another).
 //! `probe` is the one-connection latency probe both `http` and `variants` use, with the CPU
 //! placement pinned. `cold_start` is what a real function sees from a cold start on, against
-//! the in-handler alternatives.
+//! the in-handler alternatives. `fleet` is a burst of cold starts against AWS's per-account
+//! quotas.
 
 pub mod cold_start;
+pub mod fleet;
 pub mod http;
 pub mod post_runtime;
 pub mod probe;

@@ -82,6 +82,24 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         latency_ms: u64,
     },
+    /// A fleet's burst of cold starts against AWS's per-account quotas (scaled), with and
+    /// without them, and how far apart the environments refresh afterwards.
+    BenchFleet {
+        #[arg(long)]
+        extension: Option<PathBuf>,
+        /// Environments in the burst.
+        #[arg(long, default_value_t = 40)]
+        environments: usize,
+        /// The window they start in, ms.
+        #[arg(long, default_value_t = 1000)]
+        window_ms: u64,
+        /// Secrets `required: true` in each environment's config file.
+        #[arg(long, default_value_t = 5)]
+        secrets: usize,
+        /// AWS's quotas are multiplied by this.
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+    },
     /// A null extension: registers and calls /event/next again at once (needs
     /// AWS_LAMBDA_RUNTIME_API).
     NullExtension {
@@ -160,6 +178,19 @@ fn main() -> anyhow::Result<()> {
                 latency,
             ))?
         }
+        Command::BenchFleet {
+            extension,
+            environments,
+            window_ms,
+            secrets,
+            scale,
+        } => runtime.block_on(lsc_devtools::bench::fleet::run(
+            &release(extension),
+            environments,
+            std::time::Duration::from_millis(window_ms),
+            secrets,
+            scale,
+        ))?,
         Command::BenchPostRuntime { extension, invocations } => {
             let null = std::env::current_exe()?;
             runtime.block_on(lsc_devtools::bench::post_runtime::run(&release(extension), &null, invocations))?

@@ -144,8 +144,8 @@ impl Fault {
 #[derive(Default)]
 struct State {
     counts: Mutex<HashMap<String, usize>>,
-    /// Every call in order: (operation, the access key id that signed it).
-    log: Mutex<Vec<(String, String)>>,
+    /// Every call in order: (operation, the access key id that signed it, when it arrived).
+    log: Mutex<Vec<(String, String, std::time::Instant)>>,
     faults: Mutex<Vec<Fault>>,
     quotas: super::quota::Buckets,
     /// Calls answered with throttling, by operation (quotas and injected faults alike).
@@ -192,12 +192,24 @@ impl FaultProxy {
     pub fn reset_counts(&self) {
         self.state.counts.lock().unwrap().clear();
         self.state.log.lock().unwrap().clear();
+        self.state.throttled.lock().unwrap().clear();
     }
 
     /// Every call so far as (operation, access key id of its signature), in order: which
     /// credentials (whose role) made it.
     pub fn signed_calls(&self) -> Vec<(String, String)> {
-        self.state.log.lock().unwrap().clone()
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, key, _)| (op.clone(), key.clone()))
+            .collect()
+    }
+
+    /// Every call so far as (when it arrived, operation), in order.
+    pub fn timed_calls(&self) -> Vec<(std::time::Instant, String)> {
+        self.state.log.lock().unwrap().iter().map(|(op, _, at)| (*at, op.clone())).collect()
     }
 
     /// Enforces `quotas` from now on (none: no limit).
@@ -292,7 +304,7 @@ async fn handle(state: Arc<State>, upstream: SocketAddr, req: http::Request<Inco
         .unwrap_or("")
         .to_string();
     *state.counts.lock().unwrap().entry(op.clone()).or_default() += 1;
-    state.log.lock().unwrap().push((op.clone(), access_key));
+    state.log.lock().unwrap().push((op.clone(), access_key, std::time::Instant::now()));
 
     if !state.quotas.take(&op) {
         *state.throttled.lock().unwrap().entry(op.clone()).or_default() += 1;

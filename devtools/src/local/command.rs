@@ -192,8 +192,9 @@ pub fn print_invocation(invoked: &Invoked) {
     }
 }
 
-/// A function that GETs `reads` from the extension at `addr` and answers with what it got.
-fn scripted(addr: Option<std::net::SocketAddr>, reads: Vec<String>, token: String) -> runtime::Handler {
+/// A function that GETs `reads` from the extension at `addr` with `token`, answering with
+/// each read's status and `X-Cache` (`200 hit, 200 miss`).
+pub fn scripted(addr: Option<std::net::SocketAddr>, reads: Vec<String>, token: String) -> runtime::Handler {
     runtime::handler(move |_inv: runtime::Invocation| {
         let reads = reads.clone();
         let token = token.clone();
