@@ -23,8 +23,9 @@ struct Case {
 const CASES: &[Case] = &[
     Case {
         name: "throttling",
+        // AWS answers 400; the function gets 429 (the status says "slow down").
         fault: || Fault::status(400, "ThrottlingException"),
-        status: 400,
+        status: 429,
         code: "ThrottlingException",
     },
     Case {

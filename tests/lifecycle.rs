@@ -221,7 +221,8 @@ async fn with_flush_end_next_waits_for_runtime_done() {
 #[tokio::test]
 async fn init_waits_for_required_entries_only() {
     for required in [false, true] {
-        let ids = seeded_secrets("lc-init", 3).await;
+        // Four: more ids than upstream places, so one batch call.
+        let ids = seeded_secrets("lc-init", 4).await;
         let mut yaml = secrets_yaml(&ids);
         if required {
             yaml.push_str("    required: true\n");
@@ -499,7 +500,8 @@ async fn a_reset_upstream_connection_is_retried() {
 
 #[tokio::test]
 async fn snapstart_fetches_nothing_before_restore() {
-    let ids = seeded_secrets("lc-snap", 2).await;
+    // Four: more ids than upstream places, so one batch call.
+    let ids = seeded_secrets("lc-snap", 4).await;
     let options = Options {
         init_type: InitType::SnapStart,
         ..Options::default()

@@ -14,7 +14,8 @@ use lsc_devtools::harness::extension::Extension;
 #[tokio::test]
 async fn the_extension_runs_under_lambda_simulator() {
     let aws = aws();
-    let ids: Vec<String> = (0..3).map(|i| unique(&format!("xcheck{i}"))).collect();
+    // Four: more ids than upstream places, so the prefetch is one batch call.
+    let ids: Vec<String> = (0..4).map(|i| unique(&format!("xcheck{i}"))).collect();
     for id in &ids {
         aws.create_secret(id, "crosscheck-value").await.unwrap();
     }
