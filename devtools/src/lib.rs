@@ -6,7 +6,8 @@
 //! - `fakes`: real servers on loopback that stand in for what the extension talks to: the
 //!   Lambda platform (`platform`: Extensions, Telemetry and Runtime APIs), moto (`moto`) and a
 //!   client to seed it (`aws`), a counting, fault-injecting AWS proxy (`proxy`), an OTLP
-//!   receiver (`otlp`), the rotel collector (`rotel`), a null extension (`null_extension`);
+//!   receiver (`otlp`), the rotel collector (`rotel`); the null extension the benchmarks run
+//!   beside ours is its own std-only binary (`lsc-null-extension`);
 //! - `local`: a function run locally under AWS's runtime interface clients (`function`), the
 //!   reads it made (`reads`), and the `lsc-dev lambda` command (`command`);
 //! - `bench`: the `lsc-dev bench-*` commands; `demo`: `make demo`.

@@ -131,13 +131,15 @@ async fn environment(
         env.push(("SECRETS_CACHE_CONFIG".into(), config.display().to_string()));
     }
     let (command, port) = if variant.ours() {
-        (vec![extension.display().to_string()], ExtensionPort::Logged)
+        // A port known beforehand, as Lambda's 2773 is: the runtime starts at registration,
+        // not at our `listening` line.
+        let port = crate::harness::free_port()?;
+        env.retain(|(k, _)| k != "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT");
+        env.push(("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT".into(), port.to_string()));
+        (vec![extension.display().to_string()], ExtensionPort::Fixed(port))
     } else {
         let null = null.display().to_string();
-        (
-            vec![null, "null-extension".into(), "--name".into(), "null".into()],
-            ExtensionPort::None,
-        )
+        (vec![null, "--name".into(), "null".into()], ExtensionPort::None)
     };
     let mut local = LocalFunction::start(Setup {
         options: Options {

@@ -77,7 +77,7 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(dir: &Path) -> anyhow::Result<Nginx> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::harness::free_port()?;
         let conf = format!(
             "worker_processes auto; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
              events {{ worker_connections 1024; }}\n\

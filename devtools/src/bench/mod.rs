@@ -5,13 +5,14 @@
 //! `probe` is the one-connection latency probe both `http` and `variants` use, with the CPU
 //! placement pinned. `cold_start` is what a real function sees from a cold start on, against
 //! the in-handler alternatives. `fleet` is a burst of cold starts against AWS's per-account
-//! quotas.
+//! quotas; `startup` what the extension adds to each cold start (exec → `/register`).
 
 pub mod cold_start;
 pub mod fleet;
 pub mod http;
 pub mod post_runtime;
 pub mod probe;
+pub mod startup;
 pub mod variants;
 
 /// The `p`th percentile (0–100) of `v`, nearest rank.

@@ -81,7 +81,7 @@ async fn measure(bin: &Path, null_bin: &Path, proxy: &FaultProxy, setting: &Sett
     env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
     let ext = Extension::spawn(bin, &[], &env)?;
     let null_env = vec![("AWS_LAMBDA_RUNTIME_API".to_string(), platform.runtime_api())];
-    let _null = Extension::spawn(null_bin, &["null-extension", "--name", NULL], &null_env)?;
+    let _null = Extension::spawn(null_bin, &["--name", NULL], &null_env)?;
     let mut ext = ext;
     let addr = ext.wait_listening().await?;
     let handler = runtime::handler(move |_inv: runtime::Invocation| async move {

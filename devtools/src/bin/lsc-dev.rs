@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lsc_devtools::bench::variants;
 use lsc_devtools::local::command::LambdaArgs;
@@ -100,11 +99,21 @@ enum Command {
         #[arg(long, default_value_t = 0.1)]
         scale: f64,
     },
-    /// A null extension: registers and calls /event/next again at once (needs
-    /// AWS_LAMBDA_RUNTIME_API).
-    NullExtension {
-        #[arg(long, default_value = "null-extension")]
-        name: String,
+    /// What the extension adds to every cold start: exec → /register, → listening, → first
+    /// /next, against the std-only null extension, starts interleaved.
+    BenchStartup {
+        #[arg(long)]
+        extension: Option<PathBuf>,
+        /// The null extension (default: lsc-null-extension beside lsc-dev; another build for
+        /// another architecture, run under LSC_EXTENSION_RUNNER as ours is).
+        #[arg(long)]
+        null: Option<PathBuf>,
+        /// A command both binaries run under (`qemu-aarch64-static -L /usr/aarch64-linux-gnu`).
+        #[arg(long)]
+        runner: Option<String>,
+        /// Starts per variant.
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
     },
 }
 
@@ -134,16 +143,23 @@ fn release(extension: Option<PathBuf>) -> PathBuf {
     extension.unwrap_or_else(|| lsc_devtools::harness::extension::binary("release"))
 }
 
+/// The std-only null extension the benchmarks run beside ours: built with lsc-dev, beside it.
+fn null_extension() -> anyhow::Result<PathBuf> {
+    let null = std::env::current_exe()?.with_file_name("lsc-null-extension");
+    anyhow::ensure!(
+        null.is_file(),
+        "{} is missing: cargo build --release -p lsc-null-extension",
+        null.display()
+    );
+    Ok(null)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = match cli.command {
         Command::Demo { extension } => return runtime.block_on(lsc_devtools::demo::run(&release(extension))),
         Command::Lambda(args) => return runtime.block_on(lsc_devtools::local::command::run(args)),
-        Command::NullExtension { name } => {
-            let api = std::env::var("AWS_LAMBDA_RUNTIME_API").context("AWS_LAMBDA_RUNTIME_API is not set")?;
-            return runtime.block_on(lsc_devtools::fakes::null_extension::run(&api, &name));
-        }
         Command::BenchHttp { extension, runs, seconds } => {
             runtime.block_on(lsc_devtools::bench::http::run(&release(extension), runs, seconds))?
         }
@@ -168,11 +184,10 @@ fn main() -> anyhow::Result<()> {
             warm,
             latency_ms,
         } => {
-            let null = std::env::current_exe()?;
             let latency = std::time::Duration::from_millis(latency_ms);
             runtime.block_on(lsc_devtools::bench::cold_start::run(
                 &release(extension),
-                &null,
+                &null_extension()?,
                 rounds,
                 warm,
                 latency,
@@ -191,10 +206,24 @@ fn main() -> anyhow::Result<()> {
             secrets,
             scale,
         ))?,
-        Command::BenchPostRuntime { extension, invocations } => {
-            let null = std::env::current_exe()?;
-            runtime.block_on(lsc_devtools::bench::post_runtime::run(&release(extension), &null, invocations))?
+        Command::BenchStartup {
+            extension,
+            null,
+            runner,
+            rounds,
+        } => {
+            let null = match null {
+                Some(null) => null,
+                None => null_extension()?,
+            };
+            let runner: Vec<String> = runner.iter().flat_map(|r| r.split_whitespace().map(str::to_string)).collect();
+            runtime.block_on(lsc_devtools::bench::startup::run(&release(extension), &null, &runner, rounds))?
         }
+        Command::BenchPostRuntime { extension, invocations } => runtime.block_on(lsc_devtools::bench::post_runtime::run(
+            &release(extension),
+            &null_extension()?,
+            invocations,
+        ))?,
     };
     println!("{report}");
     Ok(())

@@ -1,10 +1,9 @@
 //! Stand-ins for what the extension talks to, each a real server on loopback (or a real
 //! program, launched): the Lambda platform, moto and a client to seed it, the AWS proxy, the
-//! OTLP receiver, the rotel collector, a null extension.
+//! OTLP receiver, the rotel collector.
 
 pub mod aws;
 pub mod moto;
-pub mod null_extension;
 pub mod otlp;
 pub mod platform;
 pub mod proxy;

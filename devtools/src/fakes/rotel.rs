@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,7 +15,7 @@ pub struct Rotel {
     /// The same collector over OTLP/gRPC.
     pub grpc_endpoint: String,
     child: Child,
-    output: Arc<Mutex<Vec<String>>>,
+    output: crate::harness::process::Output,
 }
 
 /// `LSC_ROTEL_AGENT`, else the binary inside `.venv/lib/python3*/site-packages/rotel/`.
@@ -33,15 +33,11 @@ pub fn agent_path() -> anyhow::Result<PathBuf> {
     bail!("rotel-agent not found under {} (run `make venv`)", lib.display())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Rotel {
     /// Starts the agent with the blackhole exporter and detailed debug logs of metrics and
     /// traces; returns once it accepts connections.
     pub async fn start() -> anyhow::Result<Rotel> {
-        let (http, grpc) = (free_port()?, free_port()?);
+        let (http, grpc) = (crate::harness::free_port()?, crate::harness::free_port()?);
         let mut child = Command::new(agent_path()?)
             .args(["start", "--exporter", "blackhole"])
             .args([
@@ -63,7 +59,7 @@ impl Rotel {
         let deadline = Instant::now() + Duration::from_secs(15);
         while tokio::net::TcpStream::connect(("127.0.0.1", http)).await.is_err() {
             if let Some(status) = child.try_wait()? {
-                bail!("rotel-agent exited with {status}: {:?}", output.lock().unwrap());
+                bail!("rotel-agent exited with {status}: {:?}", output.lines());
             }
             if Instant::now() > deadline {
                 bail!("rotel-agent did not listen on {http} within 15 s");
@@ -80,7 +76,7 @@ impl Rotel {
 
     /// Everything the agent printed so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        self.output.lines().join("\n")
     }
 
     /// Waits until the output contains every one of `needles`.

@@ -95,7 +95,13 @@ impl Extension {
     pub fn spawn(bin: &Path, args: &[&str], env: &[(String, String)]) -> anyhow::Result<Extension> {
         let mut cmd = command(bin);
         cmd.args(args);
-        let process = Process::spawn(cmd, env).with_context(|| format!("starting {}", bin.display()))?;
+        Extension::spawn_command(cmd, env)
+    }
+
+    /// As `spawn`, for a command built by the caller (a binary under a runner of its choice).
+    pub fn spawn_command(cmd: Command, env: &[(String, String)]) -> anyhow::Result<Extension> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let process = Process::spawn(cmd, env).with_context(|| format!("starting {program}"))?;
         // The product's order (SnapStart aside, which tests set the token for explicitly).
         let token = lambda_secrets_cache::config::TOKEN_VARIABLES
             .iter()
@@ -113,7 +119,9 @@ impl Extension {
     pub async fn wait_listening(&mut self) -> anyhow::Result<SocketAddr> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(addr) = self.process.logs().iter().find_map(|l| listening_addr(l)) {
+            // Wakes at the line; the exit check runs between waits.
+            let output = self.process.output().clone();
+            if let Some(addr) = output.wait_for(Duration::from_millis(50), listening_addr).await {
                 self.addr = addr;
                 return Ok(addr);
             }
@@ -124,7 +132,6 @@ impl Extension {
             if Instant::now() > deadline {
                 bail!("extension did not listen within 30 s:\n{}", self.logs().join("\n"));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -135,15 +142,14 @@ impl Extension {
 
     /// Waits until a log line contains `needle`.
     pub async fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.process.logs().into_iter().find(|l| l.contains(needle)) {
-                return Ok(line);
-            }
-            if Instant::now() >= deadline {
-                bail!("no log line with {needle:?} within {timeout:?}:\n{}", self.logs().join("\n"));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        match self
+            .process
+            .output()
+            .wait_for(timeout, |l| l.contains(needle).then(|| l.to_string()))
+            .await
+        {
+            Some(line) => Ok(line),
+            None => bail!("no log line with {needle:?} within {timeout:?}:\n{}", self.logs().join("\n")),
         }
     }
 

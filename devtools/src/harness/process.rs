@@ -7,10 +7,51 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::watch;
 
 pub struct Process {
     child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
+    output: Output,
+}
+
+/// Every line a child writes (stdout and stderr), and a signal at each new one: a wait for a
+/// line wakes when it is written, not at the next poll (the start-up benchmarks measure it).
+#[derive(Clone)]
+pub struct Output {
+    lines: Arc<Mutex<Vec<String>>>,
+    written: watch::Receiver<usize>,
+}
+
+impl Output {
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What `find` makes of the first line it accepts, checked as lines arrive; `None` once
+    /// `timeout` has passed or the child closed its output without one.
+    pub async fn wait_for<T>(&self, timeout: Duration, mut find: impl FnMut(&str) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut written = self.written.clone();
+        let mut seen = 0;
+        loop {
+            written.borrow_and_update();
+            {
+                let lines = self.lock();
+                if let Some(found) = lines[seen..].iter().find_map(|l| find(l)) {
+                    return Some(found);
+                }
+                seen = lines.len();
+            }
+            match tokio::time::timeout_at(deadline, written.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
 }
 
 impl Process {
@@ -25,8 +66,8 @@ impl Process {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
-        let logs = capture_output(&mut child);
-        Ok(Process { child, logs })
+        let output = capture_output(&mut child);
+        Ok(Process { child, output })
     }
 
     pub fn pid(&self) -> u32 {
@@ -35,21 +76,21 @@ impl Process {
 
     /// Every line written so far, stdout and stderr.
     pub fn logs(&self) -> Vec<String> {
-        self.lock().clone()
+        self.output.lines()
     }
 
     /// The lines written after the first `from`.
     pub fn logs_from(&self, from: usize) -> Vec<String> {
-        self.lock().get(from..).map(<[String]>::to_vec).unwrap_or_default()
+        self.output.lock().get(from..).map(<[String]>::to_vec).unwrap_or_default()
     }
 
     /// How many lines have been written.
     pub fn log_count(&self) -> usize {
-        self.lock().len()
+        self.output.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn output(&self) -> &Output {
+        &self.output
     }
 
     /// Resident set size in kB (`VmRSS`); 0 once the process is gone.
@@ -118,8 +159,10 @@ fn proc_status_kb(pid: u32, field: &str) -> u64 {
 }
 
 /// Collects every line the child writes to stdout and stderr (reader threads end with it).
-pub fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+pub fn capture_output(child: &mut Child) -> Output {
     let lines = Arc::new(Mutex::new(Vec::new()));
+    let (tx, written) = watch::channel(0);
+    let tx = Arc::new(tx);
     for stream in [
         child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         child.stdout.take().map(|s| Box::new(s) as _),
@@ -127,12 +170,13 @@ pub fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     .into_iter()
     .flatten()
     {
-        let lines = lines.clone();
+        let (lines, tx) = (lines.clone(), tx.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                tx.send_modify(|n| *n += 1);
             }
         });
     }
-    lines
+    Output { lines, written }
 }
