@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use lambda_secrets_cache::app;
 use lambda_secrets_cache::config::{self, Config, Env, LogLevel, ProcessEnv, read_file_from_disk};
+use lambda_secrets_cache::upstream::roots;
 
 const USAGE: &str = "usage: lambda-secrets-cache [serve | check [--config PATH] | --version | --help]
 
@@ -57,10 +58,22 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check(path) => match Config::load_with_path(&ProcessEnv, &read_file_from_disk, path) {
-            Ok(config) => {
-                let _ = write!(out, "configuration is valid\n{}", config.describe());
-                ExitCode::SUCCESS
-            }
+            Ok(config) => match roots::load(&config.upstream.trust) {
+                Ok(loaded) => {
+                    let _ = write!(out, "configuration is valid\n{}", config.describe());
+                    if let Some(file) = loaded.file {
+                        let _ = writeln!(out, "{:<24}{} certificates from {}", "", loaded.taken, file.display());
+                    }
+                    if loaded.rejected > 0 {
+                        let _ = writeln!(out, "{:<24}{} certificates rustls cannot use were left out", "", loaded.rejected);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "{e}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 let _ = writeln!(out, "{e}");
                 ExitCode::FAILURE
@@ -127,14 +140,26 @@ fn extension_name() -> String {
 
 /// Logs go to stderr (stdout stays for command output); JSON inside Lambda, text elsewhere.
 fn init_logging(level: LogLevel, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::new(format!("lambda_secrets_cache={},warn", level.as_filter()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let ours = match level {
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::None => LevelFilter::OFF,
+    };
+    // Our events at the configured level, our dependencies' warnings and errors. (A fixed
+    // target list: no directive parsing before `/register`.)
+    let filter = Targets::new()
+        .with_target("lambda_secrets_cache", ours)
+        .with_default(LevelFilter::WARN);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     if json {
-        builder.json().flatten_event(true).init();
+        tracing_subscriber::registry()
+            .with(fmt.json().flatten_event(true).with_filter(filter))
+            .init();
     } else {
-        builder.with_ansi(false).init();
+        tracing_subscriber::registry().with(fmt.with_ansi(false).with_filter(filter)).init();
     }
 }

@@ -1,5 +1,6 @@
-//! Extension mode: the parts built from the configuration (the function-facing server runs
-//! from the start), Lambda's Init and `/event/next` loop (`lifecycle`), then the shutdown.
+//! Extension mode: registration first (only the bound port and the config read come before
+//! it), then the parts built from the configuration while the runtime starts, Lambda's Init
+//! and `/event/next` loop (`lifecycle`), then the shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,27 +24,31 @@ pub async fn extension(config: Result<Config, ConfigError>, bound: Option<Bound>
                 .into());
         }
     };
+    let id = lifecycle::register(&api, name, config.lifecycle.init_type).await?;
     let state = Arc::new(State::new(config.lifecycle.init_type));
-    let parts = match Parts::build(&config, bound, Some(state.clone())).await {
+    let parts = match Parts::build(&config, bound, Some(state.clone())) {
         Ok(p) => p,
         Err(e) => {
-            return Err(lifecycle::failed(&api, name, None, "Extension.BindFailed", e.to_string())
+            return Err(lifecycle::failed(&api, name, Some(&id), "Extension.BindFailed", e.to_string())
                 .await
                 .into());
         }
     };
-    tracing::info!(addr = %parts.addr, mode = "extension", init_type = config.lifecycle.init_type.as_str(), "listening");
 
     let cancel = CancellationToken::new();
     let mut tasks: Tasks = JoinSet::new();
-    spawn_http(&mut tasks, parts.server.clone(), parts.listener, cancel.clone());
     let driven = lifecycle::Parts {
         cache: parts.cache.clone(),
         state,
         otel: parts.otel.clone(),
         restore: parts.restore.clone(),
     };
-    let started = match lifecycle::init(&api, name, &config.lifecycle, driven, &cancel).await {
+    let (server, listener, addr) = (parts.server.clone(), parts.listener, parts.addr);
+    let accept = || {
+        tracing::info!(addr = %addr, mode = "extension", init_type = config.lifecycle.init_type.as_str(), "listening");
+        spawn_http(&mut tasks, server, listener, cancel.clone());
+    };
+    let started = match lifecycle::init(&api, (name, id), &config.lifecycle, driven, accept, &cancel).await {
         Ok(started) => started,
         Err(e) => {
             cancel.cancel();

@@ -78,11 +78,12 @@ struct Parts {
 }
 
 impl Parts {
-    /// Takes the function-facing socket (`bound` early, else bound now, so it exists before
-    /// anything else happens), then builds the OTLP pipeline, the AWS clients, the cache and
-    /// the server (with what `/status` shows of `lifecycle`, in extension mode). Nothing is
-    /// fetched yet.
-    async fn build(config: &Config, bound: Option<Bound>, lifecycle: Option<Arc<State>>) -> Result<Parts, AppError> {
+    /// Takes the function-facing socket (`bound` early, else bound now), then builds the OTLP
+    /// pipeline, the cache and the server (with what `/status` shows of `lifecycle`, in
+    /// extension mode), and starts building the AWS clients (`Aws::connect`: a fetch that comes
+    /// first waits for them). Nothing is fetched yet. In extension mode this runs after
+    /// `/register`, while the runtime starts.
+    fn build(config: &Config, bound: Option<Bound>, lifecycle: Option<Arc<State>>) -> Result<Parts, AppError> {
         let configured = SocketAddr::from((Ipv4Addr::LOCALHOST, config.http.port));
         let bind_failed = |addr, source| AppError::Bind { addr, source };
         let std_listener = bound
@@ -104,7 +105,8 @@ impl Parts {
         });
         let counters = Arc::new(Counters::new());
         let spans = Spans::new(otel.as_ref().and_then(|o| o.tracer()));
-        let upstream = Arc::new(Aws::from_env(&config.upstream, counters.clone(), spans.clone()).await);
+        let upstream = Arc::new(Aws::new(&config.upstream, counters.clone(), spans.clone()));
+        connect(upstream.clone());
         let cache = Cache::new(upstream, &config.cache, counters.clone(), Arc::new(SystemClock));
         let restore = lifecycle
             .as_ref()
@@ -119,6 +121,21 @@ impl Parts {
             otel,
             restore,
         })
+    }
+}
+
+/// Builds the AWS clients on a thread of its own: their CPU work (the trust roots, the SDK's
+/// configuration) stays off the async thread, so the first `/next` and the function's first
+/// reads are not queued behind it. A fetch that needs the clients first waits for the build.
+fn connect(upstream: Arc<Aws>) {
+    let handle = tokio::runtime::Handle::current();
+    let on_thread = upstream.clone();
+    let spawned = std::thread::Builder::new()
+        .name("aws-clients".into())
+        .spawn(move || handle.block_on(on_thread.connect()));
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "no thread for the AWS clients; building them on the runtime");
+        tokio::spawn(async move { upstream.connect().await });
     }
 }
 

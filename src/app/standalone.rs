@@ -10,7 +10,7 @@ use super::{AppError, Bound, Parts, Tasks, shutdown, shutdown_signal, spawn_http
 use crate::config::Config;
 
 pub async fn standalone(config: Config, bound: Option<Bound>) -> Result<(), AppError> {
-    let parts = Parts::build(&config, bound, None).await?;
+    let parts = Parts::build(&config, bound, None)?;
     tracing::info!(addr = %parts.addr, mode = "standalone", "listening");
     let cancel = CancellationToken::new();
     let mut tasks: Tasks = JoinSet::new();

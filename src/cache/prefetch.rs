@@ -30,8 +30,8 @@ pub struct Reserved {
 impl Cache {
     /// The first half of a prefetch: flights for the configured items exist from now on (a
     /// read joins them and waits), but nothing is fetched until `Reserved::launch`. Extension
-    /// mode reserves before it registers and launches after, so registration is never delayed
-    /// and a read from the function's init can never miss the prefetch.
+    /// mode reserves before its server accepts and launches after, so a read from the
+    /// function's init can never miss the prefetch.
     pub fn reserve_prefetch(self: &Arc<Self>) -> Reserved {
         let named: &[(Key, bool)] = if self.enabled { self.policy.named() } else { &[] };
         let required: HashMap<Key, bool> = named.iter().cloned().collect();

@@ -42,6 +42,7 @@ impl Config {
             format!("{:.0}% of ttl (±10% jitter)", cache.refresh_ahead * 100.0),
         );
         line("upstream connections", format!("{} per service", upstream.max_connections));
+        line("trust roots", upstream.trust.describe());
         line("inbound connections", http.max_inbound_connections.to_string());
         line(
             "async runtime",

@@ -12,6 +12,7 @@ mod overlap;
 mod problem;
 pub mod role;
 mod service;
+pub mod trust;
 mod walk;
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub use file::{ParameterTarget, PrefetchList, SecretVersion, read_file_from_disk
 pub use otel::{FlushPolicy, OtelConfig, Temporality};
 pub use problem::{ConfigError, Origin, Problem};
 pub use service::{ByService, Service};
+pub use trust::TrustRoots;
 
 use crate::escape::escaped;
 use env::Collector;
@@ -139,6 +141,8 @@ pub struct UpstreamConfig {
     /// AssumeRole's `RoleSessionName`: `lambda-secrets-cache-<function name>`, as CloudTrail
     /// shows it.
     pub session_name: String,
+    /// Where the trusted root certificates come from.
+    pub trust: TrustRoots,
 }
 
 /// What drives the cache: Lambda's events (extension mode), or timers.
@@ -261,6 +265,7 @@ impl Config {
             .duration("SECRETS_CACHE_RUNTIME_DONE_WAIT", Duration::from_secs(10))
             .unwrap_or(Duration::from_millis(100));
         let token = token(&mut c, init_type);
+        let trust = TrustRoots::load(&mut c);
         let otel = otel::load(&mut c);
         let flush = otel::flush_policy(&mut c, otel.as_ref());
         let (config_path, prefetch, file_loaded) = read(&mut c, read_file, path);
@@ -301,6 +306,7 @@ impl Config {
                 max_connections: NonZeroUsize::new(max_upstream).expect("range starts at 1"),
                 max_roles,
                 session_name,
+                trust,
             },
             lifecycle: LifecycleConfig {
                 init_type,

@@ -1,11 +1,12 @@
-//! Init, in Lambda's order. The prefetch's flights are reserved first (a read from the
-//! function's init joins them), then the extension registers (with `INVOKE` and `SHUTDOWN`;
-//! `SHUTDOWN` only on Lambda Managed Instances, which run invocations concurrently and refuse
-//! `INVOKE`), and the prefetch starts right after, so registration never waits on AWS. With an
-//! OTLP exporter (only then: nothing else consumes it) the Telemetry API is subscribed, in the
-//! schema the init type needs. Init ends at the first `/next`, which waits for the `required`
-//! entries only. Under SnapStart nothing is fetched: the restore gate runs the prefetch at the
-//! first activity after the restore.
+//! Init, in Lambda's order. The extension registers first (`register`: with `INVOKE` and
+//! `SHUTDOWN`; `SHUTDOWN` only on Lambda Managed Instances, which run invocations concurrently
+//! and refuse `INVOKE`): Lambda starts the runtime only once every extension has, so nothing
+//! but binding the port and reading the config comes before it. Then (`init`) the prefetch's
+//! flights are reserved before the server accepts (a read from the function's init joins
+//! them) and launched. With an OTLP exporter (only then: nothing else consumes it) the
+//! Telemetry API is subscribed, in the schema the init type needs. Init ends at the first
+//! `/next`, which waits for the `required` entries only. Under SnapStart nothing is fetched:
+//! the restore gate runs the prefetch at the first activity after the restore.
 //!
 //! A failure during Init is reported with `init/error` (registering first if need be); after
 //! Init, with `exit/error`, except when the Extensions API itself failed (the platform wants
@@ -57,15 +58,36 @@ pub struct Started {
     pub tasks: Vec<Task>,
 }
 
-/// Runs Init for extension `name`; `cancel` ends the tasks it starts.
+/// Registers extension `name` for the events `init_type` allows; returns its identifier.
+pub async fn register(api: &ExtensionsApi, name: &str, init_type: InitType) -> Result<String, InitError> {
+    let events: &[&str] = match init_type {
+        InitType::ManagedInstances => &["SHUTDOWN"],
+        _ => &["INVOKE", "SHUTDOWN"],
+    };
+    let registration = api.register(name, events).await?;
+    tracing::info!(
+        function = escaped(registration.function_name.as_deref().unwrap_or("?")),
+        version = escaped(registration.function_version.as_deref().unwrap_or("?")),
+        "registered"
+    );
+    Ok(registration.id)
+}
+
+/// Runs the rest of Init for extension `name`, registered as `id`. `accept` starts the
+/// function-facing server: called once the prefetch's flights are reserved. `cancel` ends the
+/// tasks Init starts.
 pub async fn init(
     api: &ExtensionsApi,
-    name: &str,
+    (name, id): (&str, String),
     config: &LifecycleConfig,
     parts: Parts,
+    accept: impl FnOnce(),
     cancel: &CancellationToken,
 ) -> Result<Started, InitError> {
     let managed = config.init_type == InitType::ManagedInstances;
+    let reserved = parts.restore.is_none().then(|| parts.cache.reserve_prefetch());
+    accept();
+    let mut prefetch = reserved.map(|r| r.launch());
     let telemetry_api = if managed || parts.otel.is_none() {
         parts.state.set_telemetry("off (no OTLP exporter)");
         None
@@ -76,17 +98,6 @@ pub async fn init(
             .inspect_err(|e| tracing::warn!(host = %host, error = %e, "cannot bind the telemetry listener; running without telemetry"))
             .ok()
     };
-
-    let reserved = parts.restore.is_none().then(|| parts.cache.reserve_prefetch());
-    let events: &[&str] = if managed { &["SHUTDOWN"] } else { &["INVOKE", "SHUTDOWN"] };
-    let registration = api.register(name, events).await?;
-    let mut prefetch = reserved.map(|r| r.launch());
-    tracing::info!(
-        function = escaped(registration.function_name.as_deref().unwrap_or("?")),
-        version = escaped(registration.function_version.as_deref().unwrap_or("?")),
-        "registered"
-    );
-    let id = registration.id;
 
     let mut tasks: Vec<Task> = Vec::new();
     let schema = if managed { TELEMETRY_SCHEMA_LMI } else { TELEMETRY_SCHEMA };

@@ -11,7 +11,7 @@ mod init;
 mod restore;
 mod state;
 
-pub use init::{InitError, Parts, Started, Task, failed, init};
+pub use init::{InitError, Parts, Started, Task, failed, init, register};
 pub use restore::RestoreGate;
 pub use state::{Invocation, LifecycleStatus, Released, State};
 

@@ -3,11 +3,13 @@
 //! classified (see `error`). The cache talks to this layer only through the `Fetch` trait.
 
 pub mod answer;
+mod clients;
 pub mod error;
 mod intercept;
 mod limit;
 pub mod render;
 mod roles;
+pub mod roots;
 mod secrets;
 mod ssm;
 
@@ -18,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
 pub use error::FetchError;
@@ -173,10 +174,9 @@ pub const PARAMETERS_BATCH: usize = 10;
 
 /// The real AWS services, through the AWS SDK.
 pub struct Aws {
-    /// The function's own credentials.
-    own: Arc<roles::Clients>,
-    /// Other roles, assumed on first use (`roleArn`).
-    roles: roles::Roles,
+    config: UpstreamConfig,
+    /// The SDK clients, built by `connect`.
+    built: tokio::sync::OnceCell<clients::Built>,
     budgets: ByService<Duration>,
     /// `PARAMETERS_SECRETS_EXTENSION_MAX_CONNECTIONS`: batches of at most this many ids go as
     /// one call each.
@@ -186,79 +186,27 @@ pub struct Aws {
 }
 
 impl Aws {
-    /// Builds SDK clients from the standard AWS environment (region, credentials, and
-    /// `AWS_ENDPOINT_URL` for local stand-ins), with our time budgets.
-    pub async fn from_env(config: &UpstreamConfig, counters: Arc<Counters>, spans: Spans) -> Aws {
-        use aws_smithy_http_client::tls;
-        // Idle connections go stale across a Lambda freeze; keep them briefly and let the
-        // SDK's retry handle the reset that can still happen after a thaw.
-        let http = aws_smithy_http_client::Builder::new()
-            .pool_idle_timeout(Duration::from_secs(15))
-            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-            .build_https();
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(http.clone())
-            .load()
-            .await;
-        let timeouts = |budget: Duration| {
-            TimeoutConfig::builder()
-                .operation_timeout(budget)
-                .connect_timeout(budget.min(Duration::from_secs(2)))
-                .build()
-        };
-        // Three attempts with short back-offs: the whole call must fit a budget of ~3 s, and a
-        // refused connection should surface as such, not as a time-out after long sleeps.
-        let retries = aws_smithy_types::retry::RetryConfig::standard()
-            .with_max_attempts(3)
-            .with_initial_backoff(Duration::from_millis(50))
-            .with_max_backoff(Duration::from_millis(500));
-        let budgets = config.timeout;
-        // One limit per service, shared by every identity's clients (one connection pool).
-        let permits = config.max_connections.get();
-        let (secrets_http, ssm_http) = (limit::limited(http.clone(), permits), limit::limited(http, permits));
-        let sts_retries = retries.clone();
-        let secrets_counters = counters.clone();
-        let build = move |shared: &aws_types::SdkConfig| {
-            let secrets = aws_sdk_secretsmanager::config::Builder::from(shared)
-                .http_client(secrets_http.clone())
-                .timeout_config(timeouts(budgets.secrets))
-                .retry_config(retries.clone())
-                .interceptor(intercept::CapAnswers)
-                .interceptor(intercept::CountThrottles::new(Service::SecretsManager, secrets_counters.clone()))
-                .build();
-            let ssm = aws_sdk_ssm::config::Builder::from(shared)
-                .http_client(ssm_http.clone())
-                .timeout_config(timeouts(budgets.ssm))
-                .retry_config(retries.clone())
-                .interceptor(intercept::CapAnswers)
-                .interceptor(intercept::CountThrottles::new(Service::Ssm, secrets_counters.clone()))
-                .build();
-            roles::Clients {
-                secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-                ssm: aws_sdk_ssm::Client::from_conf(ssm),
-            }
-        };
-        let assume_budget = config.timeout.secrets.max(config.timeout.ssm);
-        // STS with the same budget and back-offs: its default ~1 s back-off would outlast the
-        // read's budget, turning STS's own answer into a time-out.
-        let sts = aws_sdk_sts::config::Builder::from(&shared)
-            .timeout_config(timeouts(assume_budget))
-            .retry_config(sts_retries);
+    /// Nothing is read or built yet: `connect` does that, after `/register`.
+    pub fn new(config: &UpstreamConfig, counters: Arc<Counters>, spans: Spans) -> Aws {
         Aws {
-            own: Arc::new(build(&shared)),
-            roles: roles::Roles::new(
-                shared,
-                sts,
-                config.session_name.clone(),
-                config.max_roles,
-                assume_budget,
-                Box::new(build),
-            ),
+            config: config.clone(),
+            built: tokio::sync::OnceCell::new(),
             budgets: config.timeout,
             max_connections: config.max_connections.get(),
             counters,
             spans,
         }
+    }
+
+    /// Builds the SDK clients (the trust roots, the shared AWS configuration), once: the first
+    /// caller does the work, the others wait for it. `app` calls it right after registering,
+    /// so it overlaps the runtime's start; a fetch that comes first waits for it.
+    pub async fn connect(&self) {
+        self.built().await;
+    }
+
+    async fn built(&self) -> &clients::Built {
+        self.built.get_or_init(|| clients::build(&self.config, &self.counters)).await
     }
 
     /// Runs one SDK call, timed and classified (the service's concurrency limit is in its HTTP
@@ -308,12 +256,17 @@ impl Aws {
         result
     }
 
-    /// The clients that read through `role` (empty: the function's own).
-    fn clients(&self, role: &str) -> Result<Arc<roles::Clients>, FetchError> {
+    /// The clients that read through `role` (empty: the function's own), once built; the
+    /// wait for them counts as the call's, within the larger budget.
+    async fn clients(&self, role: &str) -> Result<Arc<roles::Clients>, FetchError> {
+        let budget = self.budgets.secrets.max(self.budgets.ssm);
+        let built = tokio::time::timeout(budget, self.built())
+            .await
+            .map_err(|_| FetchError::Timeout(budget.as_millis() as u64))?;
         if role.is_empty() {
-            Ok(self.own.clone())
+            Ok(built.own.clone())
         } else {
-            self.roles.clients(role)
+            built.roles.clients(role)
         }
     }
 
@@ -342,7 +295,9 @@ impl Aws {
 
 impl Fetch for Aws {
     fn forget_assumed_roles(&self) {
-        self.roles.forget();
+        if let Some(built) = self.built.get() {
+            built.roles.forget();
+        }
     }
 
     fn fetch<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Fetched, FetchError>> {

@@ -9,7 +9,7 @@ use crate::key::{Key, SelectorKind, Service};
 
 impl Aws {
     pub(super) async fn get_secret(&self, key: &Key) -> Result<Fetched, FetchError> {
-        let clients = self.clients(&key.role)?;
+        let clients = self.clients(&key.role).await?;
         let mut req = clients.secrets.get_secret_value().secret_id(&*key.id);
         match key.kind {
             SelectorKind::VersionId => req = req.version_id(&*key.selector),
@@ -32,7 +32,7 @@ impl Aws {
         }
         let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
         let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
-        let clients = match self.clients(&keys[0].role) {
+        let clients = match self.clients(&keys[0].role).await {
             Ok(c) => c,
             Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -115,7 +115,7 @@ impl Aws {
         limit: usize,
     ) -> Result<Vec<Result<Fetched, FetchError>>, FetchError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
-        let clients = self.clients(role)?;
+        let clients = self.clients(role).await?;
         let filters: Vec<Filter> = filters
             .iter()
             .map(|f| {

@@ -5,7 +5,7 @@ use crate::key::{Key, SelectorKind, Service};
 
 impl Aws {
     pub(super) async fn get_parameter(&self, key: &Key) -> Result<Fetched, FetchError> {
-        let clients = self.clients(&key.role)?;
+        let clients = self.clients(&key.role).await?;
         let req = clients.ssm.get_parameter().name(key.ssm_name()).with_decryption(key.decrypt);
         self.call(Service::Ssm, "GetParameter", req.send(), |out| {
             let mut p = out
@@ -22,7 +22,7 @@ impl Aws {
 
     pub(super) async fn batch_parameters(&self, keys: &[Key]) -> Vec<Result<Fetched, FetchError>> {
         let mut results: Vec<Option<Result<Fetched, FetchError>>> = vec![None; keys.len()];
-        let clients = match self.clients(&keys[0].role) {
+        let clients = match self.clients(&keys[0].role).await {
             Ok(c) => c,
             Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
         };
@@ -75,7 +75,7 @@ impl Aws {
     /// GetParametersByPath, at most `limit` parameters (`super::listing`). One parameter that
     /// is not a valid answer under the path fails the whole path: nothing from it is installed.
     pub(super) async fn parameters_by_path(&self, path: &str, decrypt: bool, role: &str, limit: usize) -> Result<Vec<Fetched>, FetchError> {
-        let clients = self.clients(role)?;
+        let clients = self.clients(role).await?;
         super::listing("GetParametersByPath", limit, PARAMETERS_BATCH, |token| {
             let req = clients
                 .ssm
