@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: release build and the layers, then the cached-read benchmark against nginx (wrk),
 # start-up, RSS, binary size and upstream-call counts, the runtime and build comparisons, the
-# post-runtime duration per invocation, and the cold-start benchmark with a real Python runtime.
+# post-runtime duration per invocation, the start-up against a null extension (x86_64, and the
+# arm64 layer under qemu), the root certificates' cost, and the cold-start benchmark with a real
+# Python runtime.
 # Writes bench/RESULTS.md. Installs wrk and nginx (Debian packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,14 @@ export PATH="$PATH:/usr/sbin"
 make venv >/dev/null
 cargo build --release --workspace --quiet
 make layer >/dev/null
+# The null extension for arm64, linked like the layer, for the start-up comparison under qemu.
+PATH="$PWD/.venv/bin:$PATH" cargo zigbuild --quiet --release -p lsc-null-extension --target aarch64-unknown-linux-gnu.2.26
+make tools >/dev/null
+# criterion's output as table rows: a benchmark's name, its median estimate.
+CRITERION_TABLE='
+  /time:/ { pre = $0; sub(/ *time:.*/, "", pre); if (pre != "") name = pre
+            sub(/.*time: *\[/, ""); split($0, t, " "); printf "| %s | %s %s |\n", name, t[3], t[4]; next }
+  NF && !/^(Found|Benchmarking|  )/ { name = $0; sub(/ +$/, "", name) }'
 {
   ./target/release/lsc-dev bench-http --extension ./target/release/lambda-secrets-cache --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
   echo
@@ -28,6 +38,24 @@ make layer >/dev/null
   ./target/release/lsc-dev bench-builds --build "cargo build (host glibc 2.36)=./target/release/lambda-secrets-cache" \
     --build "zig, glibc 2.26 (x86_64 layer)=./target/x86_64-unknown-linux-gnu/release/lambda-secrets-cache" \
     --rounds 5 --runs "${RUNS:-3}" --seconds "${SECONDS_PER_RUN:-5}"
+  echo
+  echo "## What the extension adds to every cold start (exec → \`/register\`, \`/next\`)"
+  echo
+  ./target/release/lsc-dev bench-startup --extension ./target/release/lambda-secrets-cache --rounds "${STARTUP_ROUNDS:-15}"
+  echo
+  echo "The arm64 layer binary and an arm64 null extension, both under qemu-user (emulated: compare the differences, not the times):"
+  echo
+  ./target/release/lsc-dev bench-startup --extension ./target/aarch64-unknown-linux-gnu/release/lambda-secrets-cache \
+    --null ./target/aarch64-unknown-linux-gnu/release/lsc-null-extension \
+    --runner "qemu-aarch64-static -L /usr/aarch64-linux-gnu" --rounds "${STARTUP_ROUNDS:-15}"
+  echo
+  echo "## Root certificates for the AWS clients (criterion, \`cargo bench --bench roots\`)"
+  echo
+  echo "Debian's layout (this machine) and Amazon Linux 2023's, recreated. Built after \`/register\`, off the async thread."
+  echo
+  echo "| benchmark | time (median estimate) |"
+  echo "|---|---|"
+  cargo bench --quiet --bench roots -- --noplot 2>/dev/null | awk "$CRITERION_TABLE"
   echo
   echo "## What the extension adds to each invocation (post-runtime duration)"
   echo
@@ -47,8 +75,5 @@ make layer >/dev/null
   echo
   echo "| benchmark | time (median estimate) |"
   echo "|---|---|"
-  cargo bench --quiet --bench hot_path -- --noplot 2>/dev/null | awk '
-    /time:/ { pre = $0; sub(/ *time:.*/, "", pre); if (pre != "") name = pre
-              sub(/.*time: *\[/, ""); split($0, t, " "); printf "| %s | %s %s |\n", name, t[3], t[4]; next }
-    NF && !/^(Found|Benchmarking|  )/ { name = $0; sub(/ +$/, "", name) }'
+  cargo bench --quiet --bench hot_path -- --noplot 2>/dev/null | awk "$CRITERION_TABLE"
 } | tee bench/RESULTS.md
