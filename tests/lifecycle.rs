@@ -314,9 +314,10 @@ async fn with_flush_end_and_no_runtime_done_next_is_released_at_the_deadline() {
 }
 
 #[tokio::test]
-async fn with_flush_end_and_no_subscription_next_is_released_after_the_small_cap() {
+async fn with_flush_end_and_telemetry_not_supported_next_is_not_held() {
     let (_receiver, mut env) = exporting(&[("SECRETS_CACHE_FLUSH", "end")]).await;
-    env.push(("SECRETS_CACHE_RUNTIME_DONE_WAIT", "300ms".into()));
+    // A wait far above what the invocations take: held at all, they would show it.
+    env.push(("SECRETS_CACHE_RUNTIME_DONE_WAIT", "3s".into()));
     let options = Options {
         timeout: Duration::from_secs(10),
         faults: Faults {
@@ -329,7 +330,10 @@ async fn with_flush_end_and_no_subscription_next_is_released_after_the_small_cap
     lambda.platform.wait_init(INIT).await.unwrap();
     for _ in 0..2 {
         let (outcome, _) = lambda.invoke(&[]).await;
-        assert!(outcome.extensions_overhead < Duration::from_secs(2), "{outcome:?}");
+        assert!(
+            outcome.extensions_overhead < Duration::from_secs(1),
+            "AWS's emulator answers 202 NotSupported: no runtimeDone can come, nothing to hold for: {outcome:?}"
+        );
     }
     assert!(lambda.platform.deliveries().is_empty());
     let s = status(&lambda.ext).await;

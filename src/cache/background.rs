@@ -26,6 +26,8 @@ pub(super) struct Item {
 pub struct Background {
     pub(super) items: Vec<Item>,
     cancel: CancellationToken,
+    /// Items `required` already waited for and loaded: the final report counts them too.
+    loaded_earlier: usize,
 }
 
 /// How a `Background` ended.
@@ -66,7 +68,11 @@ impl Report {
 
 impl Background {
     pub(super) fn new(cancel: CancellationToken) -> Background {
-        Background { items: Vec::new(), cancel }
+        Background {
+            items: Vec::new(),
+            cancel,
+            loaded_earlier: 0,
+        }
     }
 
     pub(super) fn push_flight(&mut self, label: String, required: bool, flight: Flight) {
@@ -86,6 +92,14 @@ impl Background {
         self.items.is_empty()
     }
 
+    /// What `required` already waited for, as the start of the whole report.
+    fn earlier(&self) -> Report {
+        Report {
+            loaded: self.loaded_earlier,
+            ..Report::default()
+        }
+    }
+
     /// Waits for the items marked `required` (they decide whether init succeeds) and leaves
     /// the others running.
     pub async fn required(&mut self) -> Report {
@@ -96,12 +110,13 @@ impl Background {
             let result = item.done.await;
             report.add(item.label, true, result);
         }
+        self.loaded_earlier += report.loaded;
         report
     }
 
     /// Waits for everything, without a bound (standalone mode).
     pub async fn finish(self) -> Report {
-        let mut report = Report::default();
+        let mut report = self.earlier();
         for item in self.items {
             let result = item.done.await;
             report.add(item.label, item.required, result);
@@ -113,7 +128,7 @@ impl Background {
     /// poll, within a moment): nothing this handle started is in flight afterwards. Fetches
     /// it merely joined (a reader's) are waited for but not cancelled.
     pub async fn settle(self, deadline: Instant) -> Report {
-        let mut report = Report::default();
+        let mut report = self.earlier();
         let mut items = self.items.into_iter();
         for item in items.by_ref() {
             let Item { label, required, mut done } = item;

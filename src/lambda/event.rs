@@ -36,6 +36,8 @@ pub enum ShutdownReason {
     Spindown,
     Timeout,
     Failure,
+    /// AWS's Runtime Interface Emulator (`sam local`) ending the sandbox.
+    SandboxTerminated,
     Other,
 }
 
@@ -84,6 +86,7 @@ pub fn parse(body: &[u8]) -> Result<Event, EventError> {
                 "spindown" => ShutdownReason::Spindown,
                 "timeout" => ShutdownReason::Timeout,
                 "failure" => ShutdownReason::Failure,
+                "sandboxterminated" => ShutdownReason::SandboxTerminated,
                 _ => ShutdownReason::Other,
             };
             Ok(Event::Shutdown(Shutdown { reason, deadline_ms }))
@@ -127,6 +130,7 @@ mod tests {
             ("spindown", ShutdownReason::Spindown),
             ("TIMEOUT", ShutdownReason::Timeout),
             ("Failure", ShutdownReason::Failure),
+            ("SandboxTerminated", ShutdownReason::SandboxTerminated),
             ("oom", ShutdownReason::Other),
         ] {
             let body = format!(r#"{{"eventType":"SHUTDOWN","shutdownReason":"{text}","deadlineMs":1700000002000}}"#);
