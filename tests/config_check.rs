@@ -37,6 +37,33 @@ fn a_valid_file_prints_the_resolved_settings() {
 }
 
 #[test]
+fn the_emulators_environment_is_valid_and_says_what_will_be_missing() {
+    // What AWS's emulator gives an extension: credentials variables present and empty.
+    let (code, out) = check(
+        "secrets:\n  - id: a\n",
+        &[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("region:                 eu-west-1 (AWS_REGION)"), "{out}");
+    assert!(out.contains("credentials:            none in the environment"), "{out}");
+    assert!(out.contains("MissingCredentials"), "{out}");
+    let empty_token = bin_command()
+        .args(["check"])
+        .env_clear()
+        .envs([("AWS_SESSION_TOKEN", ""), ("SECRETS_CACHE_CONFIG", "")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&empty_token.stdout);
+    assert!(empty_token.status.success(), "an empty AWS_SESSION_TOKEN is a token: {text}");
+    assert!(text.contains("token from:             AWS_SESSION_TOKEN (set but empty"), "{text}");
+    assert!(text.contains("region:                 none in AWS_REGION"), "{text}");
+}
+
+#[test]
 fn unknown_key() {
     let (code, out) = check("secrets:\n  - id: a\n    stage: AWSPREVIOUS\n", &[]);
     assert_eq!(code, 1);

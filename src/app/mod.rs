@@ -103,6 +103,12 @@ impl Parts {
                 None
             }
         });
+        if config.http.token.value.is_empty() {
+            tracing::warn!(
+                variable = config.http.token.variable,
+                "the request token is empty (the variable is set but empty, as AWS's emulator sets AWS_SESSION_TOKEN with long-term keys): requests must send X-Aws-Parameters-Secrets-Token with an empty value"
+            );
+        }
         let counters = Arc::new(Counters::new());
         let spans = Spans::new(otel.as_ref().and_then(|o| o.tracer()));
         let upstream = Arc::new(Aws::new(&config.upstream, counters.clone(), spans.clone()));

@@ -43,6 +43,8 @@ impl Config {
         );
         line("upstream connections", format!("{} per service", upstream.max_connections));
         line("trust roots", upstream.trust.describe());
+        line("region", upstream.aws.describe_region());
+        line("credentials", upstream.aws.describe_credentials());
         line("inbound connections", http.max_inbound_connections.to_string());
         line(
             "async runtime",
@@ -52,7 +54,16 @@ impl Config {
             },
         );
         line("log level", self.process.log_level.as_filter().to_string());
-        line("token from", http.token.variable.to_string());
+        line(
+            "token from",
+            match http.token.value.is_empty() {
+                false => http.token.variable.to_string(),
+                true => format!(
+                    "{} (set but empty: requests send the header with an empty value)",
+                    http.token.variable
+                ),
+            },
+        );
         line("initialization type", lifecycle.init_type.as_str().to_string());
         line(
             "flush policy",

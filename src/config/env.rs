@@ -47,6 +47,11 @@ impl<'e> Collector<'e> {
         });
     }
 
+    /// Whether `name` is in the environment at all, blank or not.
+    pub(super) fn present(&self, name: &str) -> bool {
+        self.env.get(name).is_some()
+    }
+
     /// A set, non-blank variable.
     pub(super) fn var(&self, name: &str) -> Option<String> {
         self.env.get(name).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_string())

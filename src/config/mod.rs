@@ -3,6 +3,7 @@
 //! `otel`, `process`). Nothing binds or calls AWS until this has succeeded, and a failure lists
 //! every problem with the variable or the file position it came from.
 
+mod aws_env;
 mod describe;
 pub mod duration;
 mod env;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub use aws_env::AwsEnvironment;
 pub use env::{Env, ProcessEnv};
 pub use file::{ParameterTarget, PrefetchList, SecretVersion, read_file_from_disk};
 pub use otel::{FlushPolicy, OtelConfig, Temporality};
@@ -143,6 +145,8 @@ pub struct UpstreamConfig {
     pub session_name: String,
     /// Where the trusted root certificates come from.
     pub trust: TrustRoots,
+    /// Where the SDK will find the Region and the credentials, as far as variables say.
+    pub aws: AwsEnvironment,
 }
 
 /// What drives the cache: Lambda's events (extension mode), or timers.
@@ -266,6 +270,7 @@ impl Config {
             .unwrap_or(Duration::from_millis(100));
         let token = token(&mut c, init_type);
         let trust = TrustRoots::load(&mut c);
+        let aws = AwsEnvironment::load(&c);
         let otel = otel::load(&mut c);
         let flush = otel::flush_policy(&mut c, otel.as_ref());
         let (config_path, prefetch, file_loaded) = read(&mut c, read_file, path);
@@ -307,6 +312,7 @@ impl Config {
                 max_roles,
                 session_name,
                 trust,
+                aws,
             },
             lifecycle: LifecycleConfig {
                 init_type,
@@ -347,17 +353,30 @@ fn session_name(function: Option<&str>) -> String {
 
 /// The first token variable set, in the order the README gives ("HTTP API"). With SnapStart the function's
 /// credentials come from the container endpoint, and `AWS_SESSION_TOKEN` is not the one to trust.
+///
+/// When none has a value but one is present and empty, the token is the empty string (from
+/// the first present): AWS's emulator (`sam local`) always sets `AWS_SESSION_TOKEN`, to `""`
+/// with long-term keys, and a handler sends that variable as the header. A request must still
+/// carry the header, empty. On Lambda the session token is never empty (SECURITY.md).
 fn token(c: &mut Collector<'_>, init_type: InitType) -> Option<Token> {
     let mut order = TOKEN_VARIABLES;
     if init_type == InitType::SnapStart {
         order = ["AWS_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SESSION_TOKEN"];
     }
-    let token = order.iter().find_map(|name| {
-        c.var(name).map(|v| Token {
-            value: Zeroizing::new(v),
-            variable: name,
+    let token = order
+        .iter()
+        .find_map(|name| {
+            c.var(name).map(|v| Token {
+                value: Zeroizing::new(v),
+                variable: name,
+            })
         })
-    });
+        .or_else(|| {
+            order.iter().find(|name| c.present(name)).map(|name| Token {
+                value: Zeroizing::new(String::new()),
+                variable: name,
+            })
+        });
     if token.is_none() {
         c.bad(
             "AWS_TOKEN",
@@ -463,6 +482,22 @@ mod tests {
         assert_eq!(c.lifecycle.init_type, InitType::SnapStart);
         let c = load(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", "c")]).unwrap();
         assert_eq!(c.http.token.variable, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+    }
+
+    #[test]
+    fn an_empty_session_token_is_the_empty_token_and_never_beats_a_real_one() {
+        // AWS's emulator with long-term keys.
+        let c = load(&[("AWS_SESSION_TOKEN", "")]).unwrap();
+        assert_eq!((c.http.token.variable, c.http.token.value.as_str()), ("AWS_SESSION_TOKEN", ""));
+        let c = load(&[("AWS_TOKEN", " "), ("AWS_SESSION_TOKEN", "s")]).unwrap();
+        assert_eq!(
+            (c.http.token.variable, c.http.token.value.as_str()),
+            ("AWS_SESSION_TOKEN", "s"),
+            "a blank variable does not hide a set one"
+        );
+        let c = load(&[("AWS_TOKEN", ""), ("AWS_SESSION_TOKEN", "")]).unwrap();
+        assert_eq!(c.http.token.variable, "AWS_TOKEN", "the order holds among empty ones");
+        assert!(load(&[]).is_err(), "none present at all is still an error");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::lambda::client::{TELEMETRY_SCHEMA, TELEMETRY_SCHEMA_LMI};
 use crate::lambda::telemetry_api::{Progress, TelemetryApi};
 use crate::lambda::{ExtensionsApi, PlatformError};
 use crate::telemetry::otlp::Otel;
+use crate::upstream::FetchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -212,9 +213,11 @@ async fn required(prefetch: &mut Background) -> Result<(), String> {
     let report = prefetch.required().await;
     let failed: Vec<String> = report
         .required_failures()
-        .map(|(item, e, _)| match e.is_throttling() {
-            true => format!("{item}: {} ({})", e.code(), e.message()),
-            false => format!("{item}: {}", e.code()),
+        .map(|(item, e, _)| match e {
+            // AWS's own answer: its code says it (a throttled one says for how long).
+            FetchError::Service { .. } if !e.is_throttling() => format!("{item}: {}", e.code()),
+            // Ours: the code and the cause (no region, no credentials, unreachable, ...).
+            _ => format!("{item}: {} ({})", e.code(), e.message()),
         })
         .collect();
     if failed.is_empty() {

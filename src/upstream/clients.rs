@@ -19,6 +19,8 @@ pub(super) struct Built {
     pub(super) own: Arc<roles::Clients>,
     /// Other roles, assumed on first use (`roleArn`).
     pub(super) roles: roles::Roles,
+    /// Whether the SDK found a Region: without one no call can be made (`MissingRegion`).
+    pub(super) region: bool,
 }
 
 pub(super) async fn build(config: &UpstreamConfig, counters: &Arc<Counters>) -> Built {
@@ -83,7 +85,12 @@ pub(super) async fn build(config: &UpstreamConfig, counters: &Arc<Counters>) -> 
     let sts = aws_sdk_sts::config::Builder::from(&shared)
         .timeout_config(timeouts(assume_budget))
         .retry_config(sts_retries);
+    let region = shared.region().is_some();
+    if !region {
+        tracing::error!("no AWS Region (AWS_REGION is unset and the profile names none): every read will fail with MissingRegion");
+    }
     Built {
+        region,
         own: Arc::new(build(&shared)),
         roles: roles::Roles::new(
             shared,

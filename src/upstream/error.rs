@@ -21,6 +21,14 @@ pub enum FetchError {
     /// status that is not an error, an answer over the size cap. Never cached.
     #[error("upstream answered with something that is not a valid answer: {0}")]
     Invalid(String),
+    /// The SDK found no AWS Region (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile): nothing
+    /// can be signed or addressed. Lambda always sets one; a local emulator may not.
+    #[error("no AWS Region: set AWS_REGION (the SDK found none in the environment or the profile)")]
+    NoRegion,
+    /// The SDK could not get the function's credentials (none in the environment, the
+    /// profile, the container or instance endpoints, or one of them failed): nothing was sent.
+    #[error("no AWS credentials: {0}")]
+    NoCredentials(String),
     /// Anything else: a malformed response, a request we could not build.
     #[error("unexpected upstream failure: {0}")]
     Other(String),
@@ -47,9 +55,10 @@ impl FetchError {
     /// Transient errors allow serving a stale value; permanent ones are returned to the caller.
     pub fn is_transient(&self) -> bool {
         match self {
-            FetchError::Timeout(_) | FetchError::Network(_) | FetchError::Invalid(_) => true,
+            // A credentials source can fail for a moment (the container endpoint): stale may serve.
+            FetchError::Timeout(_) | FetchError::Network(_) | FetchError::Invalid(_) | FetchError::NoCredentials(_) => true,
             FetchError::Service { status, code, .. } => *status >= 500 || is_throttling_code(code),
-            FetchError::Other(_) => false,
+            FetchError::NoRegion | FetchError::Other(_) => false,
         }
     }
 
@@ -68,7 +77,7 @@ impl FetchError {
             FetchError::Service { status, .. } => *status,
             FetchError::Timeout(_) => 504,
             FetchError::Network(_) | FetchError::Invalid(_) => 502,
-            FetchError::Other(_) => 500,
+            FetchError::NoRegion | FetchError::NoCredentials(_) | FetchError::Other(_) => 500,
         }
     }
 
@@ -79,6 +88,8 @@ impl FetchError {
             FetchError::Timeout(_) => "TimeoutError",
             FetchError::Network(_) => "ConnectionError",
             FetchError::Invalid(_) => "InvalidUpstreamResponse",
+            FetchError::NoRegion => "MissingRegion",
+            FetchError::NoCredentials(_) => "MissingCredentials",
             FetchError::Other(_) => "InternalFailure",
         }
     }
@@ -113,6 +124,9 @@ impl FetchError {
     {
         if let Some(failed) = super::roles::assume_role_failure(&err) {
             return failed;
+        }
+        if let Some(missing) = no_credentials(&err) {
+            return missing;
         }
         if too_large(&err) {
             return FetchError::Invalid(format!("the answer is larger than {} bytes", super::answer::MAX_ANSWER));
@@ -156,6 +170,26 @@ fn error_code(code: &str) -> String {
 /// AWS's error message, without control characters and at most 512 characters.
 fn error_message(message: &str) -> String {
     message.chars().take(512).map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// The SDK's credentials error somewhere in `err`'s causes: the function's own credentials
+/// could not be had (another role's failure is `roles::assume_role_failure`'s).
+fn no_credentials(err: &(dyn std::error::Error + 'static)) -> Option<FetchError> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            let why = match c {
+                CredentialsError::CredentialsNotLoaded(_) => {
+                    "none found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, the container or instance endpoint)".to_string()
+                }
+                other => describe(other),
+            };
+            return Some(FetchError::NoCredentials(why));
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// The answer overran the cap on its size (`answer::MAX_ANSWER`).

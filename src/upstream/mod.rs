@@ -263,6 +263,9 @@ impl Aws {
         let built = tokio::time::timeout(budget, self.built())
             .await
             .map_err(|_| FetchError::Timeout(budget.as_millis() as u64))?;
+        if !built.region {
+            return Err(FetchError::NoRegion);
+        }
         if role.is_empty() {
             Ok(built.own.clone())
         } else {
