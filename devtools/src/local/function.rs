@@ -364,9 +364,14 @@ impl LocalFunction {
 
     /// SHUTDOWN: the runtime is stopped (SIGKILL, as Lambda does once extensions are told),
     /// the extension gets `within` to exit. Returns its exit status, `None` if it was still
-    /// running at the deadline.
+    /// running at the deadline. The reason is Lambda's `spindown`, or the emulator's.
     pub async fn shutdown(&mut self, within: Duration) -> anyhow::Result<Option<std::process::ExitStatus>> {
-        let deadline = self.platform.shutdown("spindown", within).await;
+        let reason = if self.platform.options().emulator {
+            "SandboxTerminated"
+        } else {
+            "spindown"
+        };
+        let deadline = self.platform.shutdown(reason, within).await;
         if let Some(r) = self.runtime.as_mut() {
             r.signal("KILL");
             let _ = r.wait_exit(Duration::from_secs(1)).await;

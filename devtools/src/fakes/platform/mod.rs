@@ -80,6 +80,8 @@ pub struct Options {
     /// How long the runtime takes from receiving an invocation to running the handler.
     pub runtime_delay: Duration,
     pub faults: Faults,
+    /// Present what AWS's Runtime Interface Emulator presents (`Options::emulator`).
+    pub emulator: bool,
 }
 
 impl Default for Options {
@@ -95,11 +97,35 @@ impl Default for Options {
             extensions: 1,
             runtime_delay: Duration::ZERO,
             faults: Faults::default(),
+            emulator: false,
         }
     }
 }
 
 impl Options {
+    /// What AWS's Runtime Interface Emulator (`sam local invoke`, `aws-lambda-runtime-interface-
+    /// emulator`) presents to an extension, from its source: function `test_function`, 3008 MB,
+    /// each INVOKE's deadline 300 s ahead, `PUT /telemetry` answered `202
+    /// Telemetry.NotSupported`, and no `AWS_LAMBDA_INITIALIZATION_TYPE`. Its SHUTDOWN reason is
+    /// `SandboxTerminated` (give it to `FakeLambda::shutdown`). It passes `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` through, each `""` when it had none:
+    /// that is the caller's environment to set. Unlike it, this platform still ends Init
+    /// only when every extension waits on `next` (so does the emulator before it answers the
+    /// invoke) and runs Init at start rather than at the first invoke.
+    pub fn emulator() -> Options {
+        Options {
+            function_name: "test_function".into(),
+            memory_mb: 3008,
+            timeout: Duration::from_secs(300),
+            faults: Faults {
+                subscribe_status: Some(202),
+                ..Faults::default()
+            },
+            emulator: true,
+            ..Options::default()
+        }
+    }
+
     pub fn function_arn(&self) -> String {
         format!("arn:aws:lambda:{}:{}:function:{}", self.region, self.account_id, self.function_name)
     }
@@ -309,6 +335,9 @@ impl FakeLambda {
             ("AWS_LAMBDA_INITIALIZATION_TYPE", o.init_type.as_str().into()),
             ("AWS_REGION", o.region),
         ]
+        .into_iter()
+        .filter(|(k, _)| !(o.emulator && *k == "AWS_LAMBDA_INITIALIZATION_TYPE"))
+        .collect()
     }
 
     pub fn options(&self) -> Options {
