@@ -279,4 +279,18 @@ mod tests {
         assert_eq!(FetchError::item("InternalServiceError", "x").http_status(), 500);
         assert_eq!(FetchError::item("ResourceNotFoundException", "x").http_status(), 400);
     }
+
+    #[test]
+    fn a_missing_region_or_credentials_is_ours_not_the_networks() {
+        let region = FetchError::NoRegion;
+        assert_eq!((region.http_status(), region.code()), (500, "MissingRegion"));
+        assert!(!region.is_transient(), "it cannot appear later");
+        assert!(region.message().contains("AWS_REGION"));
+        let credentials = FetchError::NoCredentials("none found".into());
+        assert_eq!((credentials.http_status(), credentials.code()), (500, "MissingCredentials"));
+        assert!(
+            credentials.is_transient(),
+            "a credentials source can fail for a moment: stale may serve"
+        );
+    }
 }
