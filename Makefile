@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: demo test venv tools node-ric build release layer layer-test bench fuzz lint clean
+.PHONY: demo test venv tools node-ric build release layer layer-test clients-test bench fuzz lint clean
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -67,6 +67,12 @@ layer-test: layer tools
 	@$(call summary,target/layer-test-x86_64.log,x86_64 layer binary)
 	@$(call summary,target/layer-test-arm64.log,arm64 layer binary under qemu)
 
+## The function-side clients' own tests (clients/python, clients/node): the wire, the retry,
+## every error mapping, against scripted servers. Under real runtimes: tests/clients.rs.
+clients-test: $(STAMP)
+	$(VENV)/bin/python -m unittest discover -s clients/python/tests
+	node --test clients/node/test/
+
 ## Benchmarks (wrk vs nginx, start-up, RSS, size, flush overhead) → bench/RESULTS.md.
 bench: $(STAMP)
 	bash bench/run.sh
@@ -83,6 +89,7 @@ test: $(STAMP) tools node-ric
 	@df -Pk . | awk 'NR == 2 { printf "disk: %.1f GB free here; a fresh make test takes ~4.5 GB\n", $$4 / 1048576 }'
 	$(CARGO) build --workspace --bins
 	set -o pipefail; $(CARGO) test --workspace 2>&1 | tee target/test.log
+	$(MAKE) --no-print-directory clients-test
 	$(MAKE) --no-print-directory layer-test
 	@$(call summary,target/test.log,host build)
 
