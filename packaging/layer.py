@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Builds a Lambda layer zip: extensions/lambda-secrets-cache (mode 0755), which Lambda
-extracts to /opt/extensions/lambda-secrets-cache and starts as an external extension.
+extracts to /opt/extensions/lambda-secrets-cache and starts as an external extension, and the
+function's clients where Lambda's runtimes look for a layer's code: python/lambda_secrets_cache.py
+(/opt/python is on sys.path) and nodejs/node_modules/lambda-secrets-cache/ (/opt/nodejs/node_modules
+is on NODE_PATH), from clients/.
 
 usage: layer.py --arch x86_64|arm64 [--max-glibc 2.26] BINARY OUT.zip
 
@@ -112,18 +115,35 @@ def check(data: bytes, arch: str, max_glibc: tuple) -> dict:
     return found
 
 
-def build(binary: str, out: str) -> None:
-    info = zipfile.ZipInfo("extensions/lambda-secrets-cache", date_time=(2026, 1, 1, 0, 0, 0))
+CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clients")
+# (path in the zip, path under clients/)
+CLIENT_FILES = [
+    ("python/lambda_secrets_cache.py", "python/lambda_secrets_cache.py"),
+] + [
+    (f"nodejs/node_modules/lambda-secrets-cache/{name}", f"node/{name}")
+    for name in ("package.json", "index.cjs", "index.mjs", "index.d.ts")
+]
+
+
+def entry(name: str, mode: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
     store = os.environ.get("LAYER_COMPRESSION") == "store"
     info.compress_type = zipfile.ZIP_STORED if store else zipfile.ZIP_DEFLATED
     # Unix mode in the high 16 bits; 0o100000 marks a regular file.
-    info.external_attr = (stat.S_IFREG | 0o755) << 16
+    info.external_attr = (stat.S_IFREG | mode) << 16
     info.create_system = 3  # Unix, so unzip honours the mode
+    return info
+
+
+def build(binary: str, out: str) -> None:
     with open(binary, "rb") as f:
         data = f.read()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with zipfile.ZipFile(out, "w") as z:
-        z.writestr(info, data, compresslevel=9)
+        z.writestr(entry("extensions/lambda-secrets-cache", 0o755), data, compresslevel=9)
+        for name, source in CLIENT_FILES:
+            with open(os.path.join(CLIENTS, source), "rb") as f:
+                z.writestr(entry(name, 0o644), f.read(), compresslevel=9)
 
 
 def main() -> int:
@@ -144,7 +164,8 @@ def main() -> int:
     build(a.binary, a.out)
     glibc = "GLIBC_" + ".".join(map(str, found["glibc"])) if found["glibc"] else "no glibc symbols"
     print(f"{a.out}: extensions/lambda-secrets-cache ({len(data)} bytes, mode 0755), {a.arch}, "
-          f"highest {glibc} (at most {a.max_glibc}), needs {', '.join(found['needed']) or 'nothing'}")
+          f"highest {glibc} (at most {a.max_glibc}), needs {', '.join(found['needed']) or 'nothing'}; "
+          f"clients: {', '.join(name for name, _ in CLIENT_FILES)}")
     return 0
 
 

@@ -21,7 +21,7 @@ fn layer_py(args: &[&str], out: &Path) -> Output {
 }
 
 #[test]
-fn the_layer_holds_exactly_the_extension_executable() {
+fn the_layer_holds_the_extension_executable_and_the_clients() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = root.join("target").join(format!("test-layer-{}.zip", std::process::id()));
     let made = layer_py(&["--arch", "x86_64", "--max-glibc", "9.99", BIN], &out);
@@ -32,7 +32,26 @@ fn the_layer_holds_exactly_the_extension_executable() {
     let _ = std::fs::remove_file(&out);
     // Parse the central directory ourselves, so the test needs no unzip on the machine.
     let entries = central_directory(&bytes);
-    assert_eq!(entries.len(), 1, "{entries:?}");
+    let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "extensions/lambda-secrets-cache",
+            "python/lambda_secrets_cache.py",
+            "nodejs/node_modules/lambda-secrets-cache/package.json",
+            "nodejs/node_modules/lambda-secrets-cache/index.cjs",
+            "nodejs/node_modules/lambda-secrets-cache/index.mjs",
+            "nodejs/node_modules/lambda-secrets-cache/index.d.ts",
+        ],
+        "where Lambda's runtimes look for a layer's code"
+    );
+    for (name, mode, size) in &entries[1..] {
+        assert_eq!(mode & 0o777, 0o644, "{name}: {mode:o}");
+        let source = name
+            .replace("python/", "clients/python/")
+            .replace("nodejs/node_modules/lambda-secrets-cache/", "clients/node/");
+        assert_eq!(*size as u64, std::fs::metadata(root.join(&source)).unwrap().len(), "{name}");
+    }
     let (name, mode, size) = &entries[0];
     assert_eq!(name, "extensions/lambda-secrets-cache");
     assert_eq!(mode & 0o777, 0o755, "executable by everyone: {mode:o}");
