@@ -56,11 +56,16 @@ pub struct LambdaArgs {
     /// The SHUTDOWN deadline.
     #[arg(long, default_value_t = 2000)]
     pub shutdown_ms: u64,
+    /// A layer zip, mounted as Lambda mounts one at /opt: its `extensions/` executable is the
+    /// extension (unless one is given after `--`), its `python/` and `nodejs/node_modules/`
+    /// are on the handler's paths.
+    #[arg(long, value_name = "ZIP")]
+    pub layer: Option<std::path::PathBuf>,
     /// The extension to run and its arguments (after `--`). It gets this environment (the
     /// function's) plus AWS_LAMBDA_RUNTIME_API, SECRETS_CACHE_SANDBOX_HOST=127.0.0.1 and the
     /// function's AWS_LAMBDA_* variables; the function reaches it on
     /// $PARAMETERS_SECRETS_EXTENSION_HTTP_PORT (default 2773) through a recorder.
-    #[arg(last = true, required = true, value_name = "EXTENSION")]
+    #[arg(last = true, required_unless_present = "layer", value_name = "EXTENSION")]
     pub command: Vec<String>,
 }
 
@@ -77,6 +82,51 @@ impl LambdaArgs {
             },
             ..Options::default()
         }
+    }
+}
+
+/// A layer zip extracted as Lambda extracts one to `/opt` (file modes kept: `unzip`), into a
+/// temporary directory removed afterwards.
+pub struct Layer {
+    pub dir: std::path::PathBuf,
+}
+
+impl Layer {
+    pub fn mount(zip: &std::path::Path) -> anyhow::Result<Layer> {
+        let dir = std::env::temp_dir().join(format!("lsc-layer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let status = std::process::Command::new("unzip")
+            .args(["-q", "-o"])
+            .arg(zip)
+            .arg("-d")
+            .arg(&dir)
+            .status()
+            .context("running unzip (Debian package unzip)")?;
+        if !status.success() {
+            bail!("unzip {} failed: {status}", zip.display());
+        }
+        Ok(Layer { dir })
+    }
+
+    /// The layer's one external extension (`extensions/NAME`), as Lambda starts it.
+    pub fn extension(&self) -> anyhow::Result<String> {
+        let found: Vec<_> = std::fs::read_dir(self.dir.join("extensions"))
+            .context("the layer has no extensions/ directory")?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one.display().to_string()),
+            _ => bail!("the layer has {} files in extensions/; name the one to run after --", found.len()),
+        }
+    }
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -105,12 +155,22 @@ pub async fn run(a: LambdaArgs) -> anyhow::Result<()> {
         Some((_, p)) => ExtensionPort::Fixed(p.parse().context("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT is not a port")?),
         None => ExtensionPort::Fixed(2773),
     };
+    let layer = match &a.layer {
+        Some(zip) => Some(Layer::mount(zip)?),
+        None => None,
+    };
+    let command = match (&layer, a.command.is_empty()) {
+        (Some(layer), true) => vec![layer.extension()?],
+        _ => a.command.clone(),
+    };
     let function = match &a.handler {
         Some(spec) => {
             if !a.reads.is_empty() {
                 bail!("--read is for the scripted function; a --handler makes its own reads");
             }
-            Function::Handler(Handler::parse(spec, a.runtime)?)
+            let mut handler = Handler::parse(spec, a.runtime)?;
+            handler.layers.extend(layer.iter().map(|l| l.dir.clone()));
+            Function::Handler(handler)
         }
         None => {
             let reads = a.reads.clone();
@@ -125,7 +185,7 @@ pub async fn run(a: LambdaArgs) -> anyhow::Result<()> {
     let mut local = LocalFunction::start(Setup {
         options: options.clone(),
         function,
-        extension: a.command.clone(),
+        extension: command.clone(),
         env,
         port,
         record_reads: true,
@@ -136,7 +196,7 @@ pub async fn run(a: LambdaArgs) -> anyhow::Result<()> {
         "INIT_START fake Lambda platform on {} ({}), extension {}",
         local.platform.runtime_api(),
         options.init_type.as_str(),
-        a.command[0]
+        command[0]
     );
     if local.init.failed() {
         println!("INIT failed after {:.2} ms", local.init.duration.as_secs_f64() * 1000.0);

@@ -53,6 +53,9 @@ pub struct Handler {
     pub task_root: PathBuf,
     /// `_HANDLER`: `module.function`.
     pub name: String,
+    /// Layers, each a directory laid out as Lambda extracts one to `/opt`: their `python/` and
+    /// `nodejs/node_modules/` are on the runtime's paths, in order.
+    pub layers: Vec<PathBuf>,
 }
 
 impl Handler {
@@ -93,6 +96,7 @@ impl Handler {
             runtime,
             task_root,
             name: format!("{module}.{function}"),
+            layers: Vec::new(),
         })
     }
 
@@ -134,9 +138,21 @@ impl Handler {
             ("AWS_LAMBDA_LOG_GROUP_NAME".into(), "/aws/lambda/local".into()),
             ("AWS_LAMBDA_LOG_STREAM_NAME".into(), "local".into()),
         ];
-        if self.runtime == Runtime::Python {
-            env.push(("PYTHONPATH".into(), root));
-            env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+        let under = |dir: &'static str| self.layers.iter().map(move |l| l.join(dir).to_string_lossy().into_owned());
+        match self.runtime {
+            // Lambda's Python runtimes: the task root, then each layer's `python/`.
+            Runtime::Python => {
+                let path: Vec<String> = std::iter::once(root).chain(under("python")).collect();
+                env.push(("PYTHONPATH".into(), path.join(":")));
+                env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+            }
+            // Lambda's Node.js runtimes: `NODE_PATH` holds each layer's `nodejs/node_modules`.
+            Runtime::Node => {
+                let path: Vec<String> = under("nodejs/node_modules").collect();
+                if !path.is_empty() {
+                    env.push(("NODE_PATH".into(), path.join(":")));
+                }
+            }
         }
         env
     }
