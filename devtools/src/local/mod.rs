@@ -4,4 +4,5 @@
 
 pub mod command;
 pub mod function;
+pub mod handler;
 pub mod reads;
