@@ -104,7 +104,8 @@ class Client {
     this.port = p;
     this.timeoutMs = timeoutMs;
     // Keep-alive, one socket per concurrent read; idle ones are reused, most recent first.
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo' });
+    // The time-out is the socket's (one timer per connection, not one per read).
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 8, scheduling: 'lifo', timeout: timeoutMs });
   }
 
   /** The GetSecretValue answer (`SecretString` or base64 `SecretBinary`, `ARN`, `Name`, ...). */
@@ -169,7 +170,8 @@ class Client {
   }
 
   async #get(path, query) {
-    const target = `${path}?${new URLSearchParams(query).toString().replace(/\+/g, '%20')}`;
+    let target = `${path}?`;
+    for (const [k, v] of Object.entries(query)) target += `${target.endsWith('?') ? '' : '&'}${k}=${encodeURIComponent(v)}`;
     const headers = { [TOKEN_HEADER]: token() };
     let answer;
     try {
@@ -219,8 +221,7 @@ class Client {
           });
         },
       );
-      request.setNoDelay(true);
-      request.setTimeout(this.timeoutMs, () => {
+      request.on('timeout', () => {
         const e = new Error('timeout');
         e.code = 'ETIMEDOUT';
         request.destroy(e);

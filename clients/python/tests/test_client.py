@@ -44,12 +44,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests.append((url.path, query, self.headers.get(lsc.TOKEN_HEADER), id(self.connection)))
             status, body = self.server.script.pop(0) if self.server.script else (200, self.default(url.path, query))
+        chunked = status == "chunked"
+        status = 200 if chunked else status
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        if chunked:
+            # Another server's framing: the answer in 3-byte chunks.
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(raw), 3):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(raw[i:i + 3]), raw[i:i + 3]))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
         self.answered += 1
         if self.server.close_idle_after and self.answered >= self.server.close_idle_after:
             # As a server that drops idle connections (or a freeze outliving them) leaves it:
@@ -165,6 +175,12 @@ class ClientTest(unittest.TestCase):
         self.server.script.append((502, b"<html>bad gateway</html>"))
         with self.assertRaises(lsc.ExtensionUnavailable):
             self.client.get_secret("s")
+
+    def test_chunked_answers_are_read_and_the_connection_kept(self):
+        self.server.script.append(("chunked", {"Name": "s", "SecretString": VALUE}))
+        self.assertEqual(self.client.get_secret_string("s"), VALUE)
+        self.assertEqual(self.client.get_secret_string("s"), VALUE)
+        self.assertEqual(len({conn for *_, conn in self.server.requests}), 1)
 
     def test_parameter_not_found_is_not_found_when_the_extension_says_404(self):
         self.server.script.append((404, {"__type": "ParameterNotFound", "message": "Parameter /x not found."}))

@@ -7,6 +7,7 @@
 //! the in-handler alternatives. `fleet` is a burst of cold starts against AWS's per-account
 //! quotas; `startup` what the extension adds to each cold start (exec → `/register`).
 
+pub mod clients;
 pub mod cold_start;
 pub mod fleet;
 pub mod http;

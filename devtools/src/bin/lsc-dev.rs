@@ -56,6 +56,26 @@ enum Command {
         #[command(flatten)]
         rounds: Rounds,
     },
+    /// What one cached read costs a function's own code, each way of reading (the clients,
+    /// urllib/requests/http.get/fetch, the AWS SDKs straight to AWS, in-process caching),
+    /// Python and Node.js; then failed reads across freezes longer than 10 s.
+    BenchClients {
+        #[arg(long)]
+        extension: Option<PathBuf>,
+        /// Reads per variant and round.
+        #[arg(long, default_value_t = 2000)]
+        reads: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Milliseconds each AWS call is held at the proxy.
+        #[arg(long, default_value_t = 40)]
+        latency_ms: u64,
+        /// Freezes (each `--frozen-s` long) between single reads; 0 skips.
+        #[arg(long, default_value_t = 20)]
+        freeze_cycles: usize,
+        #[arg(long, default_value_t = 11)]
+        frozen_s: u64,
+    },
     /// What the extension adds to each invocation (post-runtime duration), against the null
     /// extension in the same environment, for each setting.
     BenchPostRuntime {
@@ -219,6 +239,23 @@ fn main() -> anyhow::Result<()> {
             let runner: Vec<String> = runner.iter().flat_map(|r| r.split_whitespace().map(str::to_string)).collect();
             runtime.block_on(lsc_devtools::bench::startup::run(&release(extension), &null, &runner, rounds))?
         }
+        Command::BenchClients {
+            extension,
+            reads,
+            rounds,
+            latency_ms,
+            freeze_cycles,
+            frozen_s,
+        } => runtime.block_on(lsc_devtools::bench::clients::run(
+            &release(extension),
+            lsc_devtools::bench::clients::Plan {
+                reads,
+                rounds,
+                latency: std::time::Duration::from_millis(latency_ms),
+                freeze_cycles,
+                frozen: std::time::Duration::from_secs(frozen_s),
+            },
+        ))?,
         Command::BenchPostRuntime { extension, invocations } => runtime.block_on(lsc_devtools::bench::post_runtime::run(
             &release(extension),
             &null_extension()?,
