@@ -74,7 +74,7 @@ clients-test: $(STAMP)
 	node --test clients/node/test/
 
 ## Benchmarks (wrk vs nginx, start-up, RSS, size, flush overhead) → bench/RESULTS.md.
-bench: $(STAMP)
+bench: $(STAMP) node-ric
 	bash bench/run.sh
 
 ## The extension against moto, with a scripted series of reads and a summary.

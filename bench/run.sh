@@ -65,6 +65,16 @@ CRITERION_TABLE='
   echo
   ./target/release/lsc-dev bench-cold-start --extension ./target/release/lambda-secrets-cache --rounds "${COLD_START_ROUNDS:-5}" --latency-ms "${COLD_START_LATENCY_MS:-40}"
   echo
+  echo "## A cached read as the function's code pays it: the clients against the other ways (\`lsc-dev bench-clients\`)"
+  echo
+  echo "On one CPU (\`taskset -c 0\`: the function and the extension share it, as on a function with up to 1,769 MB, which has one vCPU):"
+  echo
+  taskset -c 0 ./target/release/lsc-dev bench-clients --extension ./target/release/lambda-secrets-cache --freeze-cycles 0
+  echo
+  echo "On two CPUs, then the freezes:"
+  echo
+  ./target/release/lsc-dev bench-clients --extension ./target/release/lambda-secrets-cache --freeze-cycles "${FREEZE_CYCLES:-20}"
+  echo
   echo "## A fleet's burst against AWS's quotas (\`lsc-dev bench-fleet\`)"
   echo
   ./target/release/lsc-dev bench-fleet --extension ./target/release/lambda-secrets-cache
