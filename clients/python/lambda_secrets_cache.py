@@ -200,7 +200,8 @@ class Client:
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
-        return f"Client(port={self._port or _port()}, timeout={self._timeout})"
+        port = self._port or os.environ.get(PORT_VARIABLE, "").strip() or DEFAULT_PORT
+        return f"Client(port={port}, timeout={self._timeout})"
 
     # --- Secrets Manager ---
 
