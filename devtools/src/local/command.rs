@@ -93,7 +93,10 @@ pub struct Layer {
 
 impl Layer {
     pub fn mount(zip: &std::path::Path) -> anyhow::Result<Layer> {
-        let dir = std::env::temp_dir().join(format!("lsc-layer-{}", std::process::id()));
+        // One directory per mount: tests mount layers concurrently in one process.
+        static MOUNTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MOUNTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lsc-layer-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let status = std::process::Command::new("unzip")
