@@ -164,8 +164,10 @@ async fn upstream_down_for_the_whole_run_under_the_lambda_platform() {
         Some("secrets:\n  - id: down/one\nparameters:\n  - path: /down/\n"),
         &[
             ("AWS_ENDPOINT_URL", &endpoint),
-            ("SECRETS_MANAGER_TIMEOUT_MILLIS", "500"),
-            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "500"),
+            // The budget also bounds the wait for the AWS clients, built after `/register`:
+            // under qemu (the arm64 layer run) that build alone takes ~0.7 s.
+            ("SECRETS_MANAGER_TIMEOUT_MILLIS", "1500"),
+            ("SSM_PARAMETER_STORE_TIMEOUT_MILLIS", "1500"),
         ],
     )
     .await;
