@@ -143,17 +143,20 @@ impl Accept {
     }
 }
 
-/// A connection whose requests must arrive within a bound of their first bytes. A request
+/// A connection whose request heads must arrive within a bound of their first bytes. A head
 /// that arrives whole in one read (nearly all) costs no timer and no clock read: the deadline
-/// is set only when a read waits in the middle of a request, and cleared when an answer is
-/// written (the request was read whole). A connection waiting for its next request is never
-/// timed out, so nothing closes it in a way a request could race.
+/// is set only when a read waits in the middle of a head, and is off once the head's blank
+/// line has arrived (the answer may take as long as its own budgets say) until the answer is
+/// written. A connection waiting for its next request is never timed out, so nothing closes
+/// it in a way a request could race.
 struct RequestDeadline {
     stream: TcpStream,
     limit: Option<Duration>,
     /// Made at the first request that needs it, reset at each one after.
     sleep: Option<Pin<Box<Sleep>>>,
     state: Reading,
+    /// The last bytes read of the current head, to find its end across reads.
+    tail: [u8; 3],
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -164,6 +167,8 @@ enum Reading {
     Partial,
     /// A read waited in the middle of a request: `sleep` is its deadline.
     Timed,
+    /// The head has arrived whole: the answer is being made, no deadline.
+    Headed,
 }
 
 impl RequestDeadline {
@@ -173,7 +178,24 @@ impl RequestDeadline {
             limit,
             sleep: None,
             state: Reading::Idle,
+            tail: [0; 3],
         }
+    }
+
+    /// Takes the bytes just read: the head is whole once its blank line has arrived.
+    fn saw(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() || self.state == Reading::Headed {
+            return;
+        }
+        let mut window = self.tail.to_vec();
+        window.extend_from_slice(&bytes[bytes.len().saturating_sub(4096)..]);
+        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+            self.state = Reading::Headed;
+        } else if self.state == Reading::Idle {
+            self.state = Reading::Partial;
+        }
+        let n = window.len();
+        self.tail.copy_from_slice(&window[n - 3..]);
     }
 
     /// Polls the deadline (registering its wake-up): true once it has passed.
@@ -192,8 +214,8 @@ impl AsyncRead for RequestDeadline {
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if this.state == Reading::Idle && this.limit.is_some() && buf.filled().len() > before {
-                    this.state = Reading::Partial;
+                if this.limit.is_some() {
+                    this.saw(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -218,12 +240,12 @@ impl AsyncRead for RequestDeadline {
 
 impl AsyncWrite for RequestDeadline {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.state = Reading::Idle;
+        (self.state, self.tail) = (Reading::Idle, [0; 3]);
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
-        self.state = Reading::Idle;
+        (self.state, self.tail) = (Reading::Idle, [0; 3]);
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -310,6 +332,29 @@ mod tests {
         // The clock jumps as it does across a freeze; every timer due fires now.
         tokio::time::advance(Duration::from_secs(3600)).await;
         stream.write_all(request).await.unwrap();
+        assert!(answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_takes_longer_than_the_request_limit_is_still_written() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let mut accept = Accept::new("test");
+        accept.request_timeout = Some(Duration::from_secs(10));
+        // An answer that waits 30 s (a read whose budget is that long), the head in two parts.
+        let service = || {
+            hyper::service::service_fn(|_req| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))))
+            })
+        };
+        tokio::spawn(accept.run(listener, cancel.clone(), move || Admit::Serve(service())));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stream.write_all(b"\n\r\n").await.unwrap();
         assert!(answer(&mut stream).await.starts_with("HTTP/1.1 200"));
         cancel.cancel();
     }
