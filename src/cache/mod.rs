@@ -148,6 +148,9 @@ impl Cache {
         }
 
         let trigger = if refresh_now { Trigger::RefreshNow } else { Trigger::Expired };
+        // Right after start-up the AWS clients may still be being built: the budget is the
+        // call's, and starts once they are (a few ms; bounded by the upstream).
+        self.fetch.ready().await;
         let budget = *self.read_timeout.get(key.service);
         // One flight per item whatever alias it is asked by: once the item is known, its
         // flight is keyed by the entry's first key. `refreshNow` starts a flight of its own:

@@ -101,6 +101,13 @@ pub trait Fetch: Send + Sync + 'static {
     /// snapshot). The next read through a role assumes it again.
     fn forget_assumed_roles(&self) {}
 
+    /// Resolves once calls can be made (the real one builds its clients after `/register`).
+    /// A reader waits for it before its own time budget starts: the order of start-up must
+    /// not turn a read into a time-out. Bounded by `READY_WAIT`.
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// The secrets `filters` match (BatchGetSecretValue with Filters, every page), through
     /// `role`, at most `limit` of them: one result per match. The outer error is a failed
     /// call; nothing from it counts.
@@ -171,6 +178,11 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 /// Largest batches the APIs accept.
 pub const SECRETS_BATCH: usize = 20;
 pub const PARAMETERS_BATCH: usize = 10;
+
+/// The longest a read or a fetch waits for the AWS clients to be built (`Fetch::ready`),
+/// apart from its own budget. They take milliseconds; a bundle file that never comes (a FIFO,
+/// a hung network file system) is the case this bounds.
+pub const READY_WAIT: Duration = Duration::from_secs(5);
 
 /// The real AWS services, through the AWS SDK.
 pub struct Aws {
@@ -256,13 +268,12 @@ impl Aws {
         result
     }
 
-    /// The clients that read through `role` (empty: the function's own), once built; the
-    /// wait for them counts as the call's, within the larger budget.
+    /// The clients that read through `role` (empty: the function's own), once built (at most
+    /// `READY_WAIT`, apart from the call's own budget).
     async fn clients(&self, role: &str) -> Result<Arc<roles::Clients>, FetchError> {
-        let budget = self.budgets.secrets.max(self.budgets.ssm);
-        let built = tokio::time::timeout(budget, self.built())
+        let built = tokio::time::timeout(READY_WAIT, self.built())
             .await
-            .map_err(|_| FetchError::Timeout(budget.as_millis() as u64))?;
+            .map_err(|_| FetchError::Timeout(READY_WAIT.as_millis() as u64))?;
         if !built.region {
             return Err(FetchError::NoRegion);
         }
@@ -297,6 +308,14 @@ impl Aws {
 }
 
 impl Fetch for Aws {
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.built.get().is_none() {
+                let _ = tokio::time::timeout(READY_WAIT, self.built()).await;
+            }
+        })
+    }
+
     fn forget_assumed_roles(&self) {
         if let Some(built) = self.built.get() {
             built.roles.forget();
