@@ -187,15 +187,24 @@ impl RequestDeadline {
         if bytes.is_empty() || self.state == Reading::Headed {
             return;
         }
-        let mut window = self.tail.to_vec();
-        window.extend_from_slice(&bytes[bytes.len().saturating_sub(4096)..]);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        const END: &[u8] = b"\r\n\r\n";
+        // The blank line may straddle reads: the last 3 bytes before, the first 3 now.
+        let k = bytes.len().min(3);
+        let mut edge = [0u8; 6];
+        edge[..3].copy_from_slice(&self.tail);
+        edge[3..3 + k].copy_from_slice(&bytes[..k]);
+        if edge[..3 + k].windows(4).any(|w| w == END) || bytes.windows(4).any(|w| w == END) {
             self.state = Reading::Headed;
         } else if self.state == Reading::Idle {
             self.state = Reading::Partial;
         }
-        let n = window.len();
-        self.tail.copy_from_slice(&window[n - 3..]);
+        self.tail = if bytes.len() >= 3 {
+            [bytes[bytes.len() - 3], bytes[bytes.len() - 2], bytes[bytes.len() - 1]]
+        } else {
+            let mut t = [0u8; 3];
+            t.copy_from_slice(&edge[k..k + 3]);
+            t
+        };
     }
 
     /// Polls the deadline (registering its wake-up): true once it has passed.
@@ -300,20 +309,26 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// A server on 127.0.0.1:0 answering 200 to everything, requests bounded to 10 s.
-    async fn server() -> (std::net::SocketAddr, CancellationToken) {
+    /// A server on 127.0.0.1:0 answering 200 to everything after `delay`, requests bounded to
+    /// 10 s.
+    async fn server_answering_after(delay: Duration) -> (std::net::SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
         let mut accept = Accept::new("test");
         accept.request_timeout = Some(Duration::from_secs(10));
-        let service = || {
-            hyper::service::service_fn(|_req| async {
+        let service = move || {
+            hyper::service::service_fn(move |_req| async move {
+                tokio::time::sleep(delay).await;
                 Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))))
             })
         };
         tokio::spawn(accept.run(listener, cancel.clone(), move || Admit::Serve(service())));
         (addr, cancel)
+    }
+
+    async fn server() -> (std::net::SocketAddr, CancellationToken) {
+        server_answering_after(Duration::ZERO).await
     }
 
     async fn answer(stream: &mut TcpStream) -> String {
@@ -338,19 +353,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_that_takes_longer_than_the_request_limit_is_still_written() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cancel = CancellationToken::new();
-        let mut accept = Accept::new("test");
-        accept.request_timeout = Some(Duration::from_secs(10));
-        // An answer that waits 30 s (a read whose budget is that long), the head in two parts.
-        let service = || {
-            hyper::service::service_fn(|_req| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))))
-            })
-        };
-        tokio::spawn(accept.run(listener, cancel.clone(), move || Admit::Serve(service())));
+        // An answer that waits 30 s (a read whose budget is that long), the head in two parts
+        // split inside its blank line.
+        let (addr, cancel) = server_answering_after(Duration::from_secs(30)).await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r").await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
