@@ -141,11 +141,14 @@ impl Lifecycle {
         let due = refresh.len();
 
         let released = match &self.otel {
-            // Not subscribed (refused, or `202` NotSupported as in AWS's emulator): no
-            // `platform.runtimeDone` can come, so nothing is held for it.
-            Some(_) if self.flush.waits_for_runtime_done() && !self.state.subscribed.load(Relaxed) => Released::NoTelemetry,
             Some(_) if self.flush.waits_for_runtime_done() => {
-                wait_runtime_done(self.progress.clone(), &request_id, received + self.runtime_done_wait, hard_stop).await
+                if self.state.subscribed.load(Relaxed) {
+                    wait_runtime_done(self.progress.clone(), &request_id, received + self.runtime_done_wait, hard_stop).await
+                } else {
+                    // Refused, or `202` NotSupported as in AWS's emulator: no
+                    // `platform.runtimeDone` can come, so nothing is held for it.
+                    Released::NoTelemetry
+                }
             }
             _ => Released::Settled,
         };
